@@ -1,0 +1,14 @@
+"""Pure metric math (numpy): Occ3D mIoU, voxel ray casting, SparseOcc RayIoU."""
+from .occ_miou import (check_prediction_labels, confusion_matrix, confusion_matrix_pair,
+                       geometry_iou_from_confusion, miou_from_confusion,
+                       occ_scores_from_confusion, per_class_iou)
+from .ray_casting import first_hit, first_hits_multi
+from .ray_iou import (RAY_IOU_THRESHOLDS, lidar_ray_directions, ray_first_hits,
+                      rayiou_frame_stats, rayiou_from_stats)
+
+__all__ = [
+    'check_prediction_labels', 'confusion_matrix', 'confusion_matrix_pair',
+    'geometry_iou_from_confusion', 'miou_from_confusion', 'occ_scores_from_confusion',
+    'per_class_iou', 'first_hit', 'first_hits_multi', 'RAY_IOU_THRESHOLDS',
+    'lidar_ray_directions', 'ray_first_hits', 'rayiou_frame_stats', 'rayiou_from_stats'
+]
