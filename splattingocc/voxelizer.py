@@ -1,0 +1,563 @@
+"""Gaussians -> voxel grid (Occ3D): exact anisotropic density and class scores.
+
+For every voxel centre ``p`` of an axis-aligned grid and Gaussians ``i`` (mean ``mu_i``, rotation
+``R_i`` from the quaternion [w, x, y, z], normalised here, standard deviations ``s_i``, opacity
+``o_i``, features ``f_i``)::
+
+    Sigma_i      = R_i diag(s_i^2) R_i^T                     (full anisotropic covariance)
+    m_i(p)^2     = (p - mu_i)^T Sigma_i^{-1} (p - mu_i)      (squared Mahalanobis distance)
+    w_i(p)       = o_i * exp(-0.5 * m_i(p)^2)   if m_i(p) <= cutoff, else 0
+    density(p)   = sum_i w_i(p)                              (dimensionless, not 1/m)
+    scores_k(p)  = sum_i w_i(p) * g_ik
+
+with ``g_i = softmax(f_i)`` (``score_mode='softmax'``, the default: features are logits and every
+Gaussian votes with its class probabilities) or ``g_i = f_i`` (``score_mode='raw'``: features
+used as given, e.g. raw logits or probabilities that are already normalised).
+
+Truncation: a Gaussian contributes only inside its ``cutoff``-sigma ellipsoid, so at any voxel the
+truncated density is below the exact one by at most ``sum_i o_i * exp(-cutoff^2 / 2)`` (summed over
+the Gaussians whose ellipsoid misses the voxel); the same holds per class for the scores with
+``o_i * g_ik``. ``cutoff=inf``-like values (e.g. 50) give the exact sums.
+
+Scaling: Gaussian ``i`` is paired only with the voxels whose centres lie inside its ellipsoid. The
+(x, y) columns of the ellipsoid's bounding box (tight per axis, half-extent ``cutoff *
+sqrt(Sigma_aa)``) are enumerated first; in each column the z range inside the ellipsoid is the
+solution of a quadratic, so only those voxels are paired. Both levels are enumerated vectorised
+(sizes -> flat offsets with ``repeat_interleave``), the pairs evaluated and ``index_add``-ed into
+the grid, in chunks of Gaussians whose bounding boxes hold at most ``max_pairs_per_chunk`` voxels
+(a single Gaussian whose box is larger forms a chunk of its own). Time and memory scale with the
+number of pairs, not with voxels x Gaussians. There is no Python loop over Gaussians or voxels; it
+runs on any device and is differentiable w.r.t. means, quats, scales, opacities and features (the
+selection of pairs is piecewise constant and carries no gradient). The backward pass recomputes the
+pairs chunk by chunk, so training memory is O(Gaussians + one chunk + the grid), not O(pairs);
+it is differentiable once (no double backward).
+
+Semantics (``scores_to_semantics``): a voxel with ``density < density_threshold`` is free
+(``free_label``). Otherwise:
+
+* ``K == num_classes`` (the features include the free class at index ``free_label``): the label is
+  the argmax over all K scores, so a voxel whose argmax is the free class is free too;
+* ``K == num_classes - 1`` (features of the non-free classes only, in label order with
+  ``free_label`` left out): the label is the argmax over the K non-free classes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from splattingocc.registry import MODELS
+from splattingocc.structures import Gaussians
+
+SCORE_MODES = ('softmax', 'raw')
+# default pairs per chunk: cache-sized on the CPU (measured fastest there), large on CUDA
+_CHUNK_CPU = 1 << 16
+_CHUNK_CUDA = 1 << 22
+
+
+@dataclass
+class VoxelizerOutput:
+    """What ``voxelize_gaussians`` (and ``GaussianVoxelizer(return_fields=True)``) return.
+
+    Attributes:
+        density:   [B, X, Y, Z] sum of opacity-weighted Gaussian kernels at the voxel centres.
+        scores:    [B, X, Y, Z, K] class scores (see the module docstring).
+        semantics: [B, X, Y, Z] labels (None from ``voxelize_gaussians``; set by the module).
+        num_pairs: (Gaussian, voxel) pairs enumerated and evaluated.
+        num_contributions: of those, the pairs inside the cutoff ellipsoid (the same up to
+            floating-point rounding at the ellipsoid's surface).
+    """
+
+    density: Tensor  # [B, X, Y, Z]
+    scores: Tensor  # [B, X, Y, Z, K]
+    semantics: Optional[Tensor] = None  # [B, X, Y, Z]
+    num_pairs: int = 0
+    num_contributions: int = 0
+
+
+def _grid_spec(pc_range: Sequence[float], occ_size: Sequence[int],
+               voxel_size: Optional[Sequence[float]] = None) -> Tuple[tuple, tuple, tuple]:
+    """Validated (lower corner, voxel size, voxel counts), each a 3-tuple."""
+    if len(pc_range) != 6:
+        raise ValueError(f'voxelizer: pc_range must be (x_min, y_min, z_min, x_max, y_max, z_max), '
+                         f'got {pc_range!r}; take point_cloud_range from '
+                         'configs/_base_/datasets/occ3d_nuscenes.py')
+    if len(occ_size) != 3 or any(int(n) != n or int(n) <= 0 for n in occ_size):
+        raise ValueError(f'voxelizer: occ_size must be three positive integers (X, Y, Z), got '
+                         f'{occ_size!r}; take occ_size from the dataset config')
+    lo = tuple(float(v) for v in pc_range[:3])
+    hi = tuple(float(v) for v in pc_range[3:])
+    size = tuple(int(n) for n in occ_size)
+    if any(h <= l for l, h in zip(lo, hi)):
+        raise ValueError(f'voxelizer: pc_range {pc_range!r} has max <= min on some axis')
+    vs = tuple((h - l) / n for l, h, n in zip(lo, hi, size))
+    if voxel_size is not None:
+        if len(voxel_size) != 3 or any(
+                not math.isclose(float(a), b, rel_tol=1e-6) for a, b in zip(voxel_size, vs)):
+            raise ValueError(f'voxelizer: voxel_size {voxel_size!r} does not match pc_range '
+                             f'{pc_range!r} / occ_size {occ_size!r} (= {vs}); fix the dataset '
+                             'config')
+    return lo, vs, size
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """Rotation matrices from quaternions [w, x, y, z] (normalised here).
+
+    Args:
+        quats: [..., 4]
+    Returns:
+        [..., 3, 3]
+    """
+    assert quats.shape[-1] == 4, quats.shape
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    R = torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1)  # [..., 9]
+    return R.reshape(quats.shape[:-1] + (3, 3))  # [..., 3, 3]
+
+
+def voxelize_gaussians(
+    means: Tensor,  # [B, N, 3]
+    quats: Tensor,  # [B, N, 4]
+    scales: Tensor,  # [B, N, 3]
+    opacities: Tensor,  # [B, N]
+    features: Tensor,  # [B, N, K]
+    pc_range: Sequence[float],
+    occ_size: Sequence[int],
+    voxel_size: Optional[Sequence[float]] = None,
+    cutoff: float = 3.0,
+    score_mode: str = 'softmax',
+    max_pairs_per_chunk: Optional[int] = None,
+) -> VoxelizerOutput:
+    """Density and class scores of Gaussians at the voxel centres of a grid.
+
+    Args:
+        means:     [B, N, 3] centres in the grid's frame (metres).
+        quats:     [B, N, 4] rotations [w, x, y, z], need not be normalised.
+        scales:    [B, N, 3] standard deviations along the rotated axes (> 0).
+        opacities: [B, N] weights (normally in [0, 1]).
+        features:  [B, N, K] semantic logits ('softmax') or per-class weights ('raw').
+        pc_range:  (x_min, y_min, z_min, x_max, y_max, z_max) of the grid box.
+        occ_size:  (X, Y, Z) voxel counts; voxel (i, j, k) has its centre at
+                   ``min + voxel_size * (index + 0.5)``.
+        voxel_size: optional, only checked against pc_range / occ_size.
+        cutoff:    a Gaussian contributes where its Mahalanobis distance is <= cutoff.
+        score_mode: 'softmax' (weight softmax(features)) or 'raw' (weight the features as given).
+        max_pairs_per_chunk: bound on the (Gaussian, voxel) pairs evaluated at once (memory);
+                   None: 2**16 on the CPU (cache-sized chunks are fastest there), 2**22 on CUDA.
+
+    Returns:
+        VoxelizerOutput with density [B, X, Y, Z], scores [B, X, Y, Z, K] (dtype of ``means``;
+        float32 for half-precision inputs), semantics None and the pair counts.
+    """
+    assert means.dim() == 3 and means.shape[-1] == 3, means.shape
+    B, N = means.shape[:2]
+    assert quats.shape == (B, N, 4), quats.shape
+    assert scales.shape == (B, N, 3), scales.shape
+    assert opacities.shape == (B, N), opacities.shape
+    assert features.dim() == 3 and features.shape[:2] == (B, N), features.shape
+    if score_mode not in SCORE_MODES:
+        raise ValueError(f'voxelizer: score_mode must be one of {SCORE_MODES}, got {score_mode!r}')
+    if not cutoff > 0:
+        raise ValueError(f'voxelizer: cutoff must be > 0 (in standard deviations), got {cutoff!r}')
+    if max_pairs_per_chunk is not None and max_pairs_per_chunk < 1:
+        raise ValueError(f'voxelizer: max_pairs_per_chunk must be >= 1, got {max_pairs_per_chunk}')
+    lo, vs, (X, Y, Z) = _grid_spec(pc_range, occ_size, voxel_size)
+    if means.dtype in (torch.float16, torch.bfloat16):  # e.g. under autocast: work in float32
+        means, quats, scales, opacities, features = (
+            t.float() for t in (means, quats, scales, opacities, features))
+    K = features.shape[-1]
+    device, dtype = means.device, means.dtype
+    num_vox = X * Y * Z
+    grid = _Grid(torch.tensor(lo, device=device, dtype=dtype),
+                 torch.tensor(vs, device=device, dtype=dtype), X, Y, Z, float(cutoff) ** 2)
+
+    # per Gaussian, flattened over the batch: G = B * N
+    mu = means.reshape(B * N, 3)  # [G, 3]
+    R = quat_to_rotmat(quats.reshape(B * N, 4))  # [G, 3, 3]
+    s2 = scales.reshape(B * N, 3).square()  # [G, 3]
+    opac = opacities.reshape(B * N)  # [G]
+    weights = features.softmax(-1) if score_mode == 'softmax' else features  # [B, N, K]
+    weights = weights.reshape(B * N, K)  # [G, K]
+    batch_of = torch.arange(B, device=device).repeat_interleave(N)  # [G]
+
+    with torch.no_grad():
+        # bounding box of the cutoff ellipsoid: half-extent cutoff * sqrt(Sigma_aa)
+        var_diag = (R.square() * s2[:, None, :]).sum(-1)  # [G, 3]
+        k_min, k_max = grid.index_range(mu - cutoff * var_diag.sqrt(),
+                                        mu + cutoff * var_diag.sqrt())  # [G, 3] each
+        extent = (k_max - k_min + 1).clamp_min(0)  # [G, 3]
+        box_pairs = extent.prod(-1)  # [G]
+        live = (box_pairs > 0).nonzero().squeeze(1)  # [G']
+        box_pairs = box_pairs[live]  # [G'] upper bound of each Gaussian's pairs (for chunking)
+        n_cols = extent[live, 0] * extent[live, 1]  # [G'] (x, y) columns of each box
+        box_ends = box_pairs.cumsum(0)  # [G'] inclusive
+        # per live Gaussian: batch offset, first column index, box x / y start, columns along y
+        ipack = torch.stack([batch_of[live] * num_vox, n_cols.cumsum(0) - n_cols, k_min[live, 0],
+                             k_min[live, 1], extent[live, 1]], -1)  # [G', 5]
+
+    if live.numel() == 0:  # nothing reaches the grid: zeros (still usable in a loss)
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (means, quats, scales, opacities, features))
+        return VoxelizerOutput(
+            density=torch.zeros(B, X, Y, Z, device=device, dtype=dtype,
+                                requires_grad=needs_grad),
+            scores=torch.zeros(B, X, Y, Z, K, device=device, dtype=dtype,
+                               requires_grad=needs_grad))
+
+    # precision Sigma^-1 = R diag(1/s^2) R^T of the live Gaussians
+    R_l = R[live]  # [G', 3, 3]
+    prec = (R_l / s2[live][:, None, :]) @ R_l.transpose(-1, -2)  # [G', 3, 3]
+    fpack = torch.cat([mu[live], prec[:, 0, 0, None], prec[:, 1, 1, None], prec[:, 2, 2, None],
+                       prec[:, 0, 1, None], prec[:, 0, 2, None], prec[:, 1, 2, None],
+                       opac[live][:, None]], -1)  # [G', 10] mu(3), Pxx Pyy Pzz Pxy Pxz Pyz, o
+    chunk = max_pairs_per_chunk or (_CHUNK_CUDA if device.type == 'cuda' else _CHUNK_CPU)
+    with torch.no_grad():
+        # chunks of live Gaussians whose bounding boxes hold at most `chunk` voxels in all
+        bounds, start, G_live = [], 0, live.numel()
+        while start < G_live:
+            done = int(box_ends[start - 1]) if start > 0 else 0
+            stop = int(torch.searchsorted(box_ends, done + chunk, right=True))
+            stop = max(stop, start + 1)  # an oversized Gaussian is a chunk of its own
+            bounds.append((start, stop))
+            start = stop
+    plan = _Plan(grid, ipack, n_cols, bounds, B * num_vox)
+    density, scores = _SplatToVoxels.apply(fpack, weights[live], plan)  # [B*V], [B*V, K]
+    return VoxelizerOutput(
+        density=density.reshape(B, X, Y, Z),  # [B, X, Y, Z]
+        scores=scores.reshape(B, X, Y, Z, K),  # [B, X, Y, Z, K]
+        num_pairs=plan.num_pairs, num_contributions=plan.num_contributions)
+
+
+@dataclass
+class _Grid:
+    lo: Tensor  # [3]
+    vs: Tensor  # [3]
+    X: int
+    Y: int
+    Z: int
+    cutoff2: float
+
+    def index_range(self, low: Tensor, high: Tensor) -> Tuple[Tensor, Tensor]:
+        """First and last voxel index whose centre lies in [low, high] per axis, clamped to the grid
+        (last < first where none). low, high: [..., D] with D = 3 (x, y, z) or 1 (z only)."""
+        D = low.shape[-1]
+        lo, vs = self.lo[3 - D:], self.vs[3 - D:]
+        n = torch.tensor((self.X, self.Y, self.Z)[3 - D:], device=low.device)
+        big = float(max(self.X, self.Y, self.Z))
+        # voxel index k has its centre at lo + vs * (k + 0.5); clamp in float before the int cast
+        k_min = torch.ceil((low - lo) / vs - 0.5).nan_to_num(nan=big).clamp(0, big).long()
+        k_max = torch.floor((high - lo) / vs - 0.5).nan_to_num(nan=-1.0).clamp(-1, big).long()
+        return torch.minimum(k_min, n), torch.minimum(k_max, n - 1)
+
+
+@dataclass
+class _Plan:
+    """Everything about the pairs that carries no gradient, shared by forward and backward."""
+    grid: _Grid
+    ipack: Tensor  # [G', 5] batch offset, first column, box x / y start, columns along y
+    n_cols: Tensor  # [G'] (x, y) columns of each Gaussian's box
+    bounds: list  # [(start, stop)] chunks of live Gaussians
+    num_out: int  # B * X * Y * Z
+    num_pairs: int = 0
+    num_contributions: int = 0
+
+
+@dataclass
+class _ChunkPairs:
+    gid: Tensor  # [C] Gaussian of each column (index within the chunk)
+    cxy: Tensor  # [C, 2] column centre (x, y)
+    pcol: Tensor  # [P] column of each pair
+    flat: Tensor  # [P] flat voxel index (batch included)
+    zp: Tensor  # [P] voxel centre z
+
+
+def _column_quadratic(fp: Tensor, cxy: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """In a column, m^2(z) = Pzz ez^2 + 2 b ez + r with ez = z - mu_z.
+
+    Args:
+        fp:  [C, 10] packed Gaussian of each column (mu, Pxx Pyy Pzz Pxy Pxz Pyz, opacity).
+        cxy: [C, 2] column centres.
+    Returns:
+        Pzz, b, r: each [C].
+    """
+    ex = cxy[:, 0] - fp[:, 0]  # [C]
+    ey = cxy[:, 1] - fp[:, 1]  # [C]
+    b = fp[:, 7] * ex + fp[:, 8] * ey  # [C] Pxz ex + Pyz ey
+    r = fp[:, 3] * ex * ex + fp[:, 4] * ey * ey + 2 * fp[:, 6] * ex * ey  # [C]
+    return fp[:, 5], b, r
+
+
+@torch.no_grad()
+def _chunk_pairs(plan: _Plan, start: int, stop: int, fpack: Tensor) -> _ChunkPairs:
+    """The (Gaussian, voxel) pairs of live Gaussians ``start:stop``, in two levels: the (x, y)
+    columns of each bounding box, then in each column exactly the voxels whose centres lie inside
+    the cutoff ellipsoid (the solution of a quadratic in z)."""
+    grid, device = plan.grid, fpack.device
+    ncol = plan.n_cols[start:stop]  # [g]
+    n_c = int(ncol.sum())
+    gid = torch.repeat_interleave(torch.arange(stop - start, device=device), ncol,
+                                  output_size=n_c)  # [C]
+    ip = plan.ipack[start:stop].index_select(0, gid)  # [C, 5]
+    first_col = int(plan.ipack[start, 1])
+    local = torch.arange(first_col, first_col + n_c, device=device) - ip[:, 1]  # [C]
+    cx = torch.div(local, ip[:, 4], rounding_mode='floor')  # [C]
+    ix = ip[:, 2] + cx  # [C]
+    iy = ip[:, 3] + local - cx * ip[:, 4]  # [C]
+    cxy = grid.lo[:2] + grid.vs[:2] * (torch.stack([ix, iy], -1).to(grid.lo.dtype) + 0.5)  # [C, 2]
+
+    fp = fpack[start:stop].index_select(0, gid)  # [C, 10]
+    pzz, b, r = _column_quadratic(fp, cxy)  # [C] each
+    disc = b * b - pzz * (r - grid.cutoff2)  # [C] < 0: the column misses the ellipsoid
+    half = disc.clamp_min(0).sqrt() / pzz  # [C]
+    zc = fp[:, 2] - b / pzz  # [C] centre of the z interval
+    kz_min, kz_max = grid.index_range((zc - half)[:, None], (zc + half)[:, None])  # [C, 1] each
+    nz = (kz_max - kz_min + 1).clamp_min(0).squeeze(1).masked_fill(disc < 0, 0)  # [C]
+    n_p = int(nz.sum())
+    pcol = torch.repeat_interleave(torch.arange(n_c, device=device), nz, output_size=n_p)  # [P]
+    iz = kz_min.squeeze(1).index_select(0, pcol) + torch.arange(n_p, device=device) \
+        - (nz.cumsum(0) - nz).index_select(0, pcol)  # [P]
+    col_flat = ip[:, 0] + (ix * grid.Y + iy) * grid.Z  # [C] flat index of the column's z = 0
+    flat = col_flat.index_select(0, pcol) + iz  # [P]
+    zp = grid.lo[2] + grid.vs[2] * (iz.to(grid.lo.dtype) + 0.5)  # [P]
+    return _ChunkPairs(gid, cxy, pcol, flat, zp)
+
+
+def _pair_weights(fp_chunk: Tensor, pairs: _ChunkPairs, cutoff2: float) -> Tuple[Tensor, Tensor]:
+    """w = o exp(-m^2 / 2) of each pair (0 outside the ellipsoid), differentiable w.r.t. fp_chunk.
+
+    Args:
+        fp_chunk: [g, 10] packed Gaussians of the chunk.
+    Returns:
+        w [P] and the inside mask [P].
+    """
+    fp = fp_chunk.index_select(0, pairs.gid)  # [C, 10]
+    pzz, b, r = _column_quadratic(fp, pairs.cxy)  # [C] each
+    colf = torch.stack([fp[:, 2], pzz, b, r, fp[:, 9]], -1)  # [C, 5] mu_z, Pzz, b, r, opacity
+    pf = colf.index_select(0, pairs.pcol)  # [P, 5]
+    ez = pairs.zp - pf[:, 0]  # [P]
+    m2 = pf[:, 1] * ez * ez + 2 * pf[:, 2] * ez + pf[:, 3]  # [P] squared Mahalanobis distance
+    inside = m2 <= cutoff2  # [P] (only rounding at the surface can leave it)
+    return (pf[:, 4] * torch.exp(-0.5 * m2)).masked_fill(~inside, 0), inside
+
+
+class _SplatToVoxels(torch.autograd.Function):
+    """(fpack [G', 10], weights [G', K]) -> (density [V], scores [V, K]).
+
+    Backward recomputes the pairs chunk by chunk, so that memory stays O(Gaussians + one chunk)
+    instead of keeping every pair's intermediate values for autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, fpack: Tensor, weights: Tensor, plan: _Plan):
+        K = weights.shape[-1]
+        density = fpack.new_zeros(plan.num_out)  # [V]
+        scores = fpack.new_zeros(plan.num_out, K)  # [V, K]
+        plan.num_pairs = plan.num_contributions = 0
+        for start, stop in plan.bounds:
+            pairs = _chunk_pairs(plan, start, stop, fpack)
+            w, inside = _pair_weights(fpack[start:stop], pairs, plan.grid.cutoff2)  # [P] each
+            density.index_add_(0, pairs.flat, w)
+            contrib = weights[start:stop].index_select(0, pairs.gid.index_select(0, pairs.pcol))
+            scores.index_add_(0, pairs.flat, contrib.mul_(w[:, None]))  # [P, K]
+            plan.num_pairs += int(w.numel())
+            plan.num_contributions += int(inside.sum())
+        ctx.save_for_backward(fpack, weights)
+        ctx.plan = plan
+        return density, scores
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_density: Tensor, grad_scores: Tensor):
+        fpack, weights = ctx.saved_tensors
+        plan = ctx.plan
+        grad_fpack = torch.zeros_like(fpack) if ctx.needs_input_grad[0] else None
+        grad_weights = torch.zeros_like(weights) if ctx.needs_input_grad[1] else None
+        for start, stop in plan.bounds:
+            pairs = _chunk_pairs(plan, start, stop, fpack)
+            pair_gid = pairs.gid.index_select(0, pairs.pcol)  # [P]
+            g_s = grad_scores.index_select(0, pairs.flat)  # [P, K]
+            with torch.enable_grad():
+                fp_c = fpack[start:stop].detach().requires_grad_(grad_fpack is not None)
+                w, _ = _pair_weights(fp_c, pairs, plan.grid.cutoff2)  # [P]
+            if grad_fpack is not None:
+                # dL/dw = dL/d density + <dL/d scores, weights> at the pair's voxel
+                g_w = grad_density.index_select(0, pairs.flat) + (
+                    g_s * weights[start:stop].index_select(0, pair_gid)).sum(-1)  # [P]
+                grad_fpack[start:stop] = torch.autograd.grad(w, fp_c, g_w)[0]
+            if grad_weights is not None:
+                grad_weights[start:stop].index_add_(0, pair_gid, g_s.mul_(w.detach()[:, None]))
+        return grad_fpack, grad_weights, None
+
+
+def scores_to_semantics(
+    density: Tensor,  # [B, X, Y, Z]
+    scores: Tensor,  # [B, X, Y, Z, K]
+    density_threshold: float,
+    free_label: int,
+    num_classes: int,
+    dtype: torch.dtype = torch.int64,
+) -> Tensor:
+    """Voxel labels from density and class scores (rules in the module docstring).
+
+    Args:
+        density: [B, X, Y, Z]
+        scores:  [B, X, Y, Z, K], K == num_classes (free included at ``free_label``) or
+                 K == num_classes - 1 (non-free classes in label order, free left out).
+        density_threshold: voxels with density below it are free.
+        free_label: label of the free class.
+        num_classes: number of labels including free.
+        dtype: of the result (int64 or uint8).
+    Returns:
+        [B, X, Y, Z] labels in [0, num_classes).
+    """
+    assert density.dim() == 4, density.shape
+    assert scores.dim() == 5 and scores.shape[:4] == density.shape, (scores.shape, density.shape)
+    K = scores.shape[-1]
+    if not 0 <= free_label < num_classes:
+        raise ValueError(f'voxelizer: free_label {free_label} is not in '
+                         f'[0, num_classes={num_classes})')
+    with torch.no_grad():
+        arg = scores.argmax(-1)  # [B, X, Y, Z]
+        if K == num_classes:
+            labels = arg
+        elif K == num_classes - 1:
+            labels = arg + (arg >= free_label).long()  # skip over the free label
+        else:
+            raise ValueError(
+                f'voxelizer: the Gaussians have K={K} features but num_classes={num_classes}; '
+                'K must be num_classes (free included) or num_classes - 1 (free left out): fix '
+                'num_classes in the voxelizer config or the head\'s number of outputs')
+        labels = labels.masked_fill(density < density_threshold, free_label)  # [B, X, Y, Z]
+    return labels.to(dtype)
+
+
+@MODELS.register_module()
+class GaussianVoxelizer(nn.Module):
+    """Turns Gaussians into Occ3D-style voxel labels (no parameters).
+
+    Args:
+        pc_range: (x_min, y_min, z_min, x_max, y_max, z_max) of the grid (dataset config
+            ``point_cloud_range``).
+        occ_size: (X, Y, Z) voxel counts (dataset config ``occ_size``).
+        num_classes: labels including free (dataset config ``num_classes``).
+        free_label: label of free voxels (dataset config ``free_label``).
+        voxel_size: optional, checked against pc_range / occ_size.
+        density_threshold: voxels with density below it are free.
+        cutoff: Gaussians contribute within this many standard deviations (Mahalanobis).
+        score_mode: 'softmax' (features are logits; vote with probabilities) or 'raw'.
+        max_pairs_per_chunk: memory bound, see ``voxelize_gaussians``.
+        label_dtype: 'int64' or 'uint8' (Occ3D ground truth is uint8).
+    """
+
+    def __init__(self, pc_range: Sequence[float], occ_size: Sequence[int], num_classes: int,
+                 free_label: int, voxel_size: Optional[Sequence[float]] = None,
+                 density_threshold: float = 0.5, cutoff: float = 3.0, score_mode: str = 'softmax',
+                 max_pairs_per_chunk: Optional[int] = None, label_dtype: str = 'int64'):
+        super().__init__()
+        _grid_spec(pc_range, occ_size, voxel_size)  # fail early on a bad config
+        if score_mode not in SCORE_MODES:
+            raise ValueError(f'GaussianVoxelizer: score_mode must be one of {SCORE_MODES}, got '
+                             f'{score_mode!r}')
+        if label_dtype not in ('int64', 'uint8'):
+            raise ValueError(f"GaussianVoxelizer: label_dtype must be 'int64' or 'uint8', got "
+                             f'{label_dtype!r}')
+        if label_dtype == 'uint8' and num_classes > 256:
+            raise ValueError(f'GaussianVoxelizer: {num_classes} classes do not fit '
+                             "label_dtype 'uint8'; use 'int64'")
+        if not 0 <= free_label < num_classes:
+            raise ValueError(f'GaussianVoxelizer: free_label {free_label} is not in '
+                             f'[0, num_classes={num_classes})')
+        self.pc_range = tuple(float(v) for v in pc_range)
+        self.occ_size = tuple(int(n) for n in occ_size)
+        self.voxel_size = None if voxel_size is None else tuple(float(v) for v in voxel_size)
+        self.num_classes = int(num_classes)
+        self.free_label = int(free_label)
+        self.density_threshold = float(density_threshold)
+        self.cutoff = float(cutoff)
+        self.score_mode = score_mode
+        self.max_pairs_per_chunk = max_pairs_per_chunk
+        self.label_dtype = torch.uint8 if label_dtype == 'uint8' else torch.int64
+
+    def forward(self, gaussians: Gaussians,
+                return_fields: bool = False) -> Union[Tensor, VoxelizerOutput]:
+        """Labels [B, X, Y, Z]; with ``return_fields`` a VoxelizerOutput (semantics, density
+        [B, X, Y, Z], scores [B, X, Y, Z, K], pair counts)."""
+        K = gaussians.num_features
+        if K not in (self.num_classes, self.num_classes - 1):
+            raise ValueError(
+                f'GaussianVoxelizer: the Gaussians have K={K} features but num_classes='
+                f'{self.num_classes}; K must be num_classes (free included) or num_classes - 1')
+        out = voxelize_gaussians(
+            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
+            gaussians.features, self.pc_range, self.occ_size, self.voxel_size, cutoff=self.cutoff,
+            score_mode=self.score_mode, max_pairs_per_chunk=self.max_pairs_per_chunk)
+        out.semantics = scores_to_semantics(out.density, out.scores, self.density_threshold,
+                                            self.free_label, self.num_classes, self.label_dtype)
+        return out if return_fields else out.semantics
+
+    def extra_repr(self) -> str:
+        return (f'pc_range={self.pc_range}, occ_size={self.occ_size}, '
+                f'density_threshold={self.density_threshold}, cutoff={self.cutoff}, '
+                f'score_mode={self.score_mode!r}')
+
+
+def gaussians_from_voxels(
+    semantics: Tensor,  # [B, X, Y, Z]
+    pc_range: Sequence[float],
+    free_label: int,
+    num_classes: int,
+    scale: float,
+    opacity: float = 1.0,
+    logit: float = 20.0,
+) -> Gaussians:
+    """One isotropic Gaussian per occupied voxel, at its centre, with one-hot class logits.
+
+    For tests, benchmarks and renderer checks on a ground-truth grid. Batches with different
+    occupied counts are padded with zero-opacity Gaussians.
+
+    Args:
+        semantics: [B, X, Y, Z] integer labels; voxels equal to ``free_label`` get no Gaussian.
+        pc_range: the grid box; the voxel size is its extent over the grid shape.
+        free_label, num_classes: the label convention (features have K = num_classes).
+        scale: standard deviation (metres) of every Gaussian.
+        opacity: of every Gaussian.
+        logit: value of the true class's logit (others 0).
+    Returns:
+        Gaussians with N = the largest occupied count of the batch, K = num_classes.
+    """
+    assert semantics.dim() == 4, semantics.shape
+    B = semantics.shape[0]
+    lo, vs, _ = _grid_spec(pc_range, semantics.shape[1:])
+    device = semantics.device
+    if semantics.numel() and not 0 <= int(semantics.min()) <= int(semantics.max()) < num_classes:
+        raise ValueError(f'gaussians_from_voxels: labels must be in [0, {num_classes}), got '
+                         f'[{int(semantics.min())}, {int(semantics.max())}]; pass the right '
+                         'num_classes or map ignore labels (e.g. 255) to free first')
+    occ = semantics.long() != free_label  # [B, X, Y, Z]
+    n_per = occ.flatten(1).sum(1)  # [B]
+    N = int(n_per.max()) if B > 0 else 0
+    means = torch.zeros(B, N, 3, device=device)
+    features = torch.zeros(B, N, num_classes, device=device)
+    opac = torch.zeros(B, N, device=device)
+    b, i, j, k = occ.nonzero(as_tuple=True)  # each [M]
+    slot = torch.arange(b.numel(), device=device) - (n_per.cumsum(0) - n_per)[b]  # [M]
+    idx = torch.stack([i, j, k], -1).float()  # [M, 3]
+    means[b, slot] = torch.tensor(lo, device=device) + torch.tensor(vs, device=device) * (idx + 0.5)
+    features[b, slot, semantics[b, i, j, k].long()] = logit
+    opac[b, slot] = opacity
+    quats = torch.zeros(B, N, 4, device=device)
+    quats[..., 0] = 1
+    scales = torch.full((B, N, 3), float(scale), device=device)
+    return Gaussians(means, quats, scales, opac, features)
+
+
+__all__ = ['GaussianVoxelizer', 'VoxelizerOutput', 'voxelize_gaussians', 'scores_to_semantics',
+           'quat_to_rotmat', 'gaussians_from_voxels']
