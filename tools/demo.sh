@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The SplattingOcc demo, end to end on a laptop CPU:
+#   1. .venv + install            (tools/setup_env.sh)
+#   2. synthetic dataset          (tools/create_data.py synthetic; reused if already there)
+#   3. data preparation           (tools/create_data.py nuscenes: info pkls + 2D labels)
+#   4. picture of one sample      (tools/visualization/visual_data.py)
+#   5. training, 2D labels only   (tools/train.py, tiny CPU config)
+#   6. evaluation                 (tools/test.py --eval segm, Occ3D mIoU)
+#   7. prediction vs ground truth (tools/visualization/visual.py)
+# Settings (environment): DATA (default data/synthetic-nuscenes), OUT (default outputs/demo),
+# CONFIG (default configs/splattingocc/splattingocc-tiny-synthetic.py), DEMO_ITERS (training
+# iterations; default: the config's), DEMO_SKIP_TRAIN=1 (stop after step 4).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+T0=$(date +%s)
+step() { echo; echo "=== [demo $(( $(date +%s) - T0 ))s] $*"; }
+fail() { echo "[demo] ERROR: $*" >&2; exit 1; }
+
+step "1/7 environment"
+source tools/setup_env.sh
+PY="$REPO/.venv/bin/python"
+DATA="${DATA:-data/synthetic-nuscenes}"
+OUT="${OUT:-outputs/demo}"
+CONFIG="${CONFIG:-configs/splattingocc/splattingocc-tiny-synthetic.py}"
+WORK_DIR="$OUT/work_dir"
+mkdir -p "$OUT"
+
+step "2/7 synthetic dataset in $DATA"
+if [ -f "$DATA/v1.0-mini/sample.json" ] && [ -d "$DATA/gts" ]; then
+  echo "[demo] reusing $DATA (delete it to regenerate)"
+else
+  "$PY" tools/create_data.py synthetic --root "$DATA" || fail "dataset generation failed"
+fi
+
+step "3/7 data preparation (info pkls, 2D labels from LiDAR)"
+if [ -f "$DATA/nuscenes_infos_train.pkl" ] && [ -f "$DATA/nuscenes_infos_val.pkl" ] \
+   && [ "$DATA/nuscenes_infos_val.pkl" -nt "$DATA/v1.0-mini/sample.json" ]; then
+  echo "[demo] reusing $DATA/nuscenes_infos_{train,val}.pkl"
+else
+  "$PY" tools/create_data.py nuscenes --root "$DATA" --version v1.0-mini || fail "data preparation failed"
+fi
+
+step "4/7 picture of one sample: $OUT/data_sample.png"
+"$PY" tools/visualization/visual_data.py --info "$DATA/nuscenes_infos_val.pkl" --data-root "$DATA" \
+  --index 0 --out "$OUT/data_sample.png" || fail "visual_data.py failed"
+if [ "${DEMO_SKIP_TRAIN:-0}" = 1 ]; then
+  step "done (DEMO_SKIP_TRAIN=1): see $OUT/data_sample.png"
+  exit 0
+fi
+
+step "5/7 training $CONFIG (2D labels only) into $WORK_DIR"
+EXTRA=()
+if [ -n "${DEMO_ITERS:-}" ]; then EXTRA=(--cfg-options "train_cfg.max_iters=$DEMO_ITERS"); fi
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "${EXTRA[@]}" || fail "training failed"
+CKPT="$(cat "$WORK_DIR/last_checkpoint" 2>/dev/null || true)"
+[ -f "$CKPT" ] || fail "no checkpoint found in $WORK_DIR (last_checkpoint)"
+
+step "6/7 evaluation on the val split: tools/test.py --eval segm"
+"$PY" tools/test.py "$CONFIG" "$CKPT" --eval segm --work-dir "$WORK_DIR" --dump-dir "$OUT/pred" \
+  || fail "evaluation failed"
+
+step "7/7 prediction vs ground truth pictures in $OUT/vis"
+SCENE="$(ls "$OUT/pred" | head -n 1)"
+"$PY" tools/visualization/visual.py "$OUT/pred/$SCENE" --out "$OUT/vis" --data-root "$DATA" \
+  --info "$DATA/nuscenes_infos_val.pkl" || fail "visual.py failed"
+
+step "summary"
+echo "[demo] dataset:      $DATA"
+echo "[demo] data picture: $OUT/data_sample.png"
+echo "[demo] checkpoint:   $CKPT"
+echo "[demo] metrics:      $(ls -t "$WORK_DIR"/*metrics*.json 2>/dev/null | head -n 1)"
+echo "[demo] predictions:  $OUT/pred  pictures: $OUT/vis"
+echo "[demo] total time:   $(( $(date +%s) - T0 )) s"
