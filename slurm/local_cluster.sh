@@ -122,6 +122,17 @@ start() {
 
 stop() {
   local f stopped=0
+  # cancel this cluster's jobs first: killing slurmd would leave their processes running
+  if alive "$DIR/slurmctld.pid" && [ -f "$CONF" ]; then
+    if [ -n "$(SLURM_CONF="$CONF" squeue -h 2>/dev/null)" ]; then
+      log "cancelling the jobs of this cluster"
+      SLURM_CONF="$CONF" scancel --full --user="$(id -un)" 2>/dev/null || true
+      for _ in $(seq 1 60); do
+        [ -z "$(SLURM_CONF="$CONF" squeue -h 2>/dev/null)" ] && break
+        sleep 0.5
+      done
+    fi
+  fi
   for f in "$DIR"/slurmd.node1.pid "$DIR"/slurmd.node2.pid "$DIR"/slurmctld.pid; do
     if alive "$f"; then
       kill "$(cat "$f")" && stopped=$((stopped + 1))

@@ -1,0 +1,273 @@
+"""Checkpoints that torch >= 2.6 can load safely and that a kill never leaves half written.
+
+Two problems of mmengine 0.10.7 on a modern torch, fixed here:
+
+1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and mmengine's checkpoints hold
+   more than tensors: the message hub's ``HistoryBuffer`` objects (numpy arrays inside), numpy
+   scalars, and the statistics methods of ``HistoryBuffer`` (pickled by protocol 2 as
+   ``getattr(HistoryBuffer, 'mean')``). :func:`register_checkpoint_safe_globals` allow-lists exactly
+   those globals (found by resuming a real run; ``tests/engine/test_checkpoint_resume.py`` checks
+   that a fresh checkpoint needs nothing else). ``builtins.getattr`` is *not* allowed: a restricted
+   stand-in registered under that name resolves only ``HistoryBuffer`` statistics methods.
+   It runs on ``import splattingocc.engine``.
+
+2. mmengine writes a checkpoint straight to its final name (``open(path, 'wb')``), writes the
+   ``last_checkpoint`` pointer the same way, and deletes the oldest checkpoint *before* saving the
+   new one. A crash in between leaves a truncated ``iter_N.pth``, an empty pointer or a pointer to a
+   deleted file. Here every file goes to a hidden temporary name in the same folder and is renamed
+   (``os.replace``, atomic on POSIX) once complete: :class:`AtomicLocalBackend` is a file backend
+   (mmengine's extension point for where ``Runner.save_checkpoint`` writes) and
+   :class:`AtomicCheckpointHook` uses it by default, writes the pointer atomically and prunes old
+   checkpoints only after the new one and the pointer are in place.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import pickle
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+import torch
+from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import HistoryBuffer
+
+from splattingocc.registry import HOOKS
+
+from .errors import UserError
+
+#: name of the atomic local file backend (``backend_args=dict(backend=ATOMIC_BACKEND)``)
+ATOMIC_BACKEND = 'atomic_local'
+#: marker in temporary file names; such files never end in ``.pth``
+PARTIAL_MARKER = '.partial-'
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. torch.load(weights_only=True) allow-list
+# ----------------------------------------------------------------------------------------------
+
+# the statistics HistoryBuffer registers on its first instance (mmengine/logging/history_buffer.py)
+_HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+
+def _history_buffer_attribute(owner, name):
+    """Stand-in for ``builtins.getattr`` while unpickling: only ``HistoryBuffer`` statistics.
+
+    A ``HistoryBuffer`` pickles its ``_statistics_methods`` (functions such as
+    ``HistoryBuffer.mean``); pickle protocol 2 stores a method of a class as
+    ``getattr(HistoryBuffer, 'mean')``. Anything else is refused.
+    """
+    allowed = _HISTORY_BUFFER_STATISTICS | set(HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and isinstance(name, str) and name in allowed:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'refusing getattr({owner!r}, {name!r}) while loading a checkpoint: SplattingOcc only '
+        'allows the statistics methods of mmengine HistoryBuffer (see '
+        'splattingocc/engine/checkpoint.py); if this file is not a SplattingOcc/mmengine '
+        'checkpoint, load it yourself with weights_only=False only if you trust it')
+
+
+def _numpy_safe_globals() -> list:
+    """The numpy reconstruction globals exactly as this numpy version pickles them."""
+    array_rebuild = np.zeros(1).__reduce__()[0]  # numpy.core.multiarray._reconstruct (1.x)
+    scalar_rebuild = np.float64(0).__reduce__()[0]  # numpy.core.multiarray.scalar
+    found = [array_rebuild, scalar_rebuild, np.ndarray]
+    # numeric dtypes only (no object arrays): float64/int64 in HistoryBuffer, uint32 in numpy's
+    # RNG state (RandomStateHook); the others for numeric dataset metainfo arrays
+    for dtype in (np.bool_, np.uint8, np.int32, np.uint32, np.int64, np.float32, np.float64):
+        dt = np.dtype(dtype)
+        for cls in (dt.__reduce__()[0], type(dt)):  # numpy.dtype, rebuilt as e.g. Int64DType
+            if cls not in found:
+                found.append(cls)
+    return found
+
+
+def checkpoint_safe_globals() -> list:
+    """Everything :func:`register_checkpoint_safe_globals` adds (objects or (object, name))."""
+    return _numpy_safe_globals() + [HistoryBuffer, (_history_buffer_attribute, 'builtins.getattr')]
+
+
+_REGISTERED = False
+
+
+def register_checkpoint_safe_globals() -> None:
+    """Allow-list the globals of mmengine checkpoints for ``torch.load(weights_only=True)``.
+
+    Idempotent. Called on ``import splattingocc.engine``.
+    """
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4
+        torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    _REGISTERED = True
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. atomic files
+# ----------------------------------------------------------------------------------------------
+
+def partial_name(path: Union[str, Path]) -> str:
+    """Hidden temporary name next to ``path``: ``dir/.name.partial-<pid>`` (never ``*.pth``)."""
+    path = os.fspath(path)
+    folder, name = osp.split(path)
+    return osp.join(folder, f'.{name}{PARTIAL_MARKER}{os.getpid()}')
+
+
+@contextmanager
+def atomic_open(path: Union[str, Path], mode: str = 'wb', **kwargs) -> Iterator:
+    """Open a temporary file that becomes ``path`` (``os.replace``) only when the block succeeds.
+
+    The data is flushed and fsync'ed before the rename, so after a crash ``path`` is either the old
+    complete file or the new complete file. On an exception the temporary file is removed; a hard
+    kill can leave a hidden ``.<name>.partial-<pid>`` file, never a half ``<name>``.
+    """
+    assert 'w' in mode or 'x' in mode, f'atomic_open is for writing, got mode {mode!r}'
+    path = os.fspath(path)
+    folder = osp.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    tmp = partial_name(path)
+    try:
+        with open(tmp, mode.replace('x', 'w'), **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    if folder:  # make the rename itself durable
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary name + rename)."""
+    with atomic_open(path, 'wb') as f:
+        f.write(data)
+
+
+def atomic_write_text(path: Union[str, Path], text: str, encoding: str = 'utf-8') -> None:
+    """Write ``text`` to ``path`` atomically (temporary name + rename)."""
+    with atomic_open(path, 'w', encoding=encoding) as f:
+        f.write(text)
+
+
+def atomic_torch_save(obj, path: Union[str, Path]) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    with atomic_open(path, 'wb') as f:
+        torch.save(obj, f)
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend whose writes go to a temporary name and are renamed."""
+
+    def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+        atomic_write_bytes(filepath, obj)
+
+    def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        atomic_write_text(filepath, obj, encoding=encoding)
+
+
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+def _is_local(path) -> bool:
+    return path is None or '://' not in os.fspath(path)
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` whose files are complete or absent, whatever moment the process dies.
+
+    Same arguments as mmengine's ``CheckpointHook``. For a local ``out_dir`` (the default: the work
+    dir) checkpoints are written through :class:`AtomicLocalBackend` unless ``backend_args`` names
+    another backend. Order of a periodic save: write ``iter_N.pth`` (temp + rename), then point
+    ``last_checkpoint`` at it (temp + rename), then delete checkpoints beyond ``max_keep_ckpts``.
+    """
+
+    def __init__(self, *args, backend_args: dict | None = None, **kwargs):
+        out_dir = kwargs.get('out_dir')
+        if backend_args is None and kwargs.get('file_client_args') is None and _is_local(out_dir):
+            backend_args = dict(backend=ATOMIC_BACKEND)
+        super().__init__(*args, backend_args=backend_args, **kwargs)
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+
+        # which older checkpoints this save makes redundant (deleted only after it succeeded)
+        stale = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            ids = list(self.keep_ckpt_ids) + [step]
+            stale, ids = ids[:-self.max_keep_ckpts], ids[-self.max_keep_ckpts:]
+            self.keep_ckpt_ids = deque(ids, self.max_keep_ckpts)
+            runner.message_hub.update_info('keep_ckpt_ids', list(ids))
+
+        runner.save_checkpoint(
+            self.out_dir,
+            filename,
+            self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args)
+
+        if not is_main_process():
+            return
+        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        for old in stale:
+            old_path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
+            if self.file_backend.isfile(old_path):
+                self.file_backend.remove(old_path)
+            elif self.file_backend.isdir(old_path):  # deepspeed-style checkpoint folders
+                self.file_backend.rmtree(old_path)
+
+
+def resolve_resume_checkpoint(work_dir: str) -> str | None:
+    """The checkpoint that ``--resume`` (auto) will load from ``work_dir``, checked.
+
+    Returns None when the work dir has no ``last_checkpoint`` (training starts from scratch).
+    Raises :class:`UserError` with a clear message when the pointer is empty or names a missing
+    file.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer, encoding='utf-8') as f:
+        target = f.read().strip()
+    if not target:
+        raise UserError(
+            f'{pointer} is empty: delete it to start from scratch, or resume from a file with '
+            '--resume path/to/iter_N.pth')
+    if _is_local(target) and not osp.isfile(target):
+        raise UserError(
+            f'{pointer} points to {target}, which does not exist (moved or deleted?): resume from '
+            'an existing checkpoint with --resume path/to/iter_N.pth, or delete the pointer file '
+            'to start from scratch')
+    return target
+
+
+__all__ = [
+    'ATOMIC_BACKEND', 'AtomicCheckpointHook', 'AtomicLocalBackend', 'atomic_open',
+    'atomic_torch_save', 'atomic_write_bytes', 'atomic_write_text', 'checkpoint_safe_globals',
+    'partial_name', 'register_checkpoint_safe_globals', 'resolve_resume_checkpoint'
+]

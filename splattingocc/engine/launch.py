@@ -1,0 +1,252 @@
+"""What tools/train.py, tools/test.py and the benchmarks share before ``Runner.from_cfg``.
+
+* Config loading with clear errors, ``--cfg-options`` merging, the default work dir.
+* The distributed backend: ``env_cfg.dist_cfg.backend='auto'`` becomes NCCL with CUDA, gloo
+  without. mmengine's own ``init_dist`` calls ``torch.cuda.set_device`` unconditionally, which a
+  CPU-only torch cannot do, so on CPUs the process group is initialised here (from torchrun's or
+  Slurm's environment) and the model is wrapped by :class:`CPUCompatibleDDP` (DDP refuses
+  ``device_ids`` for CPU modules, which mmengine always passes).
+* ``--amp``: mmengine's ``AmpOptimWrapper`` (float16 autocast + dynamic loss scaling) on CUDA. On a
+  CPU ``--amp`` is refused with a message: mmengine's AmpOptimWrapper needs CUDA, and bfloat16 on
+  a CPU has an 8-bit significand (representable depths 2^-8 ~ 0.4 % apart: 16 cm at 40 m, in the
+  rendered depth and the alpha compositing) while giving little speed without AMX units: not
+  worth a silent downgrade.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+import subprocess
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, DictAction
+from mmengine.model import MMDistributedDataParallel
+from mmengine.utils import import_modules_from_strings
+
+from splattingocc.registry import MODEL_WRAPPERS
+
+from .checkpoint import atomic_write_text
+from .errors import UserError
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """``Config.fromfile`` with a clear message for a missing file, merged with cfg-options."""
+    if not osp.isfile(path):
+        raise UserError(f'config file {path} not found: pass a config such as '
+                        'configs/splattingocc/splattingocc-tiny-synthetic.py')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    # pure-Python (read_base) configs skip mmengine's custom_imports handling: do it here
+    custom_imports = cfg.get('custom_imports')
+    if custom_imports:
+        try:
+            import_modules_from_strings(**custom_imports)
+        except ImportError as err:
+            raise UserError(f'{path}: custom_imports {custom_imports} failed ({err}); put the '
+                            'module on PYTHONPATH') from err
+    return cfg
+
+
+def default_work_dir(config_path: str) -> str:
+    """``./work_dirs/<config file name without .py>`` (mmdetection3d convention)."""
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def resolve_dist_backend(cfg: Config) -> str:
+    """Fill ``env_cfg.dist_cfg.backend`` when it is missing or 'auto': NCCL on CUDA, else gloo."""
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    backend = dist_cfg.get('backend', 'auto')
+    if backend in (None, 'auto'):
+        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+        dist_cfg['backend'] = backend
+    elif backend == 'nccl' and not torch.cuda.is_available():
+        raise UserError("env_cfg.dist_cfg.backend='nccl' needs CUDA GPUs but none is visible: set "
+                        "--cfg-options env_cfg.dist_cfg.backend=gloo (or 'auto')")
+    return backend
+
+
+def _slurm_env_to_torch_env() -> None:
+    """Translate Slurm's task variables into the ones ``init_process_group('env://')`` reads."""
+    needed = ['SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST']
+    missing = [k for k in needed if k not in os.environ]
+    if missing:
+        raise UserError(f'--launcher slurm but {missing} are not set: start the job with srun')
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    if 'MASTER_ADDR' not in os.environ:
+        node_list = os.environ['SLURM_NODELIST']
+        first = subprocess.getoutput(f'scontrol show hostnames {node_list} | head -n1').strip()
+        if not first:
+            raise UserError(f'cannot resolve the first host of SLURM_NODELIST={node_list}: '
+                            'set MASTER_ADDR')
+        os.environ['MASTER_ADDR'] = first
+    os.environ.setdefault('MASTER_PORT', '29500')
+
+
+def init_cpu_distributed(launcher: str, backend: str = 'gloo',
+                         timeout_s: Optional[float] = None) -> None:
+    """Initialise the default process group for CPU processes (``--launcher pytorch|slurm``)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return
+    if launcher == 'slurm':
+        _slurm_env_to_torch_env()
+    elif launcher == 'pytorch':
+        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+                   if k not in os.environ]
+        if missing:
+            raise UserError(f'--launcher pytorch but {missing} are not set: start with '
+                            'tools/dist_train.sh (torchrun), or use --launcher none')
+    else:
+        raise UserError(f'unknown launcher {launcher!r}: use none, pytorch or slurm')
+    kwargs = {}
+    if timeout_s is not None:
+        kwargs['timeout'] = datetime.timedelta(seconds=float(timeout_s))
+    torch_dist.init_process_group(backend=backend, init_method='env://', **kwargs)
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUCompatibleDDP(MMDistributedDataParallel):
+    """mmengine's DDP wrapper that drops ``device_ids`` when the module lives on the CPU."""
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+        super().__init__(module=module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+
+def setup_distributed(cfg: Config, launcher: str) -> None:
+    """Resolve the backend; on CPUs initialise the process group and pick the CPU DDP wrapper.
+
+    With CUDA, mmengine's Runner initialises the process group itself from ``env_cfg``.
+    """
+    backend = resolve_dist_backend(cfg)
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    init_cpu_distributed(launcher, backend, cfg.env_cfg.dist_cfg.get('timeout'))
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='splattingocc.CPUCompatibleDDP', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def enable_amp(cfg: Config) -> None:
+    """``--amp``: AmpOptimWrapper with dynamic loss scaling on CUDA; a clear refusal on CPU."""
+    if not torch.cuda.is_available():
+        raise UserError(
+            '--amp needs a CUDA GPU: it uses mmengine AmpOptimWrapper (float16 autocast with a '
+            'CUDA GradScaler) and no GPU is visible. On a CPU train without --amp (bfloat16 on CPU '
+            'is deliberately not offered: it costs depth precision and gives little speed).')
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is None:
+        raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
+    if optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+        optim_wrapper['type'] = 'AmpOptimWrapper'
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def apply_randomness_args(cfg: Config, seed: Optional[int] = None,
+                          deterministic: bool = False) -> None:
+    """``--seed`` / ``--deterministic`` into ``cfg.randomness``; resolve ``deterministic='auto'``.
+
+    'auto' (the runtime default) means deterministic algorithms on CPUs, where they cost next to
+    nothing and make reruns and resumes bit-identical (without them some CPU kernels, e.g.
+    accumulating ``index_put_``, add in a varying order), and off with CUDA, where they are slower
+    and some kernels have no deterministic version (``--deterministic`` forces them on).
+    """
+    randomness = cfg.setdefault('randomness', {})
+    if seed is not None:
+        randomness['seed'] = int(seed)
+    if deterministic:
+        randomness['deterministic'] = True
+    elif randomness.get('deterministic') == 'auto':
+        randomness['deterministic'] = not torch.cuda.is_available()
+    if randomness.get('deterministic') and torch.cuda.is_available():
+        # cuBLAS needs a fixed workspace for deterministic GEMMs (CUDA docs)
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+
+
+def add_common_arguments(parser) -> None:
+    """Arguments train.py and test.py share."""
+    parser.add_argument('--work-dir', help='folder for logs, checkpoints and results '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, default=None,
+        help='override config keys, e.g. train_cfg.max_iters=100 optim_wrapper.optimizer.lr=1e-3')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='process launcher for distributed runs (dist_train.sh uses pytorch)')
+    # torch.distributed.launch passes --local_rank; torchrun sets LOCAL_RANK instead
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+
+
+def evaluator_metric_cfgs(evaluator) -> list:
+    """The metric config dicts of an evaluator config (dict, list of dicts, or Evaluator dict)."""
+    if evaluator is None:
+        return []
+    if isinstance(evaluator, (list, tuple)):
+        return [m for m in evaluator if isinstance(m, dict)]
+    if isinstance(evaluator, dict):
+        if evaluator.get('type', 'Evaluator') == 'Evaluator' and 'metrics' in evaluator:
+            inner = evaluator['metrics']
+            return evaluator_metric_cfgs(inner if isinstance(inner, (list, tuple)) else [inner])
+        return [evaluator]
+    return []
+
+
+def normalize_evaluators(cfg: Config) -> None:
+    """Wrap a single metric dict in a list for ``val_evaluator`` / ``test_evaluator``.
+
+    mmengine's Runner reads a dict evaluator that has a ``metrics`` key as an ``Evaluator``
+    config, so ``dict(type='Occ3DMetric', metrics=['miou'])`` would fail to build; as a list
+    it is the metric config it is meant to be.
+    """
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg.get(key)
+        if isinstance(evaluator, dict) and evaluator.get('type', 'Evaluator') != 'Evaluator':
+            cfg[key] = [evaluator]
+
+
+def atomic_write_json(path: str, obj) -> None:
+    """JSON (indent 2, sorted keys) written to a temporary name and renamed."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
+
+
+def _json_default(value):
+    if hasattr(value, 'item') and callable(value.item):
+        return value.item()
+    if hasattr(value, 'tolist'):
+        return value.tolist()
+    return str(value)
+
+
+def run_main(main, argv: Optional[Sequence[str]] = None) -> int:
+    """Run a tool's ``main``; a user error becomes one line on stderr and exit code 2.
+
+    User errors: :class:`UserError` and ``FileNotFoundError`` (a missing data/config/checkpoint
+    file, whose message names it). Set ``SPLATTINGOCC_TRACEBACK=1`` to see the full traceback.
+    """
+    import sys
+    try:
+        main(argv)
+    except (UserError, FileNotFoundError) as err:
+        if os.environ.get('SPLATTINGOCC_TRACEBACK'):
+            raise
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = [
+    'UserError', 'load_config', 'default_work_dir', 'resolve_dist_backend', 'init_cpu_distributed',
+    'CPUCompatibleDDP', 'setup_distributed', 'enable_amp', 'apply_randomness_args',
+    'add_common_arguments', 'atomic_write_json', 'run_main', 'evaluator_metric_cfgs',
+    'normalize_evaluators'
+]

@@ -1,0 +1,149 @@
+"""Memory growth of training: resident memory (RSS) at two iterations and the growth between them.
+
+    python tools/benchmark_memory.py [CONFIG] [--iters 500] [--probe 100] [--json OUT.json]
+                                     [--cfg-options k=v ...]
+
+Trains CONFIG (default: the tiny synthetic config) for --iters iterations in a temporary work dir
+(checkpoints and validation off) and prints the RSS of the training process plus its data-loader
+workers at iteration --probe and at the last iteration. A leak (tensors kept in a list, a growing
+cache) shows as growth well above a few percent; the target is < 5 %.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from typing import Optional, Sequence
+
+from mmengine.config import DictAction
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+import splattingocc.engine  # noqa: F401
+from splattingocc.engine.launch import (apply_randomness_args, atomic_write_json, load_config,
+                                        normalize_evaluators, run_main, setup_distributed)
+
+DEFAULT_CONFIG = 'configs/splattingocc/splattingocc-tiny-synthetic.py'
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process from /proc (0 if it is gone)."""
+    try:
+        with open(f'/proc/{pid}/statm') as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf('SC_PAGE_SIZE')
+
+
+def child_pids(pid: int) -> list:
+    """Direct children of ``pid`` (data-loader workers), from /proc/<pid>/task/*/children."""
+    out = []
+    try:
+        tasks = os.listdir(f'/proc/{pid}/task')
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            with open(f'/proc/{pid}/task/{task}/children') as f:
+                out += [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def total_rss(pid: Optional[int] = None) -> tuple:
+    """(RSS of the process, RSS of its children) in bytes."""
+    pid = os.getpid() if pid is None else pid
+    return rss_bytes(pid), sum(rss_bytes(c) for c in child_pids(pid))
+
+
+class RSSProbeHook(Hook):
+    """Record the RSS after chosen (1-based) iterations."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, at: Sequence[int], log_every: int = 50):
+        self.at = set(int(a) for a in at)
+        self.log_every = log_every
+        self.samples = {}
+        self.start = time.perf_counter()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        it = runner.iter + 1
+        if it in self.at:
+            self.samples[it] = total_rss()
+        if it % self.log_every == 0:
+            main, workers = total_rss()
+            print(f'[memory] iteration {it}: RSS {main / 2**20:.1f} MiB (+ workers '
+                  f'{workers / 2**20:.1f} MiB), {time.perf_counter() - self.start:.0f} s',
+                  flush=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='RSS growth of a training run')
+    parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG)
+    parser.add_argument('--iters', type=int, default=500, help='iterations to train')
+    parser.add_argument('--probe', type=int, default=100, help='first RSS probe iteration')
+    parser.add_argument('--json', help='write the numbers to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    assert 0 < args.probe < args.iters, '--probe must lie between 0 and --iters'
+    cfg = load_config(args.config, args.cfg_options)
+    work_dir = tempfile.mkdtemp(prefix='benchmark_memory_')
+    cfg.work_dir = work_dir
+    loop = cfg.train_cfg.get('type', 'EpochBasedTrainLoop' if cfg.train_cfg.get('by_epoch')
+                             else 'IterBasedTrainLoop')
+    if loop != 'IterBasedTrainLoop':  # an epoch schedule: run its model and data for N iterations
+        cfg.param_scheduler = None  # (epoch-based learning-rate steps do not matter for memory)
+    # val_begin beyond the end: mmengine validates after the last iteration otherwise
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters,
+                         val_interval=args.iters + 1, val_begin=args.iters + 1)
+    for scheduler in cfg.get('param_scheduler') or []:  # keep the schedule's shape over --iters
+        if not scheduler.get('by_epoch', True) and scheduler.get('end', 0) > args.iters:
+            scheduler['end'] = args.iters
+    cfg.default_hooks.checkpoint = dict(type='AtomicCheckpointHook', interval=-1, save_last=False,
+                                        by_epoch=False)
+    cfg.default_hooks.logger.interval = max(1, args.iters // 10)
+    normalize_evaluators(cfg)
+    apply_randomness_args(cfg)
+    setup_distributed(cfg, 'none')
+    runner = Runner.from_cfg(cfg)
+    probe = RSSProbeHook(at=[args.probe, args.iters])
+    runner.register_hook(probe)
+    start = time.perf_counter()
+    runner.train()
+    seconds = time.perf_counter() - start
+
+    (main_a, workers_a), (main_b, workers_b) = probe.samples[args.probe], probe.samples[args.iters]
+    growth = (main_b - main_a) / main_a * 100.0
+    growth_all = ((main_b + workers_b) - (main_a + workers_a)) / (main_a + workers_a) * 100.0
+    result = dict(config=args.config, iterations=args.iters, seconds=round(seconds, 1),
+                  probe_iteration=args.probe,
+                  rss_mib={str(args.probe): round(main_a / 2**20, 1),
+                           str(args.iters): round(main_b / 2**20, 1)},
+                  workers_rss_mib={str(args.probe): round(workers_a / 2**20, 1),
+                                   str(args.iters): round(workers_b / 2**20, 1)},
+                  growth_percent=round(growth, 2), growth_percent_with_workers=round(growth_all, 2),
+                  target_percent=5.0, ok=bool(growth < 5.0))
+    print(f'\n{"":<28}{"iter " + str(args.probe):>14}{"iter " + str(args.iters):>14}{"growth":>10}')
+    print(f'{"RSS main process (MiB)":<28}{main_a / 2**20:>14.1f}{main_b / 2**20:>14.1f}'
+          f'{growth:>9.2f}%')
+    print(f'{"RSS + workers (MiB)":<28}{(main_a + workers_a) / 2**20:>14.1f}'
+          f'{(main_b + workers_b) / 2**20:>14.1f}{growth_all:>9.2f}%')
+    print(f'{args.iters} iterations in {seconds:.1f} s; target growth < 5 %: '
+          f'{"OK" if result["ok"] else "EXCEEDED"}')
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f'wrote {args.json}')
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
