@@ -1,0 +1,57 @@
+# The real-data SplattingOcc network: ResNet-50 at 704 x 256, LSS lift (88 depth bins, BEVDet's
+# 1..45 m by 0.5 m) onto the full Occ3D grid (200 x 200 x 16, one Gaussian per 0.4 m voxel),
+# a 3D conv encoder, gsplat rendering on CUDA (pure-torch fallback elsewhere), RenderOcc's
+# 38,400 class-weighted rays per sample.
+from mmengine.config import read_base
+
+with read_base():
+    from ..datasets.occ3d_nuscenes import *  # noqa: F401,F403
+
+pred_grid_size = occ_size  # noqa: F405  one Gaussian per Occ3D voxel
+context_channels = 32
+volume_channels = 64
+
+model = dict(
+    type='SplattingOcc',
+    # ImageNet weights: torchvision's resnet50 state dict saved locally (nothing is downloaded);
+    # set pretrained=None to train from scratch
+    backbone=dict(type='ResNet', depth=50, out_indices=[2, 3], frozen_stages=-1, norm_eval=False,
+                  pretrained='checkpoints/resnet50-0676ba61.pth'),
+    neck=dict(type='MergeNeck', in_channels=[1024, 2048], out_channels=256),  # stride 16
+    view_transform=dict(type='LSSViewTransform', in_channels=256, out_channels=context_channels,
+                        depth_bins=[1.0, 45.0, 0.5], pc_range=point_cloud_range,  # noqa: F405
+                        grid_size=pred_grid_size, mid_channels=256),
+    volume_encoder=dict(type='VolumeEncoder3D', in_channels=context_channels,
+                        channels=volume_channels, num_blocks=2),
+    head=dict(type='GaussianHead', in_channels=volume_channels,
+              pc_range=point_cloud_range, grid_size=pred_grid_size,  # noqa: F405
+              # occupied classes 0..16 only; free space = low density
+              num_classes=num_classes - 1,  # noqa: F405
+              min_scale=[v / 4 for v in voxel_size],  # noqa: F405
+              max_scale=list(voxel_size),  # noqa: F405
+              hidden_channels=64, init_opacity=0.1, scene_type='auto'),
+    renderer=dict(type='SplatRenderer', backend='auto', eps2d=0.3, near_plane=0.01, tile_size=16,
+                  packed=True),
+    voxelizer=dict(type='GaussianVoxelizer', pc_range=point_cloud_range,  # noqa: F405
+                   occ_size=occ_size, voxel_size=voxel_size, num_classes=num_classes,  # noqa: F405
+                   free_label=free_label, density_threshold=0.5, cutoff=3.0,  # noqa: F405
+                   label_dtype='uint8'),
+    pixel_sampler=dict(type='PixelSampler', mode='class_weighted', num_rays=38400,
+                       num_classes=num_classes - 1,  # noqa: F405
+                       weight_rule='renderocc', beta=0.005,
+                       ignore_index=ignore_label),  # noqa: F405
+    loss_depth=dict(type='SILogLoss', lam=0.85, loss_weight=1.0),
+    loss_sem=dict(type='RenderedCELoss', class_weight='batch', power=0.5, loss_weight=1.0),
+    loss_lss_depth=dict(type='LSSDepthLoss', loss_weight=0.2),
+    # optional terms, off by default (add e.g. with --cfg-options model.loss_opacity.type=...):
+    # loss_opacity=dict(type='OpacityEntropyLoss', loss_weight=0.01),
+    # loss_distortion=dict(type='RayDistortionLoss', loss_weight=0.01),
+    loss_3d=dict(type='Occupancy3DLoss', occ_weight=1.0, sem_weight=1.0, class_weight='batch',
+                 power=0.5),
+    use_2d_supervision=True,
+    use_3d_supervision=False,
+    use_mask_camera=False,
+    loss_3d_grid='occ',  # 3D loss on the Occ3D grid (the prediction grid is the same here)
+    aux_weight=0.3,
+    dynamic_classes=dynamic_classes,  # noqa: F405
+)

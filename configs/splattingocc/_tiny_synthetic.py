@@ -1,0 +1,52 @@
+# SplattingOcc, tiny network, CPU, on the synthetic dataset, supervised by 2D labels only: the
+# whole setup of configs/splattingocc/splattingocc-tiny-synthetic.py (the demo's default), in a
+# file whose name is a Python identifier so that variant configs can import it. Data:
+#   python tools/create_data.py synthetic --root data/synthetic-nuscenes
+#   python tools/create_data.py nuscenes --root data/synthetic-nuscenes --version v1.0-mini
+# Train / test:
+#   python tools/train.py configs/splattingocc/splattingocc-tiny-synthetic.py
+#   python tools/test.py configs/splattingocc/splattingocc-tiny-synthetic.py CKPT --eval segm
+# Sized for ~10 minutes on 2 CPU cores (measured s/iteration: see log.txt).
+from mmengine.config import read_base
+
+with read_base():
+    from .._base_.datasets.occ3d_nuscenes_data import *  # noqa: F401,F403
+    from .._base_.models.splattingocc_tiny import *  # noqa: F401,F403
+    from .._base_.schedules.schedule_tiny import *  # noqa: F401,F403
+
+data_root = 'data/synthetic-nuscenes/'
+# synthetic images are 400 x 225: scale 0.64 -> 256 x 144, keep the bottom 96 rows
+input_size = (256, 96)
+label_downsample = 2  # 128 x 48 label maps
+
+train_pipeline = [
+    dict(type='LoadMultiViewImages', camera_names=camera_names),  # noqa: F405
+    dict(type='LoadLabels2D', camera_names=camera_names),  # noqa: F405
+    dict(type='ResizeCropImages', final_size=input_size, scale_range=(0.95, 1.05),
+         crop_x_range=(-0.5, 0.5)),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackOccInputs', label_downsample=label_downsample,
+         ignore_label=ignore_label),  # noqa: F405
+]
+train_pipeline_3d = train_pipeline[:-1] + [
+    dict(type='LoadOcc3DLabels', occ_size=occ_size, num_classes=num_classes),  # noqa: F405
+    train_pipeline[-1],
+]
+test_pipeline = [
+    dict(type='LoadMultiViewImages', camera_names=camera_names),  # noqa: F405
+    dict(type='ResizeCropImages', final_size=input_size),
+    dict(type='LoadOcc3DLabels', occ_size=occ_size, num_classes=num_classes),  # noqa: F405
+    dict(type='PackOccInputs', label_downsample=label_downsample,
+         ignore_label=ignore_label),  # noqa: F405
+]
+
+train_dataloader.update(  # noqa: F405
+    batch_size=1, num_workers=2, persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True))
+train_dataloader.dataset.update(  # noqa: F405
+    data_root=data_root, pipeline=train_pipeline, num_adjacent=0)
+val_dataloader.update(num_workers=1, persistent_workers=False)  # noqa: F405
+val_dataloader.dataset.update(data_root=data_root, pipeline=test_pipeline)  # noqa: F405
+test_dataloader = val_dataloader  # noqa: F405
+val_evaluator.update(ann_file=data_root + val_ann_file)  # noqa: F405
+test_evaluator = val_evaluator  # noqa: F405

@@ -1,0 +1,402 @@
+"""Losses of SplattingOcc: pure functions plus thin registered modules (``loss_weight`` x function).
+
+Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ignores a ray):
+
+* SILog depth (Eigen et al. 2014, in the form of BTS / AdaBins, lambda = 0.85 as there, without
+  their factor 10: scale with ``loss_weight``)::
+
+      d_r  = log(max(pred_r, min_depth)) - log(gt_r)              on rays with gt_r > 0
+      E[x] = sum_r w_r x_r / sum_r w_r
+      SILog = sqrt(max(E[d^2] - lambda * E[d]^2, 0) + eps)         eps = 1e-6 keeps the gradient
+                                                                   finite at a perfect prediction
+* L1 depth: E[|pred - gt|] on rays with gt > 0.
+* Rendered semantic cross entropy: the renderer composites per-Gaussian class PROBABILITIES
+  (softmax of the logits) with the blending weights, giving ``p_r = sum_i T_i alpha_i softmax(f_i)``
+  whose entries sum to the ray's alpha (<= 1). The loss is ``-log(p_r[c_r] + eps)`` with class
+  weights ``cw``, averaged as torch's weighted CE: ``sum_r w_r cw[c_r] l_r / sum_r w_r cw[c_r]``.
+  It is not renormalised by alpha on purpose: a ray that hits nothing (alpha -> 0) is penalised,
+  so the semantic loss also asks for opaque surfaces where LiDAR saw one. Label 255 is ignored.
+* Class-balanced weights: from the config (a list) or from label counts ``n_c`` as
+  ``(n_total / (K_present * n_c)) ** power`` for present classes (absent classes get 0 weight,
+  which does not matter as they have no rays); power 1 = inverse frequency, 0.5 = its square root.
+* LSS depth loss (BEVDepth's supervision of the lifted depth distribution): per feature cell with a
+  label, ``-log(p[bin(gt)] + eps)`` averaged over those cells (the categorical CE; BEVDepth uses
+  BCE on the same one-hot target, which for a softmax differs only in the negatives' terms).
+* Opacity entropy: mean over Gaussians of ``-(o log o + (1 - o) log(1 - o))``, pushing opacities
+  to 0 or 1.
+* Ray distortion (optional; a splatting-friendly form of Mip-NeRF 360's distortion loss): the
+  renderer also composites each Gaussian's (or sample's) world position p and |p|^2, giving per
+  ray the blending-weight distribution's variance ``E[|p|^2] - |E[p]|^2`` (m^2, weights normalised
+  by alpha); its weighted mean over labelled rays is small when a ray's contributions come from
+  one place (a sharp surface) rather than spread along it.
+* 3D occupancy (optional, ``use_3d_supervision``): with the voxelizer's density rho and class scores
+  s on a grid, occupancy probability ``q = 1 - exp(-rho)``; ``loss_occ3d`` = mean BCE(q, occupied)
+  and ``loss_sem3d`` = class-weighted mean over occupied voxels of ``-log(s[c] / sum(s) + eps)``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .registry import MODELS
+
+IGNORE = 255
+
+
+def _zero(t: Tensor) -> Tensor:
+    """A zero that keeps ``t`` in the graph (for batches without any labelled ray)."""
+    return t.sum() * 0.0
+
+
+def _check_labels(labels: Tensor, num_classes: int, ignore_index: int, what: str) -> None:
+    valid = labels != ignore_index
+    if valid.any():
+        lo, hi = int(labels[valid].min()), int(labels[valid].max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f'{what}: class index {hi if hi >= num_classes else lo} is outside 0..'
+                f'{num_classes - 1} (ignore index {ignore_index}); check the label files and the '
+                'num_classes of the model config')
+
+
+def silog_loss(pred: Tensor,  # [M]
+               target: Tensor,  # [M]
+               weight: Optional[Tensor] = None,  # [M]
+               lam: float = 0.85, min_depth: float = 1e-3, eps: float = 1e-6) -> Tensor:
+    """Scale-invariant log depth loss (definition in the module docstring).
+
+    Args:
+        pred: [M] predicted depth (metres).
+        target: [M] label depth, 0 = no label.
+        weight: [M] per-ray weights (None = 1).
+    Returns:
+        scalar.
+    """
+    assert pred.shape == target.shape and pred.dim() == 1, (pred.shape, target.shape)
+    w = torch.ones_like(target) if weight is None else weight.to(target.dtype)
+    assert w.shape == target.shape, (w.shape, target.shape)
+    valid = (target > 0) & (w > 0)
+    if not bool(valid.any()):
+        return _zero(pred)
+    w = w[valid]
+    d = torch.log(pred[valid].clamp_min(min_depth)) - torch.log(target[valid])
+    wsum = w.sum()
+    mean_d2 = (w * d * d).sum() / wsum
+    mean_d = (w * d).sum() / wsum
+    return torch.sqrt((mean_d2 - lam * mean_d * mean_d).clamp_min(0.0) + eps)
+
+
+def l1_depth_loss(pred: Tensor,  # [M]
+                  target: Tensor,  # [M]
+                  weight: Optional[Tensor] = None,  # [M]
+                  ) -> Tensor:
+    """Weighted mean |pred - target| over rays with target > 0.
+
+    Args:
+        pred: [M], target: [M] (0 = no label), weight: [M] or None.
+    """
+    assert pred.shape == target.shape and pred.dim() == 1, (pred.shape, target.shape)
+    w = torch.ones_like(target) if weight is None else weight.to(target.dtype)
+    valid = (target > 0) & (w > 0)
+    if not bool(valid.any()):
+        return _zero(pred)
+    w = w[valid]
+    return (w * (pred[valid] - target[valid]).abs()).sum() / w.sum()
+
+
+def class_balanced_weights(labels: Tensor,  # [...]
+                           num_classes: int, power: float = 1.0,
+                           ignore_index: int = IGNORE) -> Tensor:
+    """(n_total / (K_present * n_c)) ** power per class from label counts; 0 for absent classes.
+
+    Args:
+        labels: [...] integer labels (ignore_index skipped).
+    Returns:
+        [num_classes] float weights.
+    """
+    lab = labels[labels != ignore_index].long()
+    _check_labels(lab, num_classes, ignore_index, 'class_balanced_weights')
+    counts = torch.bincount(lab, minlength=num_classes).float()  # [K]
+    present = counts > 0
+    w = torch.zeros(num_classes, device=labels.device)
+    if bool(present.any()):
+        w[present] = (counts.sum() / (present.sum() * counts[present])) ** power
+    return w
+
+
+def rendered_semantic_ce(probs: Tensor,  # [M, K]
+                         labels: Tensor,  # [M]
+                         class_weight: Optional[Tensor] = None,  # [K]
+                         weight: Optional[Tensor] = None,  # [M]
+                         ignore_index: int = IGNORE, eps: float = 1e-6) -> Tensor:
+    """Cross entropy on alpha-composited class probabilities (module docstring).
+
+    Args:
+        probs: [M, K] composited probabilities (entries sum to the ray's alpha).
+        labels: [M] class indices, ignore_index = no label.
+        class_weight: [K] or None.
+        weight: [M] per-ray weights or None.
+    Returns:
+        scalar.
+    """
+    assert probs.dim() == 2 and labels.shape == probs.shape[:1], (probs.shape, labels.shape)
+    M, K = probs.shape
+    _check_labels(labels, K, ignore_index, 'rendered_semantic_ce')
+    w = torch.ones(M, device=probs.device, dtype=probs.dtype) if weight is None else \
+        weight.to(probs.dtype)
+    valid = (labels != ignore_index) & (w > 0)
+    if not bool(valid.any()):
+        return _zero(probs)
+    lab = labels[valid].long()
+    w = w[valid]
+    if class_weight is not None:
+        assert class_weight.shape == (K,), (class_weight.shape, K)
+        w = w * class_weight.to(probs)[lab]
+    p = probs[valid].gather(1, lab[:, None])[:, 0]  # [V]
+    nll = -torch.log(p.clamp_min(0.0) + eps)
+    denom = w.sum()
+    if float(denom) <= 0:
+        return _zero(probs)
+    return (w * nll).sum() / denom
+
+
+def lss_depth_loss(depth_prob: Tensor,  # [B, N, D, Hf, Wf]
+                   target_bin: Tensor,  # [B, N, Hf, Wf]
+                   eps: float = 1e-6) -> Tensor:
+    """Categorical CE of the lifted depth distribution against the label's bin (-1 = no label).
+
+    Args:
+        depth_prob: [B, N, D, Hf, Wf] softmax over D.
+        target_bin: [B, N, Hf, Wf] long bin index or -1.
+    """
+    assert depth_prob.dim() == 5, depth_prob.shape
+    assert target_bin.shape == depth_prob.shape[:2] + depth_prob.shape[3:], \
+        (target_bin.shape, depth_prob.shape)
+    valid = target_bin >= 0
+    if not bool(valid.any()):
+        return _zero(depth_prob)
+    p = depth_prob.permute(0, 1, 3, 4, 2)[valid]  # [V, D]
+    p = p.gather(1, target_bin[valid][:, None])[:, 0]  # [V]
+    return -torch.log(p + eps).mean()
+
+
+def opacity_entropy(opacities: Tensor, eps: float = 1e-6) -> Tensor:
+    """Mean binary entropy of the opacities [...] (0 when every opacity is 0 or 1)."""
+    o = opacities.clamp(eps, 1 - eps)
+    return -(o * torch.log(o) + (1 - o) * torch.log(1 - o)).mean()
+
+
+def ray_position_variance(mean_pos: Tensor,  # [M, 3]
+                          mean_sq: Tensor,  # [M]
+                          alpha: Tensor,  # [M]
+                          weight: Optional[Tensor] = None,  # [M]
+                          min_alpha: float = 1e-3) -> Tensor:
+    """Weighted mean over rays of the variance of the contributing positions (module docstring).
+
+    Args:
+        mean_pos: [M, 3] composited positions sum_i w_i p_i (not normalised).
+        mean_sq: [M] composited squared norms sum_i w_i |p_i|^2 (not normalised).
+        alpha: [M] sum_i w_i.
+        weight: [M] per-ray weights or None; rays with alpha < min_alpha are skipped.
+    """
+    assert mean_pos.dim() == 2 and mean_pos.shape[1] == 3, mean_pos.shape
+    assert mean_sq.shape == alpha.shape == mean_pos.shape[:1], (mean_sq.shape, alpha.shape)
+    w = torch.ones_like(alpha) if weight is None else weight.to(alpha.dtype)
+    valid = (alpha >= min_alpha) & (w > 0)
+    if not bool(valid.any()):
+        return _zero(mean_pos)
+    a = alpha[valid]
+    var = mean_sq[valid] / a - (mean_pos[valid] / a[:, None]).square().sum(-1)
+    w = w[valid]
+    return (w * var.clamp_min(0.0)).sum() / w.sum()
+
+
+def occupancy_3d_losses(density: Tensor,  # [B, X, Y, Z]
+                        scores: Tensor,  # [B, X, Y, Z, K]
+                        semantics: Tensor,  # [B, X, Y, Z]
+                        free_label: int,
+                        mask: Optional[Tensor] = None,  # [B, X, Y, Z]
+                        class_weight: Optional[Tensor] = None,  # [K]
+                        eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
+    """3D supervision of voxelized Gaussians: (occupancy BCE, semantic CE) as in the docstring.
+
+    Args:
+        density: [B, X, Y, Z] voxelizer density (>= 0).
+        scores: [B, X, Y, Z, K] class scores; K = classes without free (free_label == K) or with.
+        semantics: [B, X, Y, Z] ground truth labels, free_label = free, 255 = ignore.
+        mask: optional [B, X, Y, Z] voxels to use (e.g. mask_camera); None = all.
+        class_weight: [K] or None.
+    """
+    assert density.dim() == 4 and scores.shape[:4] == density.shape, (density.shape, scores.shape)
+    assert semantics.shape == density.shape, (semantics.shape, density.shape)
+    K = scores.shape[-1]
+    sem = semantics.long()
+    use = sem != IGNORE
+    if mask is not None:
+        assert mask.shape == density.shape, (mask.shape, density.shape)
+        use = use & mask.bool()
+    if not bool(use.any()):
+        return _zero(density), _zero(scores)
+    occ = (sem != free_label) & use
+    q = (1 - torch.exp(-density[use])).clamp(eps, 1 - eps)
+    tgt = occ[use].to(q.dtype)
+    loss_occ = -(tgt * torch.log(q) + (1 - tgt) * torch.log(1 - q)).mean()
+    if not bool(occ.any()):
+        return loss_occ, _zero(scores)
+    lab = sem[occ]
+    _check_labels(lab, K, IGNORE, 'occupancy_3d_losses')
+    s = scores[occ]  # [V, K]
+    p = s / s.sum(-1, keepdim=True).clamp_min(eps)
+    loss_sem = rendered_semantic_ce(p, lab, class_weight=class_weight, eps=eps)
+    return loss_occ, loss_sem
+
+
+def auxiliary_ray_weights(frame_offset: Tensor,  # [B, C]
+                          sem_labels: Tensor,  # [B, C, P]
+                          aux_weight: float = 0.3,
+                          dynamic_classes: Sequence[int] = (),
+                          ignore_index: int = IGNORE) -> Tensor:
+    """Per-ray weights for current (1) and adjacent-frame (``aux_weight``) cameras (RenderOcc).
+
+    Rays of adjacent frames whose label is a dynamic class (objects that move between frames)
+    get weight 0 for every loss term.
+
+    Args:
+        frame_offset: [B, C] 0 for the current frame's cameras, +-k for adjacent frames.
+        sem_labels: [B, C, P] semantic labels of the sampled rays (ignore_index = none).
+    Returns:
+        [B, C, P] float weights.
+    """
+    assert frame_offset.dim() == 2 and sem_labels.shape[:2] == frame_offset.shape, \
+        (frame_offset.shape, sem_labels.shape)
+    aux = (frame_offset != 0)[..., None].expand_as(sem_labels)  # [B, C, P]
+    w = torch.where(aux, torch.full(sem_labels.shape, float(aux_weight), device=sem_labels.device),
+                    torch.ones(sem_labels.shape, device=sem_labels.device))
+    if len(dynamic_classes):
+        dyn = torch.isin(sem_labels.long(),
+                         torch.as_tensor(list(dynamic_classes), device=sem_labels.device))
+        w = torch.where(aux & dyn, torch.zeros_like(w), w)
+    return w
+
+
+# ------------------------------------------------------------------ registered thin modules
+@MODELS.register_module()
+class SILogLoss(nn.Module):
+    """``loss_weight * silog_loss(pred, target, weight, lam)``."""
+
+    def __init__(self, lam: float = 0.85, loss_weight: float = 1.0, min_depth: float = 1e-3):
+        super().__init__()
+        self.lam, self.loss_weight, self.min_depth = lam, loss_weight, min_depth
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        return self.loss_weight * silog_loss(pred, target, weight, self.lam, self.min_depth)
+
+
+@MODELS.register_module()
+class L1DepthLoss(nn.Module):
+    """``loss_weight * l1_depth_loss(pred, target, weight)``."""
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        return self.loss_weight * l1_depth_loss(pred, target, weight)
+
+
+@MODELS.register_module()
+class RenderedCELoss(nn.Module):
+    """Class-weighted CE on composited probabilities.
+
+    Args:
+        class_weight: None (uniform), a list of K weights, or 'batch' (computed per batch from the
+            sampled rays' labels with ``class_balanced_weights(power)``).
+        power: exponent of the batch inverse frequency.
+        loss_weight: multiplier.
+    """
+
+    def __init__(self, class_weight: Union[None, str, Sequence[float]] = None, power: float = 0.5,
+                 loss_weight: float = 1.0, eps: float = 1e-6):
+        super().__init__()
+        if isinstance(class_weight, str) and class_weight != 'batch':
+            raise ValueError(f"RenderedCELoss.class_weight must be None, 'batch' or a list, got "
+                             f'{class_weight!r}')
+        self.mode = class_weight if isinstance(class_weight, str) else None
+        self.register_buffer('class_weight', None if class_weight is None or self.mode else
+                             torch.tensor([float(c) for c in class_weight]), persistent=False)
+        self.power, self.loss_weight, self.eps = power, loss_weight, eps
+
+    def forward(self, probs: Tensor, labels: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        cw = self.class_weight
+        if self.mode == 'batch':
+            cw = class_balanced_weights(labels, probs.shape[-1], self.power)
+        return self.loss_weight * rendered_semantic_ce(probs, labels, cw, weight, eps=self.eps)
+
+
+@MODELS.register_module()
+class LSSDepthLoss(nn.Module):
+    """``loss_weight * lss_depth_loss(depth_prob, target_bin)``."""
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, depth_prob: Tensor, target_bin: Tensor) -> Tensor:
+        return self.loss_weight * lss_depth_loss(depth_prob, target_bin)
+
+
+@MODELS.register_module()
+class OpacityEntropyLoss(nn.Module):
+    """``loss_weight * opacity_entropy(opacities)``."""
+
+    def __init__(self, loss_weight: float = 0.01):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, opacities: Tensor) -> Tensor:
+        return self.loss_weight * opacity_entropy(opacities)
+
+
+@MODELS.register_module()
+class RayDistortionLoss(nn.Module):
+    """``loss_weight * ray_position_variance(...)`` (the model renders the positions)."""
+
+    def __init__(self, loss_weight: float = 0.01, min_alpha: float = 1e-3):
+        super().__init__()
+        self.loss_weight, self.min_alpha = loss_weight, min_alpha
+
+    def forward(self, mean_pos: Tensor, mean_sq: Tensor, alpha: Tensor,
+                weight: Optional[Tensor] = None) -> Tensor:
+        return self.loss_weight * ray_position_variance(mean_pos, mean_sq, alpha, weight,
+                                                        self.min_alpha)
+
+
+@MODELS.register_module()
+class Occupancy3DLoss(nn.Module):
+    """``occupancy_3d_losses`` with weights for its occupancy and semantic terms.
+
+    Args:
+        occ_weight, sem_weight: multipliers of the BCE and CE terms.
+        class_weight: None, a list of K weights, or 'batch' (from the occupied voxels' labels).
+        power: exponent of the batch inverse frequency.
+    """
+
+    def __init__(self, occ_weight: float = 1.0, sem_weight: float = 1.0,
+                 class_weight: Union[None, str, Sequence[float]] = None, power: float = 0.5):
+        super().__init__()
+        self.occ_weight, self.sem_weight, self.power = occ_weight, sem_weight, power
+        self.mode = class_weight if isinstance(class_weight, str) else None
+        self.register_buffer('class_weight', None if class_weight is None or self.mode else
+                             torch.tensor([float(c) for c in class_weight]), persistent=False)
+
+    def forward(self, density: Tensor, scores: Tensor, semantics: Tensor, free_label: int,
+                mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        cw = self.class_weight
+        if self.mode == 'batch':
+            sem = semantics.long()
+            occ = (sem != free_label) & (sem != IGNORE)
+            cw = class_balanced_weights(sem[occ], scores.shape[-1], self.power)
+        loss_occ, loss_sem = occupancy_3d_losses(density, scores, semantics, free_label, mask, cw)
+        return self.occ_weight * loss_occ, self.sem_weight * loss_sem

@@ -1,0 +1,228 @@
+"""LSS view transform: lift image features to a voxel volume with a per-pixel depth distribution.
+
+Geometry (Lift-Splat-Shoot, Philion & Fidler 2020):
+
+* Feature cell (row i, column j) of an ``Hf x Wf`` map computed from an ``H x W`` input image
+  covers input pixels ``[j * W / Wf, (j + 1) * W / Wf)``; its centre is at the continuous input
+  coordinates ``u = (j + 0.5) * W / Wf``, ``v = (i + 0.5) * H / Hf`` (pixel centres at +0.5, as
+  everywhere in the project).
+* Depth bin k covers ``[d_min + k * step, d_min + (k + 1) * step)`` with
+  ``D = round((d_max - d_min) / step)`` bins; the frustum point of bin k is at the bin centre
+  ``d_min + (k + 0.5) * step`` (camera z).
+* A frustum point is ``p_cam = d * K^-1 [u, v, 1]^T`` with K = ``cam2img`` of the network input
+  (augmentation already folded in by the dataset), then ``p_ego = cam2ego @ p_cam``.
+* Voxel (ix, iy, iz) of the volume holds ``pc_min + voxel_size * (index + [0, 1))``; points outside
+  the box are dropped; the features of all points of a voxel are summed (sum pooling).
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..registry import MODELS
+from .neck import conv_bn_relu
+
+
+def depth_bin_centres(depth_bins: Sequence[float]) -> Tensor:
+    """(d_min, d_max, step) -> [D] bin centres d_min + (k + 0.5) * step."""
+    d_min, d_max, step = (float(v) for v in depth_bins)
+    num = int(round((d_max - d_min) / step))
+    assert num > 0, depth_bins
+    return d_min + (torch.arange(num, dtype=torch.float32) + 0.5) * step
+
+
+def frustum_points(cam2img: Tensor,  # [B, N, 3, 3]
+                   cam2ego: Tensor,  # [B, N, 4, 4]
+                   feat_size: Tuple[int, int],
+                   img_size: Tuple[int, int],
+                   depths: Tensor,  # [D]
+                   ) -> Tensor:
+    """Ego-frame positions of the frustum points of every camera.
+
+    Args:
+        cam2img: [B, N, 3, 3] intrinsics of the input image.
+        cam2ego: [B, N, 4, 4] camera -> ego rigid transforms.
+        feat_size: (Hf, Wf) of the feature map.
+        img_size: (H, W) of the input image.
+        depths: [D] camera-z of the depth bins.
+    Returns:
+        [B, N, D, Hf, Wf, 3] points in the ego frame.
+    """
+    assert cam2img.dim() == 4 and cam2img.shape[-2:] == (3, 3), cam2img.shape
+    assert cam2ego.shape == cam2img.shape[:2] + (4, 4), (cam2ego.shape, cam2img.shape)
+    assert depths.dim() == 1, depths.shape
+    Hf, Wf = feat_size
+    H, W = img_size
+    dev, dt = cam2img.device, cam2img.dtype
+    u = (torch.arange(Wf, device=dev, dtype=dt) + 0.5) * (W / Wf)  # [Wf]
+    v = (torch.arange(Hf, device=dev, dtype=dt) + 0.5) * (H / Hf)  # [Hf]
+    vv, uu = torch.meshgrid(v, u, indexing='ij')  # [Hf, Wf]
+    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)  # [Hf, Wf, 3]
+    # K is an intrinsic (not a rigid) matrix, so its general inverse is the right tool here
+    rays = torch.einsum('bnij,hwj->bnhwi', torch.linalg.inv(cam2img), pix)  # [B, N, Hf, Wf, 3]
+    pts = rays[:, :, None] * depths.to(dev, dt)[None, None, :, None, None, None]  # [B,N,D,Hf,Wf,3]
+    R = cam2ego[..., :3, :3]  # [B, N, 3, 3]
+    t = cam2ego[..., :3, 3]  # [B, N, 3]
+    return torch.einsum('bnij,bndhwj->bndhwi', R, pts) + t[:, :, None, None, None, :]
+
+
+def voxel_flat_index(points: Tensor,  # [..., 3]
+                     pc_range: Sequence[float],
+                     grid_size: Sequence[int],
+                     ) -> Tensor:
+    """Index ``(ix * Y + iy) * Z + iz`` of the voxel holding each point, -1 outside the box.
+
+    Args:
+        points: [..., 3] positions in metres.
+        pc_range: (x_min, y_min, z_min, x_max, y_max, z_max).
+        grid_size: (X, Y, Z).
+    Returns:
+        [...] long.
+    """
+    assert points.shape[-1] == 3, points.shape
+    X, Y, Z = (int(g) for g in grid_size)
+    lo = points.new_tensor([float(v) for v in pc_range[:3]])
+    hi = points.new_tensor([float(v) for v in pc_range[3:]])
+    size = torch.tensor([X, Y, Z], device=points.device)
+    idx = torch.floor((points - lo) / ((hi - lo) / size.to(points.dtype))).long()  # [..., 3]
+    valid = ((idx >= 0) & (idx < size)).all(-1)  # [...]
+    flat = (idx[..., 0] * Y + idx[..., 1]) * Z + idx[..., 2]
+    return torch.where(valid, flat, torch.full_like(flat, -1))
+
+
+def voxel_pool(points: Tensor,  # [B, M, 3]
+               feats: Tensor,  # [B, M, C]
+               pc_range: Sequence[float],
+               grid_size: Sequence[int],
+               ) -> Tensor:
+    """Sums point features into the voxels containing them; points outside the box are dropped.
+
+    Args:
+        points: [B, M, 3] positions in metres.
+        feats: [B, M, C] features.
+        pc_range: (x_min, y_min, z_min, x_max, y_max, z_max).
+        grid_size: (X, Y, Z).
+    Returns:
+        [B, C, X, Y, Z] volume.
+    """
+    assert points.dim() == 3 and points.shape[-1] == 3, points.shape
+    assert feats.dim() == 3 and feats.shape[:2] == points.shape[:2], (feats.shape, points.shape)
+    B, M, C = feats.shape
+    X, Y, Z = (int(g) for g in grid_size)
+    flat = voxel_flat_index(points, pc_range, grid_size)  # [B, M]
+    b, m = (flat >= 0).nonzero(as_tuple=True)  # [V] each
+    out = feats.new_zeros(B * X * Y * Z, C)
+    out = out.index_add(0, b * (X * Y * Z) + flat[b, m], feats[b, m])  # [B*X*Y*Z, C]
+    return rearrange(out, '(b x y z) c -> b c x y z', b=B, x=X, y=Y, z=Z)
+
+
+def depth_labels_min_pool(gt_depth: Tensor,  # [B, N, h, w]
+                          feat_size: Tuple[int, int],
+                          ) -> Tensor:
+    """Nearest LiDAR depth per feature cell (BEVDepth's depth target), 0 where a cell has none.
+
+    Label pixel (r, c) of an h x w map has its centre at the fraction ((c + 0.5) / w, (r + 0.5) / h)
+    of the image, so it belongs to feature cell (floor((r + 0.5) Hf / h), floor((c + 0.5) Wf / w)).
+
+    Args:
+        gt_depth: [B, N, h, w] depth labels (0 = no label).
+        feat_size: (Hf, Wf).
+    Returns:
+        [B, N, Hf, Wf] minimum positive depth of the cell's labels, 0 if none.
+    """
+    assert gt_depth.dim() == 4, gt_depth.shape
+    B, N, h, w = gt_depth.shape
+    Hf, Wf = feat_size
+    dev = gt_depth.device
+    rows = torch.floor((torch.arange(h, device=dev) + 0.5) * Hf / h).long()  # [h]
+    cols = torch.floor((torch.arange(w, device=dev) + 0.5) * Wf / w).long()  # [w]
+    cell = (rows[:, None] * Wf + cols[None, :]).reshape(-1)  # [h*w]
+    d = gt_depth.reshape(B * N, h * w)
+    d = torch.where(d > 0, d, torch.full_like(d, float('inf')))
+    out = torch.full((B * N, Hf * Wf), float('inf'), device=dev, dtype=d.dtype)
+    out = out.scatter_reduce(1, cell.expand(B * N, -1), d, reduce='amin', include_self=True)
+    out = torch.where(torch.isinf(out), torch.zeros_like(out), out)
+    return out.reshape(B, N, Hf, Wf)
+
+
+@MODELS.register_module()
+class LSSViewTransform(nn.Module):
+    """Predicts a depth distribution and context features per feature cell and splats them.
+
+    Args:
+        in_channels: channels of the image feature map (the neck's output).
+        out_channels: context channels C of the produced volume.
+        depth_bins: (d_min, d_max, step) in metres of camera z.
+        pc_range: box of the produced volume (x_min, y_min, z_min, x_max, y_max, z_max).
+        grid_size: (X, Y, Z) voxels of the produced volume.
+        mid_channels: channels of the depth net's hidden 3x3 conv (default in_channels).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth_bins: Sequence[float],
+                 pc_range: Sequence[float], grid_size: Sequence[int], mid_channels: int = None):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.depth_bins = tuple(float(v) for v in depth_bins)
+        self.pc_range = tuple(float(v) for v in pc_range)
+        self.grid_size = tuple(int(v) for v in grid_size)
+        assert len(self.pc_range) == 6 and len(self.grid_size) == 3, (pc_range, grid_size)
+        self.register_buffer('depths', depth_bin_centres(self.depth_bins), persistent=False)
+        self.num_bins = self.depths.numel()
+        mid = mid_channels or in_channels
+        self.depth_net = nn.Sequential(conv_bn_relu(in_channels, mid),
+                                       nn.Conv2d(mid, self.num_bins + out_channels, 1))
+
+    def depth_bin_index(self, depth: Tensor) -> Tensor:
+        """Depth [...] -> bin index [...] (long), -1 for 0 (no label) and outside the bins."""
+        d_min, _, step = self.depth_bins
+        k = torch.floor((depth - d_min) / step).long()
+        ok = (depth > 0) & (k >= 0) & (k < self.num_bins)
+        return torch.where(ok, k, torch.full_like(k, -1))
+
+    def forward(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
+                cam2img: Tensor,  # [B, N, 3, 3]
+                cam2ego: Tensor,  # [B, N, 4, 4]
+                img_size: Tuple[int, int]):
+        """Lift and splat.
+
+        Args:
+            feats: [B, N, Cin, Hf, Wf] image features of N cameras.
+            cam2img: [B, N, 3, 3] intrinsics of the input images.
+            cam2ego: [B, N, 4, 4] camera -> ego.
+            img_size: (H, W) of the input images.
+        Returns:
+            volume [B, C, X, Y, Z] and depth probabilities [B, N, D, Hf, Wf].
+        """
+        assert feats.dim() == 5 and feats.shape[2] == self.in_channels, feats.shape
+        B, N, _, Hf, Wf = feats.shape
+        assert cam2img.shape == (B, N, 3, 3), cam2img.shape
+        assert cam2ego.shape == (B, N, 4, 4), cam2ego.shape
+        x = self.depth_net(feats.flatten(0, 1))  # [B*N, D+C, Hf, Wf]
+        depth = x[:, :self.num_bins].softmax(dim=1)  # [B*N, D, Hf, Wf]
+        ctx = x[:, self.num_bins:]  # [B*N, C, Hf, Wf]
+        depth = rearrange(depth, '(b n) d h w -> b n d h w', b=B)
+        ctx = rearrange(ctx, '(b n) c h w -> b n h w c', b=B)
+        with torch.no_grad():
+            pts = frustum_points(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size,
+                                 self.depths)  # [B, N, D, Hf, Wf, 3]
+        # outer product depth x context, evaluated only for the points inside the box
+        volume = self._splat(pts, depth, ctx)
+        return volume, depth
+
+    def _splat(self, pts: Tensor,  # [B, N, D, Hf, Wf, 3]
+               depth: Tensor,  # [B, N, D, Hf, Wf]
+               ctx: Tensor,  # [B, N, Hf, Wf, C]
+               ) -> Tensor:
+        B = pts.shape[0]
+        C = ctx.shape[-1]
+        X, Y, Z = self.grid_size
+        flat = voxel_flat_index(pts, self.pc_range, self.grid_size)  # [B, N, D, Hf, Wf]
+        b, n, d, i, j = (flat >= 0).nonzero(as_tuple=True)  # [V] each: only points in the box
+        contrib = depth[b, n, d, i, j, None] * ctx[b, n, i, j]  # [V, C]
+        out = ctx.new_zeros(B * X * Y * Z, C).index_add(0, b * (X * Y * Z) + flat[b, n, d, i, j],
+                                                         contrib)  # [B*X*Y*Z, C]
+        return rearrange(out, '(b x y z) c -> b c x y z', b=B, x=X, y=Y, z=Z)

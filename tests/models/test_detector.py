@@ -1,0 +1,317 @@
+"""The full SplattingOcc model on small random inputs (CPU): losses, gradients, predict format."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+import splattingocc.models  # noqa: F401
+from splattingocc.models.detector import density_grid_to_voxels
+from splattingocc.registry import MODELS
+from splattingocc.structures import DensityGrid, Gaussians, rigid_inverse
+
+PC = [-8.0, -8.0, -1.0, 8.0, 8.0, 3.0]
+PRED_GRID = [8, 8, 4]  # 2 m x 2 m x 1 m voxels, one Gaussian each
+OCC_GRID = [16, 16, 8]  # the evaluation grid, 1 m x 1 m x 0.5 m
+NUM_CLASSES, FREE = 18, 17
+
+
+def small_model_cfg(**overrides):
+    cfg = dict(
+        type='SplattingOcc',
+        backbone=dict(type='ResNet', depth='tiny', widths=[8, 8, 16, 16], stem_channels=8,
+                      out_indices=[2, 3]),
+        neck=dict(type='MergeNeck', in_channels=[16, 16], out_channels=16),
+        view_transform=dict(type='LSSViewTransform', in_channels=16, out_channels=8,
+                            depth_bins=[1.0, 13.0, 1.0], pc_range=PC, grid_size=PRED_GRID),
+        volume_encoder=dict(type='VolumeEncoder3D', in_channels=8, channels=8, num_blocks=1),
+        head=dict(type='GaussianHead', in_channels=8, pc_range=PC, grid_size=PRED_GRID,
+                  num_classes=NUM_CLASSES - 1, min_scale=0.25, max_scale=[1.0, 1.0, 0.5],
+                  hidden_channels=8, scene_type='auto'),
+        renderer=dict(type='TorchSplatRenderer'),
+        voxelizer=dict(type='GaussianVoxelizer', pc_range=PC, occ_size=OCC_GRID,
+                       num_classes=NUM_CLASSES, free_label=FREE, density_threshold=0.3,
+                       label_dtype='uint8'),
+        pixel_sampler=dict(type='PixelSampler', mode='class_weighted', num_rays=96,
+                           num_classes=NUM_CLASSES - 1),
+        loss_depth=dict(type='SILogLoss'),
+        loss_sem=dict(type='RenderedCELoss', class_weight='batch'),
+        loss_lss_depth=dict(type='LSSDepthLoss', loss_weight=0.5),
+        loss_opacity=dict(type='OpacityEntropyLoss', loss_weight=0.01),
+        loss_3d=dict(type='Occupancy3DLoss'),
+        aux_weight=0.3,
+        dynamic_classes=[2, 3, 4],
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def ring_cameras(n):
+    """n cameras 1.5 m up, looking outwards horizontally (OpenCV axes) -> cam2ego [n, 4, 4]."""
+    T = torch.zeros(n, 4, 4)
+    for i in range(n):
+        yaw = 2 * math.pi * i / n
+        T[i, :3, :3] = torch.tensor([[math.sin(yaw), 0, math.cos(yaw)],
+                                     [-math.cos(yaw), 0, math.sin(yaw)], [0, -1, 0.0]])
+        T[i, :3, 3] = torch.tensor([0.0, 0.0, 1.5])
+        T[i, 3, 3] = 1
+    return T
+
+
+def random_batch(B=1, N=2, F=2, H=32, W=64, ds=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = H // ds, W // ds
+    K = torch.tensor([[32.0, 0, 32], [0, 32.0, 16], [0, 0, 1]])
+    Kl = K.clone()
+    Kl[:2] /= ds
+    cam2ego = ring_cameras(N)
+    labelled = torch.rand(B, F * N, h, w, generator=g) < 0.5
+    return dict(
+        img=torch.rand(B, N, 3, H, W, generator=g) * 255,
+        cam2img=K.expand(B, N, 3, 3).clone(),
+        cam2ego=cam2ego.expand(B, N, 4, 4).clone(),
+        render_viewmats=rigid_inverse(cam2ego).repeat(F, 1, 1).expand(B, F * N, 4, 4).clone(),
+        render_Ks=Kl.expand(B, F * N, 3, 3).clone(),
+        render_frame_offset=torch.tensor([0] * N + [-1] * N * (F - 1)).expand(B, F * N).clone(),
+        gt_depth=torch.where(labelled, 2 + 8 * torch.rand(B, F * N, h, w, generator=g),
+                             torch.zeros(B, F * N, h, w)),
+        gt_semantics=torch.where(labelled, torch.randint(0, 17, (B, F * N, h, w), generator=g),
+                                 torch.full((B, F * N, h, w), 255)),
+        voxel_semantics=torch.randint(0, 18, (B, *OCC_GRID), generator=g).to(torch.uint8),
+        mask_camera=torch.ones(B, *OCC_GRID, dtype=torch.uint8),
+        meta=dict(sample_token=[f'tok{b}' for b in range(B)],
+                  scene_name=[f'scene-{b}' for b in range(B)]),
+    )
+
+
+def _check_grads(model):
+    missing = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.grad is None or p.grad.abs().sum() == 0:
+            missing.append(name)
+        else:
+            assert torch.isfinite(p.grad).all(), name
+    return missing
+
+
+@pytest.mark.parametrize('renderer', ['TorchSplatRenderer', 'VolumeRenderer'])
+def test_forward_backward_every_parameter_gets_a_finite_gradient(renderer):
+    torch.manual_seed(0)
+    cfg = small_model_cfg(use_3d_supervision=True,
+                          loss_distortion=dict(type='RayDistortionLoss', loss_weight=0.01))
+    if renderer == 'VolumeRenderer':
+        cfg['renderer'] = dict(type='VolumeRenderer', step_ratio=0.5)
+    model = MODELS.build(cfg)
+    assert model.scene_type == ('density' if renderer == 'VolumeRenderer' else 'gaussians')
+    model.train()
+    losses = model(mode='loss', **random_batch(B=2))
+    expected = {'loss_depth', 'loss_sem', 'loss_lss_depth', 'loss_occ3d', 'loss_sem3d',
+                'loss_distortion'}
+    if renderer == 'TorchSplatRenderer':
+        expected.add('loss_opacity')
+    assert expected <= set(losses)
+    for k, v in losses.items():
+        assert v.dim() == 0 and torch.isfinite(v), (k, v)
+    sum(v for k, v in losses.items() if k.startswith('loss')).backward()
+    # (with the volume renderer the Gaussian-only head layers are not built)
+    assert _check_grads(model) == []
+
+
+def test_2d_only_loss_does_not_need_3d_labels():
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(loss_opacity=None))
+    batch = random_batch()
+    for k in ('voxel_semantics', 'mask_camera'):
+        batch.pop(k)
+    losses = model(mode='loss', **batch)
+    assert set(k for k in losses if k.startswith('loss')) == {'loss_depth', 'loss_sem',
+                                                              'loss_lss_depth'}
+    sum(v for k, v in losses.items() if k.startswith('loss')).backward()
+    assert _check_grads(model) == []
+
+
+def test_3d_only_upper_bound():
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(use_2d_supervision=False, use_3d_supervision=True,
+                                         loss_lss_depth=None, loss_opacity=None))
+    batch = random_batch()
+    for k in ('gt_depth', 'gt_semantics', 'render_viewmats', 'render_Ks'):
+        batch.pop(k)
+    losses = model(mode='loss', **batch)
+    assert set(losses) == {'loss_occ3d', 'loss_sem3d'}
+    sum(losses.values()).backward()
+    assert torch.isfinite(model.head.opacity.weight.grad).all()
+    with pytest.raises(ValueError, match='both'):
+        MODELS.build(small_model_cfg(use_2d_supervision=False))
+
+
+def test_adjacent_dynamic_rays_do_not_affect_the_loss():
+    """Changing the depth of adjacent-frame rays labelled with a dynamic class changes nothing;
+    changing it on a static class does (weight 0.3, not 0)."""
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(
+        loss_lss_depth=None, loss_opacity=None, loss_sem=None,
+        pixel_sampler=dict(type='PixelSampler', mode='dense')))
+    model.eval()  # BatchNorm in eval: identical network outputs for both batches
+    batch = random_batch(F=2)
+    N = batch['img'].shape[1]
+    sem = batch['gt_semantics']
+    sem[:, N:] = torch.where(sem[:, N:] == 255, sem[:, N:], torch.full_like(sem[:, N:], 11))
+    sem[:, N:, :4] = torch.where(batch['gt_depth'][:, N:, :4] > 0, 4, 255)  # cars at the top
+    with torch.no_grad():
+        base = model(mode='loss', **batch)['loss_depth']
+        dyn = dict(batch, gt_depth=batch['gt_depth'].clone())
+        dyn['gt_depth'][:, N:, :4] *= 3.0
+        assert torch.allclose(model(mode='loss', **dyn)['loss_depth'], base)
+        static = dict(batch, gt_depth=batch['gt_depth'].clone())
+        static['gt_depth'][:, N:, 8:] *= 3.0
+        assert not torch.allclose(model(mode='loss', **static)['loss_depth'], base)
+
+
+@pytest.mark.parametrize('renderer', ['TorchSplatRenderer', 'VolumeRenderer'])
+def test_predict_output_format(renderer):
+    torch.manual_seed(0)
+    cfg = small_model_cfg()
+    if renderer == 'VolumeRenderer':
+        cfg['renderer'] = dict(type='VolumeRenderer')
+    model = MODELS.build(cfg)
+    model.eval()
+    out = model(mode='predict', **random_batch(B=2))
+    assert isinstance(out, list) and len(out) == 2
+    for b, o in enumerate(out):
+        assert set(o) == {'semantics', 'sample_token', 'scene_name'}
+        assert isinstance(o['semantics'], np.ndarray)
+        assert o['semantics'].dtype == np.uint8 and o['semantics'].shape == tuple(OCC_GRID)
+        assert o['semantics'].max() <= FREE
+        assert o['sample_token'] == f'tok{b}' and o['scene_name'] == f'scene-{b}'
+
+
+def test_predict_labels_match_the_voxelizer():
+    """predict() = the voxelizer on the head's Gaussians (so a Gaussian with known class at a
+    known voxel shows up there)."""
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg())
+    model.eval()
+    centre = torch.tensor([[[0.5, 0.5, 0.25]]])  # centre of Occ3D voxel (8, 8, 2)
+    logits = torch.full((1, 1, 17), -5.0)
+    logits[0, 0, 4] = 5.0
+    g = Gaussians(means=centre, quats=torch.tensor([[[1.0, 0, 0, 0]]]),
+                  scales=torch.full((1, 1, 3), 0.3), opacities=torch.ones(1, 1), features=logits)
+    sem = model.predict_semantics(g)[0]
+    assert sem[8, 8, 2] == 4
+    assert (sem == FREE).sum() == sem.numel() - (sem == 4).sum()
+
+
+def test_density_grid_to_voxels_on_the_same_grid_is_identity():
+    g = torch.Generator().manual_seed(0)
+    grid = DensityGrid(density=torch.rand(1, 4, 4, 2, generator=g),
+                       features=torch.randn(1, 4, 4, 2, 3, generator=g), pc_range=tuple(PC))
+    tau, probs = density_grid_to_voxels(grid, PC, [4, 4, 2])
+    assert torch.allclose(tau, grid.density * 1.0 * min(4.0, 4.0, 2.0), atol=1e-5)
+    assert torch.allclose(probs, grid.features.softmax(-1), atol=1e-5)
+
+
+def test_configs_build():
+    """Every model config builds (pretrained weights switched off) and has the right switches."""
+    names = ['splattingocc/splattingocc-tiny-synthetic', 'splattingocc/splattingocc-Nframe',
+             'splattingocc/splattingocc-tiny-synthetic-3d',
+             'splattingocc/splattingocc-tiny-synthetic-2d3d',
+             'renderocc/renderocc-tiny-synthetic', 'renderocc/renderocc-Nframe']
+    cfgs = {n: Config.fromfile(f'configs/{n}.py') for n in names}
+    tiny = MODELS.build(cfgs['splattingocc/splattingocc-tiny-synthetic'].model)
+    assert tiny.scene_type == 'gaussians' and tiny.head.grid_size == (50, 50, 8)
+    assert MODELS.build(cfgs['renderocc/renderocc-tiny-synthetic'].model).scene_type == 'density'
+    assert cfgs['splattingocc/splattingocc-tiny-synthetic-3d'].model.use_2d_supervision is False
+    assert cfgs['splattingocc/splattingocc-tiny-synthetic-2d3d'].model.use_3d_supervision is True
+    # renderocc variants differ from their splatting configs only in the renderer
+    for a, b in [('splattingocc/splattingocc-tiny-synthetic', 'renderocc/renderocc-tiny-synthetic'),
+                 ('splattingocc/splattingocc-Nframe', 'renderocc/renderocc-Nframe')]:
+        ma, mb = cfgs[a].model.to_dict(), cfgs[b].model.to_dict()
+        assert ma.pop('renderer') != mb.pop('renderer')
+        assert ma == mb
+    real = cfgs['splattingocc/splattingocc-Nframe'].model
+    assert real.backbone.depth == 50 and tuple(real.head.grid_size) == (200, 200, 16)
+    with pytest.raises(FileNotFoundError, match='resnet50'):
+        MODELS.build(real.backbone)
+
+
+def test_downsample_labels_hand_case():
+    from splattingocc.models.detector import downsample_labels, downsample_mask
+    sem = torch.full((1, 4, 2, 2), FREE)
+    sem[0, 0, 0, 0] = 4  # block 0 (x 0..1): one car, seven free -> free
+    sem[0, 2:, :, 0] = 11  # block 1 (x 2..3): four road, four free -> tie -> road (lower index)
+    sem[0, 0:2, :, :] = torch.where(sem[0, 0:2] == FREE, 255, sem[0, 0:2])  # block 0: ignore free
+    out = downsample_labels(sem, (2, 2, 2), NUM_CLASSES)
+    assert out.shape == (1, 2, 1, 1)
+    assert out[0, 0, 0, 0] == 4 and out[0, 1, 0, 0] == 11
+    all_ignored = torch.full((1, 2, 2, 2), 255)
+    assert downsample_labels(all_ignored, (2, 2, 2), NUM_CLASSES).item() == 255
+    mask = torch.zeros(1, 4, 2, 2, dtype=torch.uint8)
+    mask[0, 3, 1, 1] = 1
+    assert downsample_mask(mask, (2, 2, 2)).flatten().tolist() == [False, True]
+    with pytest.raises(ValueError, match='divisible'):
+        downsample_labels(sem, (3, 2, 2), NUM_CLASSES)
+
+
+@pytest.mark.parametrize('renderer', ['TorchSplatRenderer', 'VolumeRenderer'])
+def test_3d_loss_on_the_prediction_grid(renderer):
+    torch.manual_seed(0)
+    cfg = small_model_cfg(use_2d_supervision=False, use_3d_supervision=True,
+                          loss_lss_depth=None, loss_opacity=None, loss_3d_grid='pred')
+    if renderer == 'VolumeRenderer':
+        cfg['renderer'] = dict(type='VolumeRenderer')
+    model = MODELS.build(cfg)
+    losses = model(mode='loss', **random_batch())
+    assert set(losses) == {'loss_occ3d', 'loss_sem3d'}
+    sum(losses.values()).backward()
+    assert model.head.semantics.weight.grad.abs().sum() > 0
+
+
+def test_render_pruning_is_exact():
+    """Leaving out Gaussians with opacity < 1/255 changes neither the render nor the gradients."""
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg())
+    g = torch.Generator().manual_seed(1)
+    B, N = 2, 300
+    means = (torch.rand(B, N, 3, generator=g) - 0.5) * torch.tensor([14.0, 14.0, 3.0])
+    opac = torch.rand(B, N, generator=g)
+    opac[:, ::2] = opac[:, ::2] / 300  # half of them below 1/255
+    leaves = [means, torch.randn(B, N, 4, generator=g),
+              0.2 + torch.rand(B, N, 3, generator=g), opac,
+              torch.randn(B, N, 17, generator=g)]
+    batch = random_batch(B=B)
+    from splattingocc.structures import Cameras
+    cams = Cameras(batch['render_viewmats'], batch['render_Ks'], 32, 16)
+    outs, grads = [], []
+    for thr in (0.0, 1.0 / 255.0):
+        model.render_min_opacity = thr
+        ps = [t.clone().requires_grad_(True) for t in leaves]
+        scene = model.render_scene(Gaussians(*ps))
+        if thr > 0:
+            assert scene.num_gaussians < N
+        out = model.renderer(scene, cams)
+        (out.depth.square().sum() + (out.features * torch.arange(17.0)).sum()).backward()
+        outs.append(out)
+        grads.append([p.grad for p in ps])
+    assert outs[0].alpha.max() > 0.5  # something was rendered
+    assert torch.allclose(outs[0].depth, outs[1].depth, atol=1e-5)
+    assert torch.allclose(outs[0].features, outs[1].features, atol=1e-5)
+    for a, b in zip(grads[0], grads[1]):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_tensor_mode_and_bad_mode():
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg())
+    out = model(mode='tensor', **random_batch())
+    n = PRED_GRID[0] * PRED_GRID[1] * PRED_GRID[2]
+    assert out['means'].shape == (1, n, 3) and out['features'].shape == (1, n, 17)
+    with pytest.raises(ValueError, match="mode must be"):
+        model(mode='train', **random_batch())
+    batch = random_batch()
+    batch.pop('cam2ego')
+    with pytest.raises(KeyError, match='cam2ego'):
+        model(mode='loss', **batch)

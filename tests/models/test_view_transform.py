@@ -1,0 +1,112 @@
+import itertools
+
+import pytest
+import torch
+
+from splattingocc.models.view_transform import (LSSViewTransform, depth_bin_centres,
+                                                depth_labels_min_pool, frustum_points,
+                                                voxel_flat_index, voxel_pool)
+
+PC_RANGE = (-10.0, -10.0, -2.0, 10.0, 10.0, 2.0)  # 2 m x 2 m x 1 m voxels
+GRID = (10, 10, 4)
+
+
+def _front_camera():
+    """A camera looking along ego +x, 1.5 m up, 1 m forward (OpenCV axes)."""
+    K = torch.tensor([[20.0, 0, 32], [0, 20.0, 16], [0, 0, 1]])
+    cam2ego = torch.eye(4)
+    # columns: camera x -> ego -y, camera y -> ego -z, camera z -> ego +x
+    cam2ego[:3, :3] = torch.tensor([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    cam2ego[:3, 3] = torch.tensor([1.0, 0, 1.5])
+    return K[None, None], cam2ego[None, None]
+
+
+def test_frustum_point_hand_computed():
+    K, cam2ego = _front_camera()
+    depths = depth_bin_centres((1.0, 11.0, 1.0))  # 10 bins, centres 1.5 .. 10.5
+    assert torch.allclose(depths, torch.arange(10) + 1.5)
+    pts = frustum_points(K, cam2ego, (2, 4), (32, 64), depths)
+    assert pts.shape == (1, 1, 10, 2, 4, 3)
+    # cell (row 1, col 2): centre u = 2.5 * 16 = 40, v = 1.5 * 16 = 24 -> ray (0.4, 0.4, 1);
+    # bin 4 -> depth 5.5 -> camera (2.2, 2.2, 5.5) -> ego (5.5 + 1, -2.2, -2.2 + 1.5)
+    assert torch.allclose(pts[0, 0, 4, 1, 2], torch.tensor([6.5, -2.2, -0.7]), atol=1e-5)
+    # -> voxel (floor(16.5 / 2), floor(7.8 / 2), floor(1.3 / 1)) = (8, 3, 1)
+    flat = voxel_flat_index(pts[0, 0, 4, 1, 2], PC_RANGE, GRID)
+    assert int(flat) == (8 * 10 + 3) * 4 + 1
+
+
+def test_lift_places_feature_in_hand_computed_voxel():
+    K, cam2ego = _front_camera()
+    vt = LSSViewTransform(in_channels=8, out_channels=5, depth_bins=(1.0, 11.0, 1.0),
+                          pc_range=PC_RANGE, grid_size=GRID)
+    pts = frustum_points(K, cam2ego, (2, 4), (32, 64), vt.depths)
+    depth = torch.zeros(1, 1, 10, 2, 4)
+    depth[0, 0, 4, 1, 2] = 0.75  # all other cells / bins carry nothing
+    ctx = torch.randn(1, 1, 2, 4, 5)
+    vol = vt._splat(pts, depth, ctx)
+    assert vol.shape == (1, 5, 10, 10, 4)
+    assert torch.allclose(vol[0, :, 8, 3, 1], 0.75 * ctx[0, 0, 1, 2])
+    vol[0, :, 8, 3, 1] = 0
+    assert vol.abs().max() == 0
+
+
+def test_splat_matches_brute_force_and_drops_outside_points():
+    g = torch.Generator().manual_seed(0)
+    B, N, D, Hf, Wf, C = 2, 2, 6, 3, 4, 3
+    vt = LSSViewTransform(4, C, (1.0, 13.0, 2.0), PC_RANGE, GRID)
+    pts = (torch.rand(B, N, D, Hf, Wf, 3, generator=g) - 0.5) * torch.tensor([26.0, 26.0, 5.0])
+    depth = torch.rand(B, N, D, Hf, Wf, generator=g)
+    ctx = torch.randn(B, N, Hf, Wf, C, generator=g)
+    vol = vt._splat(pts, depth, ctx)
+    ref = torch.zeros(B, C, *GRID)
+    n_out = 0
+    for b, n, d, i, j in itertools.product(range(B), range(N), range(D), range(Hf), range(Wf)):
+        p = pts[b, n, d, i, j].tolist()
+        idx = [int((p[a] - PC_RANGE[a]) // ((PC_RANGE[a + 3] - PC_RANGE[a]) / GRID[a]))
+               for a in range(3)]
+        if not all(0 <= idx[a] < GRID[a] for a in range(3)):
+            n_out += 1
+            continue
+        ref[b, :, idx[0], idx[1], idx[2]] += depth[b, n, d, i, j] * ctx[b, n, i, j]
+    assert n_out > 0  # the case exercises dropping
+    assert torch.allclose(vol, ref, atol=1e-5)
+    # the generic pooling function agrees
+    feats = (depth[..., None] * ctx[:, :, None]).reshape(B, -1, C)
+    assert torch.allclose(voxel_pool(pts.reshape(B, -1, 3), feats, PC_RANGE, GRID), ref, atol=1e-5)
+
+
+def test_depth_labels_min_pool_hand_case():
+    gt = torch.zeros(1, 1, 4, 8)
+    gt[0, 0, 0, 0] = 5.0
+    gt[0, 0, 1, 1] = 3.0  # same 2x2 cell as (0, 0): min is 3
+    gt[0, 0, 3, 7] = 7.0  # cell (1, 3)
+    out = depth_labels_min_pool(gt, (2, 4))
+    expected = torch.zeros(1, 1, 2, 4)
+    expected[0, 0, 0, 0] = 3.0
+    expected[0, 0, 1, 3] = 7.0
+    assert torch.equal(out, expected)
+    # a label map at a finer, non-integer ratio still maps every pixel to the cell of its centre
+    gt2 = torch.zeros(1, 1, 3, 5)
+    gt2[0, 0, 2, 4] = 2.0  # centre (4.5 / 5, 2.5 / 3) of the image -> cell (1, 3) of 2 x 4
+    assert depth_labels_min_pool(gt2, (2, 4))[0, 0, 1, 3] == 2.0
+
+
+def test_depth_bin_index():
+    vt = LSSViewTransform(4, 3, (1.0, 5.0, 0.5), PC_RANGE, GRID)
+    assert vt.num_bins == 8
+    d = torch.tensor([0.0, 0.9, 1.0, 1.49, 1.5, 4.99, 5.0])
+    assert vt.depth_bin_index(d).tolist() == [-1, -1, 0, 0, 1, 7, -1]
+
+
+def test_view_transform_forward_shapes_and_gradients():
+    K, cam2ego = _front_camera()
+    vt = LSSViewTransform(8, 5, (1.0, 11.0, 1.0), PC_RANGE, GRID)
+    feats = torch.randn(1, 1, 8, 2, 4, requires_grad=True)
+    vol, depth = vt(feats, K, cam2ego, (32, 64))
+    assert vol.shape == (1, 5, 10, 10, 4)
+    assert depth.shape == (1, 1, 10, 2, 4)
+    assert torch.allclose(depth.sum(2), torch.ones(1, 1, 2, 4))
+    vol.square().sum().backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() > 0
+    with pytest.raises(AssertionError):
+        vt(torch.randn(1, 1, 7, 2, 4), K, cam2ego, (32, 64))

@@ -1,0 +1,296 @@
+"""The Slurm scripts on a real two-node cluster on this machine (slurm/local_cluster.sh).
+
+One test, in the order a user works (kept short: a tiny synthetic dataset, 96 x 48 input, a few
+iterations):
+
+1. ``CONFIG=<tiny synthetic> WORK_DIR=... GPUS_PER_NODE=1 sbatch -N 2 slurm/run_2_nodes.sh``
+   trains on 2 nodes x 1 process (gloo on CPUs, placeholder 'gpu' resources). When the log shows
+   training, ``scancel --signal=USR1 --batch JOBID`` (what ``--signal=B:USR1@120`` does before the
+   time limit): the batch script asks training to stop, PreemptionHook checkpoints at the next
+   iteration, the job requeues itself and the requeued job resumes from the checkpoint and
+   finishes with the configured number of iterations.
+2. ``RUN=slurm/test.sh CHECKPOINT=... sbatch -N 2 slurm/run_2_nodes.sh`` evaluates the final
+   checkpoint on the 2 nodes and prints the mIoU table.
+
+Slurm gives a requeued job a begin time in the future (``Reason=BeginTime``; slurmctld delays the
+restart of a requeued batch job); the test moves it to now with ``scontrol update
+jobid=J starttime=now`` rather than wait. On a real cluster the delay is harmless.
+
+The cluster gets its own state folder and ports, so it never meets another cluster on the
+machine; it is stopped (jobs cancelled first) even when the test fails. Skipped with the reason
+where Slurm is not installed and cannot be installed (needs root and apt-get).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import splattingocc.engine  # noqa: F401  (allow-list: torch.load of mmengine checkpoints)
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = 'configs/splattingocc/splattingocc-tiny-synthetic.py'
+MAX_ITERS = 8
+CKPT_INTERVAL = 4
+JOB_TIMEOUT_S = 240
+
+pytestmark = pytest.mark.slow
+
+
+def _ports_free(first: int, count: int) -> bool:
+    for port in range(first, first + count):
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                return False
+    return True
+
+
+def _free_port_range(count: int) -> int:
+    """First of ``count`` consecutive free TCP ports (random start, away from the defaults)."""
+    import random
+    rng = random.Random(os.getpid() ^ int(time.time()))
+    for _ in range(200):
+        first = rng.randrange(30000, 60000 - count)
+        if _ports_free(first, count):
+            return first
+    raise RuntimeError('no free port range found')
+
+
+def _slurm_installable() -> str | None:
+    """None if Slurm is (or can be) installed; else the reason to skip."""
+    if sys.platform != 'linux':
+        return 'the local Slurm cluster runs on Linux only'
+    if all(shutil.which(c) for c in ('slurmctld', 'slurmd', 'sbatch', 'scontrol')):
+        if os.geteuid() != 0:
+            return 'the local Slurm cluster runs slurmd as root (SlurmdUser=root): run as root'
+        return None
+    if not shutil.which('apt-get'):
+        return 'Slurm (slurmctld, slurmd, sbatch) is not installed and apt-get is unavailable'
+    if os.geteuid() != 0:
+        return 'Slurm is not installed and installing slurm-wlm with apt-get needs root'
+    return None
+
+
+class Cluster:
+    """A started slurm/local_cluster.sh cluster: runs Slurm client commands against it."""
+
+    def __init__(self, state_dir: Path, port: int):
+        self.state_dir = state_dir
+        self.env = dict(os.environ, SOCC_SLURM_DIR=str(state_dir), SOCC_SLURM_PORT=str(port),
+                        SLURM_CONF=str(state_dir / 'slurm.conf'))
+        for key in list(self.env):  # a surrounding allocation must not leak into our jobs
+            if key.startswith(('SLURM_JOB', 'SLURM_STEP', 'SBATCH_', 'SALLOC_')):
+                del self.env[key]
+
+    def run(self, *cmd, check=True, **kwargs) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(cmd), env=kwargs.pop('env', self.env), capture_output=True,
+                              text=True, cwd=str(REPO), timeout=kwargs.pop('timeout', 120),
+                              **kwargs)
+        if check and proc.returncode != 0:
+            raise AssertionError(f'{" ".join(map(str, cmd))} failed ({proc.returncode}):\n'
+                                 f'{proc.stdout}\n{proc.stderr}')
+        return proc
+
+    def job(self, job_id: str) -> dict:
+        out = self.run('scontrol', 'show', 'job', '-o', job_id).stdout
+        return dict(re.findall(r'(\w+)=(\S*)', out))
+
+    def has_gpus(self) -> bool:
+        return 'Gres=gpu:' in (self.state_dir / 'slurm.conf').read_text()
+
+    def cancel_all(self) -> None:
+        self.run('scancel', '--full', '--user', str(os.geteuid()), check=False)
+        for _ in range(60):
+            if not self.run('squeue', '-h', check=False).stdout.strip():
+                return
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    """A tiny synthetic dataset with info pkls: 2 scenes x 2 keyframes (train / val), 96 x 54."""
+    from splattingocc.datasets.synthetic import make_tiny_dataset
+    root = tmp_path_factory.mktemp('slurm_data') / 'synthetic'
+    make_tiny_dataset(root, scenes=2, samples_per_scene=2, image_size=(96, 54))
+    proc = subprocess.run(
+        [sys.executable, 'tools/create_data.py', 'nuscenes', '--root', str(root), '--version',
+         'v1.0-mini'], cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / 'nuscenes_infos_train.pkl').is_file()
+    return root
+
+
+@pytest.fixture(scope='module')
+def cluster():
+    reason = _slurm_installable()
+    if reason:
+        pytest.skip(reason)
+    state_dir = Path(tempfile.mkdtemp(prefix='socc-slurm-', dir='/tmp'))  # short: socket paths
+    c = Cluster(state_dir, _free_port_range(4))
+    start = c.run('bash', 'slurm/local_cluster.sh', 'start', check=False, timeout=900)
+    try:
+        if start.returncode != 0:
+            text = start.stdout + start.stderr
+            if 'apt-get' in text and 'failed' in text:
+                pytest.skip(f'Slurm could not be installed: {text.strip().splitlines()[-1]}')
+            raise AssertionError(f'slurm/local_cluster.sh start failed:\n{text}')
+        assert f'export SLURM_CONF={state_dir}/slurm.conf' in start.stdout
+        yield c
+    finally:
+        c.cancel_all()
+        stop = c.run('bash', 'slurm/local_cluster.sh', 'stop', check=False)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _data_options(root: Path, splits=('train', 'val', 'test')) -> list:
+    """cfg-options pointing the tiny config at ``root`` with a 96 x 48 input and no workers."""
+    opts = []
+    for split in splits:
+        loader = f'{split}_dataloader'
+        index = 2 if split == 'train' else 1  # ResizeCropImages in the train / test pipelines
+        opts += [f'{loader}.dataset.data_root={root}/', f'{loader}.num_workers=0',
+                 f'{loader}.persistent_workers=False',
+                 f'{loader}.dataset.pipeline.{index}.final_size=(96,48)']
+    for split in ('val', 'test'):
+        if split in splits:
+            opts.append(f'{split}_evaluator.ann_file={root}/nuscenes_infos_val.pkl')
+    return opts
+
+
+def _preemption_hook_options() -> list:
+    """Add PreemptionHook to the config's custom_hooks unless the runtime has it already."""
+    from mmengine.config import Config
+    hooks = Config.fromfile(str(REPO / CONFIG)).custom_hooks
+    if any(h['type'] == 'PreemptionHook' for h in hooks):
+        return []
+    summary = [i for i, h in enumerate(hooks) if h['type'] == 'TrainingSummaryHook']
+    return [f'custom_hooks.{summary[0]}.type=PreemptionHook']
+
+
+def _job_env(cluster: Cluster, **extra) -> dict:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return dict(cluster.env, PYTHON=sys.executable, GPUS_PER_NODE='1', OMP_NUM_THREADS='1',
+                MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES='', **extra)
+
+
+def _sbatch(cluster: Cluster, env: dict, output: Path) -> str:
+    args = ['sbatch', '--parsable', '-N', '2', '-o', str(output), '--job-name', 'socc-test']
+    if not cluster.has_gpus():  # no placeholder GPUs (mknod refused): a CPU cluster
+        args.append('--gpus-per-node=0')
+    proc = cluster.run(*args, 'slurm/run_2_nodes.sh', env=env)
+    return proc.stdout.strip().split(';')[0]
+
+
+def _wait(cluster: Cluster, job_id: str, until, what: str, output: Path, timeout=JOB_TIMEOUT_S):
+    """Poll the job until ``until(job_dict)`` is true; requeue begin-time delays are skipped."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = cluster.job(job_id)
+        if job.get('JobState') == 'PENDING' and job.get('Reason') == 'BeginTime':
+            # a requeued job waits; move its start to now (documented above)
+            print(f'\n[slurm test] job {job_id} pending with Reason=BeginTime (StartTime='
+                  f'{job.get("StartTime")}): scontrol update starttime=now')
+            cluster.run('scontrol', 'update', f'jobid={job_id}', 'starttime=now', check=False)
+        if until(job):
+            return job
+        if job.get('JobState') in ('FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY'):
+            break
+        time.sleep(0.5)
+    text = output.read_text() if output.exists() else '(no output)'
+    raise AssertionError(f'job {job_id}: waited for {what}; state {cluster.job(job_id)}\n'
+                         f'{text[-6000:]}')
+
+
+def _finished(job: dict) -> bool:
+    return job.get('JobState') in ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT')
+
+
+def test_train_preempt_requeue_resume_and_evaluate_on_two_nodes(cluster, dataset, tmp_path):
+    t0 = time.time()
+    work_dir = tmp_path / 'work'
+    out = tmp_path / 'train.out'
+    train_opts = [
+        *_data_options(dataset), *_preemption_hook_options(),
+        'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',  # no validation in training
+        'model.pixel_sampler.num_rays=512', f'train_cfg.max_iters={MAX_ITERS}',
+        f'train_cfg.val_interval={MAX_ITERS}', f'param_scheduler.1.end={MAX_ITERS}',
+        'param_scheduler.0.end=2', 'default_hooks.logger.interval=1',
+        f'default_hooks.checkpoint.interval={CKPT_INTERVAL}']
+    env = _job_env(cluster, CONFIG=CONFIG, WORK_DIR=str(work_dir),
+                   PY_ARGS='--cfg-options ' + ' '.join(train_opts))
+    job_id = _sbatch(cluster, env, out)
+
+    # 1. preempt once training runs: USR1 to the batch shell, as --signal=B:USR1@120 does
+    def training(job):
+        logs = sorted(work_dir.glob('*/*.log'))
+        return bool(logs) and re.search(r'Iter\(train\) \[\s*[1-9]\d*/', logs[0].read_text())
+    _wait(cluster, job_id, lambda job: training(job) or _finished(job), 'training to start', out)
+    assert not _finished(cluster.job(job_id)), out.read_text()[-4000:]
+    cluster.run('scancel', '--signal=USR1', '--batch', job_id)
+    t_signal = time.time()
+
+    # 2. it requeues itself and the requeued job runs to the end
+    job = _wait(cluster, job_id, lambda job: int(job.get('Restarts', 0)) >= 1 and _finished(job),
+                'the requeued job to finish', out)
+    t_train = time.time()
+    text = out.read_text()
+    assert job['JobState'] == 'COMPLETED' and job['ExitCode'] == '0:0', text[-6000:]
+
+    # two nodes, one rank each, world size 2 (in both runs)
+    assert len(re.findall(r'\[socc_8gpu\] node \S+/node1 rank 0 of 2: 1 processes', text)) == 2
+    assert len(re.findall(r'\[socc_8gpu\] node \S+/node2 rank 1 of 2: 1 processes', text)) == 2
+    assert f'job {job_id} (restart 0)' in text and f'job {job_id} (restart 1)' in text
+    saved = re.search(r'checkpoint saved at iteration (\d+); requeueing job', text)
+    assert saved, text[-6000:]
+    stop = int(saved.group(1))
+    assert 1 <= stop < MAX_ITERS
+
+    logs = sorted(work_dir.glob('*/*.log'))  # one per run (timestamped folders)
+    assert len(logs) == 2, logs
+    first, second = (p.read_text() for p in logs)
+    for log in (first, second):
+        assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    assert f'saved at iteration {stop}; training stops' in first
+    assert re.search(rf'resumed epoch: 0, iter: {stop}\b', second)
+    iters_first = [int(i) for i in re.findall(rf'Iter\(train\) \[\s*(\d+)/{MAX_ITERS}\]', first)]
+    iters_second = [int(i) for i in re.findall(rf'Iter\(train\) \[\s*(\d+)/{MAX_ITERS}\]', second)]
+    assert iters_first == list(range(1, stop + 1))
+    assert iters_second == list(range(stop + 1, MAX_ITERS + 1))
+
+    final = torch.load(work_dir / f'iter_{MAX_ITERS}.pth')
+    assert final['meta']['iter'] == MAX_ITERS
+    assert len(final['rng_states']) == 2  # random states gathered from 2 ranks
+    assert (work_dir / 'last_checkpoint').read_text().strip() == str(
+        work_dir / f'iter_{MAX_ITERS}.pth')
+    assert not (work_dir / '.preempt-request').exists()
+
+    # 3. evaluation of the final checkpoint on the two nodes
+    out_test = tmp_path / 'test.out'
+    env = _job_env(cluster, CONFIG=CONFIG, WORK_DIR=str(work_dir), RUN='slurm/test.sh',
+                   CHECKPOINT=str(work_dir / f'iter_{MAX_ITERS}.pth'),
+                   PY_ARGS='--cfg-options ' + ' '.join(_data_options(dataset, ('val', 'test'))))
+    test_id = _sbatch(cluster, env, out_test)
+    job = _wait(cluster, test_id, _finished, 'the evaluation job', out_test)
+    text = out_test.read_text()
+    assert job['JobState'] == 'COMPLETED' and job['ExitCode'] == '0:0', text[-6000:]
+    assert len(re.findall(r'\[test\] node \S+/node[12] rank [01] of 2', text)) == 2
+    assert re.search(r'^mean\s+\d+\.\d+\s+\d+\.\d+', text, re.M), text[-4000:]  # the mIoU table
+    assert 'frames: 2' in text  # both val samples counted once over the 2 ranks
+    assert re.search(r'Test results: mIoU: \d+\.\d+', text)
+    t_end = time.time()
+    print(f'\n[slurm test] training + preemption + requeue: {t_train - t0:.1f} s '
+          f'(signal at {t_signal - t0:.1f} s), evaluation: {t_end - t_train:.1f} s')

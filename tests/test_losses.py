@@ -1,0 +1,156 @@
+import math
+
+import pytest
+import torch
+
+from splattingocc.losses import (L1DepthLoss, Occupancy3DLoss, RayDistortionLoss, RenderedCELoss,
+                                 SILogLoss, auxiliary_ray_weights, class_balanced_weights,
+                                 l1_depth_loss, lss_depth_loss, occupancy_3d_losses,
+                                 opacity_entropy, ray_position_variance, rendered_semantic_ce,
+                                 silog_loss)
+
+
+def test_silog_hand_computed():
+    pred = torch.tensor([2.0, 4.0, 7.0])
+    gt = torch.tensor([1.0, 1.0, 0.0])  # the third ray has no label
+    d1, d2 = math.log(2.0), math.log(4.0)
+    mean_d2 = (d1 ** 2 + d2 ** 2) / 2
+    mean_d = (d1 + d2) / 2
+    expected = math.sqrt(mean_d2 - 0.85 * mean_d ** 2 + 1e-6)
+    assert silog_loss(pred, gt).item() == pytest.approx(expected, rel=1e-6)
+    # weights: E[.] becomes a weighted mean
+    w = torch.tensor([3.0, 1.0, 5.0])
+    mean_d2 = (3 * d1 ** 2 + d2 ** 2) / 4
+    mean_d = (3 * d1 + d2) / 4
+    expected_w = math.sqrt(mean_d2 - 0.85 * mean_d ** 2 + 1e-6)
+    assert silog_loss(pred, gt, w).item() == pytest.approx(expected_w, rel=1e-6)
+    assert SILogLoss(loss_weight=2.0)(pred, gt, w).item() == pytest.approx(2 * expected_w, rel=1e-6)
+
+
+def test_silog_properties():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(50, generator=g) * 40 + 1
+    pred = gt * torch.exp(torch.randn(50, generator=g) * 0.1)
+    # lambda = 1: invariant to a global scale of the prediction
+    a = silog_loss(pred, gt, lam=1.0)
+    b = silog_loss(pred * 3.7, gt, lam=1.0)
+    assert a.item() == pytest.approx(b.item(), rel=1e-4)
+    # perfect prediction: sqrt(eps), finite gradient
+    p = gt.clone().requires_grad_(True)
+    loss = silog_loss(p, gt)
+    loss.backward()
+    assert loss.item() == pytest.approx(1e-3, rel=1e-3)
+    assert torch.isfinite(p.grad).all()
+    # zero / negative predicted depth (nothing hit) stays finite
+    p = torch.tensor([0.0, 5.0], requires_grad=True)
+    loss = silog_loss(p, torch.tensor([2.0, 4.0]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(p.grad).all()
+    # no labelled ray: 0 with a graph
+    p = torch.ones(3, requires_grad=True)
+    z = silog_loss(p, torch.zeros(3))
+    z.backward()
+    assert z.item() == 0 and p.grad.abs().sum() == 0
+
+
+def test_l1_hand_computed():
+    pred = torch.tensor([1.0, 5.0, 2.0, 9.0])
+    gt = torch.tensor([2.0, 3.0, 0.0, 10.0])
+    w = torch.tensor([1.0, 1.0, 1.0, 2.0])
+    assert l1_depth_loss(pred, gt).item() == pytest.approx((1 + 2 + 1) / 3)
+    assert l1_depth_loss(pred, gt, w).item() == pytest.approx((1 + 2 + 2 * 1) / 4)
+    assert L1DepthLoss(0.5)(pred, gt).item() == pytest.approx(0.5 * 4 / 3)
+
+
+def test_rendered_ce_hand_computed_with_class_weights_and_ignore():
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.1], [0.9, 0.05, 0.05]])
+    labels = torch.tensor([0, 2, 255])
+    cw = torch.tensor([1.0, 1.0, 2.0])
+    eps = 1e-6
+    expected = (-math.log(0.5 + eps) - 2 * math.log(0.1 + eps)) / 3
+    assert rendered_semantic_ce(probs, labels, cw).item() == pytest.approx(expected, rel=1e-6)
+    # ray weights multiply the class weights (torch's weighted-mean convention)
+    w = torch.tensor([0.3, 1.0, 1.0])
+    expected = (-0.3 * math.log(0.5 + eps) - 2 * math.log(0.1 + eps)) / (0.3 + 2)
+    assert rendered_semantic_ce(probs, labels, cw, w).item() == pytest.approx(expected, rel=1e-6)
+    assert RenderedCELoss(class_weight=[1, 1, 2])(probs, labels, w).item() == \
+        pytest.approx(expected, rel=1e-6)
+    # composited probabilities below 1 (alpha < 1) are not renormalised
+    assert rendered_semantic_ce(probs[1:2], torch.tensor([0])).item() == \
+        pytest.approx(-math.log(0.1 + eps), rel=1e-6)
+    with pytest.raises(ValueError, match='class index 3'):
+        rendered_semantic_ce(probs, torch.tensor([0, 3, 255]))
+
+
+def test_class_balanced_weights():
+    labels = torch.tensor([0, 0, 0, 1, 255])
+    w = class_balanced_weights(labels, 3, power=1.0)
+    assert torch.allclose(w, torch.tensor([4 / 6, 2.0, 0.0]))
+    w = class_balanced_weights(labels, 3, power=0.5)
+    assert torch.allclose(w, torch.tensor([(4 / 6) ** 0.5, 2 ** 0.5, 0.0]))
+    # 'batch' mode of the module uses these
+    probs = torch.full((4, 3), 0.25)
+    lab = torch.tensor([0, 0, 0, 1])
+    a = RenderedCELoss(class_weight='batch', power=1.0)(probs, lab)
+    b = rendered_semantic_ce(probs, lab, torch.tensor([4 / 6, 2.0, 0.0]))
+    assert a.item() == pytest.approx(b.item())
+
+
+def test_lss_depth_loss_hand_case():
+    prob = torch.zeros(1, 1, 3, 1, 2)
+    prob[0, 0, :, 0, 0] = torch.tensor([0.2, 0.5, 0.3])
+    prob[0, 0, :, 0, 1] = torch.tensor([0.6, 0.2, 0.2])
+    target = torch.tensor([[[[1, -1]]]])
+    assert lss_depth_loss(prob, target).item() == pytest.approx(-math.log(0.5 + 1e-6), rel=1e-6)
+    target = torch.tensor([[[[2, 0]]]])
+    expected = -(math.log(0.3 + 1e-6) + math.log(0.6 + 1e-6)) / 2
+    assert lss_depth_loss(prob, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_opacity_entropy():
+    assert opacity_entropy(torch.tensor([0.5, 0.5])).item() == pytest.approx(math.log(2), rel=1e-5)
+    assert opacity_entropy(torch.tensor([0.0, 1.0])).item() < 1e-4
+
+
+def test_occupancy_3d_losses_hand_case():
+    density = torch.tensor([0.5, 2.0, 0.1, 1.0]).reshape(1, 4, 1, 1)
+    scores = torch.tensor([[1.0, 3.0], [2.0, 2.0], [1.0, 1.0], [0.0, 4.0]]).reshape(1, 4, 1, 1, 2)
+    sem = torch.tensor([1, 0, 2, 255]).reshape(1, 4, 1, 1)  # free label 2; last voxel ignored
+    loss_occ, loss_sem = occupancy_3d_losses(density, scores, sem, free_label=2)
+    q = [1 - math.exp(-0.5), 1 - math.exp(-2.0), 1 - math.exp(-0.1)]
+    expected_occ = -(math.log(q[0]) + math.log(q[1]) + math.log(1 - q[2])) / 3
+    expected_sem = -(math.log(3 / 4 + 1e-6) + math.log(2 / 4 + 1e-6)) / 2
+    assert loss_occ.item() == pytest.approx(expected_occ, rel=1e-5)
+    assert loss_sem.item() == pytest.approx(expected_sem, rel=1e-5)
+    # a mask keeps only the first voxel
+    mask = torch.tensor([1, 0, 0, 0]).reshape(1, 4, 1, 1)
+    loss_occ, loss_sem = occupancy_3d_losses(density, scores, sem, 2, mask)
+    assert loss_occ.item() == pytest.approx(-math.log(q[0]), rel=1e-5)
+    assert loss_sem.item() == pytest.approx(-math.log(0.75 + 1e-6), rel=1e-5)
+    a, b = Occupancy3DLoss(occ_weight=2.0, sem_weight=0.5)(density, scores, sem, 2, mask)
+    assert a.item() == pytest.approx(-2 * math.log(q[0]), rel=1e-5)
+    assert b.item() == pytest.approx(-0.5 * math.log(0.75 + 1e-6), rel=1e-5)
+
+
+def test_auxiliary_ray_weights():
+    offset = torch.tensor([[0, -1, 1]])  # current camera, previous frame, next frame
+    labels = torch.tensor([[[4, 11, 255], [4, 11, 255], [7, 15, 4]]])  # 4 car, 7 pedestrian
+    w = auxiliary_ray_weights(offset, labels, aux_weight=0.3, dynamic_classes=(2, 3, 4, 7))
+    expected = torch.tensor([[[1.0, 1.0, 1.0], [0.0, 0.3, 0.3], [0.0, 0.3, 0.0]]])
+    assert torch.allclose(w, expected)
+    # no dynamic classes: only the down-weighting
+    w = auxiliary_ray_weights(offset, labels, aux_weight=0.5)
+    assert torch.allclose(w, torch.tensor([1.0, 0.5, 0.5])[None, :, None].expand(1, 3, 3))
+
+
+def test_ray_position_variance_hand_case():
+    # ray 0: weights 0.3 at (0, 0, 2) and 0.5 at (0, 0, 6): alpha 0.8, E[z] = (0.6 + 3) / 0.8 = 4.5,
+    # E[z^2] = (1.2 + 18) / 0.8 = 24 -> variance 24 - 20.25 = 3.75
+    # ray 1: one contribution 0.9 at (1, 2, 3): variance 0; ray 2: alpha 0 -> skipped
+    pos = torch.tensor([[0.0, 0, 0.3 * 2 + 0.5 * 6], [0.9, 1.8, 2.7], [0, 0, 0]])
+    sq = torch.tensor([0.3 * 4 + 0.5 * 36, 0.9 * 14, 0.0])
+    alpha = torch.tensor([0.8, 0.9, 0.0])
+    assert ray_position_variance(pos, sq, alpha).item() == pytest.approx(3.75 / 2, rel=1e-5)
+    w = torch.tensor([1.0, 3.0, 1.0])
+    assert ray_position_variance(pos, sq, alpha, w).item() == pytest.approx(3.75 / 4, rel=1e-5)
+    assert RayDistortionLoss(0.1)(pos, sq, alpha).item() == pytest.approx(0.1 * 3.75 / 2, rel=1e-5)

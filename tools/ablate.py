@@ -1,0 +1,19 @@
+"""Gaussian-vs-NeRF (and other) ablations: every arm trained under the same budget, evaluated.
+
+    python tools/ablate.py --base CONFIG --arms splat,nerf,3d,2d3d [--seeds 0,1]
+                           (--budget-minutes M | --iters N) [--out DIR] [--evals 4] [--ray]
+                           [--val-samples K] [--cfg-options k=v ...] [--no-log]
+
+Arms: 'splat' (the base as is), 'nerf' (the NeRF volume renderer), '3d' (3D supervision only),
+'2d3d' (2D + 3D), or name=key=value[,key=value...] for any other knob. Each (arm, seed) runs
+tools/train.py and tools/test.py as subprocesses; a finished one is not rerun, a failed one is
+reported and retried on the next call. DIR gets results.md, results.json and plots; log.txt gets
+an entry. All the logic is in splattingocc/ablation.py.
+"""
+import sys
+
+from splattingocc.ablation import main
+from splattingocc.engine.launch import run_main
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))

@@ -1,0 +1,416 @@
+"""Benchmark the renderers on a real Occ3D frame seen by the real nuScenes camera rig.
+
+Scene: the Occ3D-nuScenes ground truth ``<realdata>/occ3d/29796060110c4163b07f06eff4af0753.labels
+.npz``; every occupied voxel (~39k) becomes one Gaussian at its centre (isotropic scale of half a
+voxel, opacity 0.9, identity rotation, one-hot semantics over the K dataset classes). The volume
+renderer gets the same grid as a density (``-ln(1 - 0.9) / voxel``: alpha 0.9 per voxel
+crossed) with one-hot features. Cameras: the six cameras of ``<realdata>/nuscenes-keyframe/...pkl`` (intrinsics
+scaled from 1600x900; viewmat = inverse of cam2ego, so the world is the ego frame of the grid; the
+keyframe is another scene than the Occ3D frame, which does not matter for timing).
+
+Cases: ``dense-400x225`` (1600x900 scaled by 0.25), ``dense-704x256`` (scaled by 0.44 to 704x396,
+then the bottom 256 rows kept, as BEVDet's crop: cy -= 140), ``sampled-38400`` (38,400 pixels,
+6,400 per camera, uniform without replacement at 704x256, fixed seed).
+
+Per row: the median wall time of ``--repeats`` calls after one warm-up, forward alone (inputs do not
+require grad) and forward + backward (loss = depth.sum() + features.sum(), gradients w.r.t. all
+Gaussian parameters / density and features); the peak memory of the forward + backward calls above
+the memory before each, the largest over those calls (CPU: resident set size sampled every 0.5 ms
+from /proc/self/statm in a thread; CUDA: torch.cuda.max_memory_allocated); Gaussian-pixel
+intersections or composited volume samples;
+and the median absolute depth error against an exact ray cast of the same voxel grid
+(``splattingocc.evaluation.functional.ray_casting.first_hit``: depth = camera z of the point where
+the pixel ray enters its first occupied voxel; pixels whose ray hits nothing are left out).
+
+The volume renderer's backward keeps every chunk's activations (~130 bytes per composited sample,
+~7 GB at 400x225); where that would exceed ``--volume-mem-gb`` (default 8) it is run with its
+``checkpoint=True`` option (each chunk recomputed in the backward pass: less memory, one more
+forward), which the table notes.
+
+Usage::
+
+    python tools/benchmark_render.py [--json FILE] [--repeats 3] [--backends torch,volume,gsplat]
+        [--cases dense-400x225,dense-704x256,sampled-38400] [--device cpu|cuda] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from splattingocc.paths import REPO_ROOT, realdata_root  # noqa: E402
+from splattingocc.structures import Cameras, DensityGrid, Gaussians, rigid_inverse  # noqa: E402
+
+OCC_FILE = 'occ3d/29796060110c4163b07f06eff4af0753.labels.npz'
+CAM_FILE = 'nuscenes-keyframe/n015-2018-07-24-11-22-45+0800.pkl'
+DATASET_CONFIG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'occ3d_nuscenes.py'
+CASES = ('dense-400x225', 'dense-704x256', 'sampled-38400')
+BACKENDS = ('torch', 'volume', 'gsplat')
+FULL_W, FULL_H = 1600, 900
+
+
+def load_dataset_config() -> dict:
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(DATASET_CONFIG))
+    return dict(pc_range=list(cfg.point_cloud_range), voxel_size=list(cfg.voxel_size),
+                occ_size=list(cfg.occ_size), num_classes=int(cfg.num_classes),
+                free_label=int(cfg.free_label), camera_names=list(cfg.camera_names))
+
+
+def load_occupancy(root: Path, ds: dict) -> np.ndarray:
+    path = root / OCC_FILE
+    if not path.exists():
+        raise SystemExit(f'benchmark_render: {path} not found: set SPLATTINGOCC_REALDATA to the '
+                         'real-data fixture folder (holding occ3d/ and nuscenes-keyframe/)')
+    sem = np.load(path)['semantics']
+    if list(sem.shape) != ds['occ_size']:
+        raise SystemExit(f'benchmark_render: {path} has a grid of {sem.shape}, the dataset config '
+                         f'{DATASET_CONFIG} says occ_size={ds["occ_size"]}')
+    return sem  # [X, Y, Z] uint8 class per voxel
+
+
+def load_rig(root: Path, ds: dict):
+    """cam2img [C, 3, 3] at 1600x900 and cam2ego [C, 4, 4] in the config's camera order."""
+    path = root / CAM_FILE
+    if not path.exists():
+        raise SystemExit(f'benchmark_render: {path} not found: set SPLATTINGOCC_REALDATA to the '
+                         'real-data fixture folder')
+    with open(path, 'rb') as f:
+        info = pickle.load(f)['data_list'][0]
+    K = np.stack([np.asarray(info['images'][n]['cam2img'], dtype=np.float64)[:3, :3]
+                  for n in ds['camera_names']])
+    c2e = np.stack([np.asarray(info['images'][n]['cam2ego'], dtype=np.float64)
+                    for n in ds['camera_names']])
+    return K, c2e
+
+
+def case_cameras(case: str, K_full: np.ndarray, cam2ego: np.ndarray, device) -> Cameras:
+    K = torch.as_tensor(K_full, dtype=torch.float32).clone()  # [C, 3, 3]
+    if case == 'dense-400x225':
+        s, W, H, crop_top = 0.25, 400, 225, 0
+    else:  # BEVDet-style: resize 1600x900 by 0.44 to 704x396, keep the bottom 256 rows
+        s, W, H = 0.44, 704, 256
+        crop_top = int(round(FULL_H * s)) - H  # 140
+    K[:, :2, :] *= s  # continuous pixel coordinates scale with the image (centres at +0.5)
+    K[:, 1, 2] -= crop_top
+    viewmats = rigid_inverse(torch.as_tensor(cam2ego, dtype=torch.float32))  # [C, 4, 4]
+    return Cameras(viewmats=viewmats[None].to(device), Ks=K[None].to(device), width=W, height=H)
+
+
+def case_pixels(case: str, cams: Cameras, device):
+    if not case.startswith('sampled'):
+        return None
+    from splattingocc.rendering.pixels import sample_pixels
+    num = int(case.split('-')[1])
+    C = cams.num_cameras
+    labels = torch.zeros(1, C, cams.height, cams.width, dtype=torch.long)  # every pixel labelled
+    g = torch.Generator().manual_seed(0)
+    ps = sample_pixels(labels, mode='uniform', num_rays=num, generator=g)
+    return ps.pixels.to(device)  # [1, C, P, 2]
+
+
+def make_gaussians(sem: np.ndarray, ds: dict, device, requires_grad: bool) -> Gaussians:
+    occ = torch.from_numpy(sem != ds['free_label'])
+    ijk = occ.nonzero().float()  # [N, 3]
+    lo = torch.tensor(ds['pc_range'][:3])
+    vs = torch.tensor(ds['voxel_size'])
+    means = lo + vs * (ijk + 0.5)  # [N, 3]
+    N = means.shape[0]
+    quats = torch.zeros(N, 4)
+    quats[:, 0] = 1
+    scales = (vs / 2).expand(N, 3).clone()
+    opac = torch.full((N,), 0.9)
+    feats = torch.nn.functional.one_hot(torch.from_numpy(sem[occ.numpy()]).long(),
+                                        ds['num_classes']).float()  # [N, K]
+    ts = [t[None].to(device).requires_grad_(requires_grad)
+          for t in (means, quats, scales, opac, feats)]
+    return Gaussians(*ts)
+
+
+def make_grid(sem: np.ndarray, ds: dict, device, requires_grad: bool) -> DensityGrid:
+    occ = torch.from_numpy(sem != ds['free_label'])
+    sigma = -math.log(1 - 0.9) / min(ds['voxel_size'])  # alpha 0.9 per voxel crossed
+    density = (occ.float() * sigma)[None]  # [1, X, Y, Z]
+    feats = torch.nn.functional.one_hot(torch.from_numpy(sem.astype(np.int64)),
+                                        ds['num_classes']).float()[None]  # [1, X, Y, Z, K]
+    return DensityGrid(density.to(device).requires_grad_(requires_grad),
+                       feats.to(device).requires_grad_(requires_grad), tuple(ds['pc_range']))
+
+
+def exact_depth(sem: np.ndarray, ds: dict, cams: Cameras, pixels) -> np.ndarray:
+    """Camera depth of the first occupied voxel entry along every pixel ray; nan where none.
+    Returns [C, H, W] (dense) or [C, P] (sampled)."""
+    from splattingocc.evaluation.functional.ray_casting import first_hit
+    from splattingocc.rendering.volume_renderer import dense_pixel_centres, pixel_rays
+    C, W, H = cams.num_cameras, cams.width, cams.height
+    if pixels is None:
+        px = dense_pixel_centres(W, H, dtype=torch.float64).expand(1, C, H * W, 2)
+    else:
+        px = pixels.cpu().double()
+    o, d = pixel_rays(cams.viewmats.cpu().double(), cams.Ks.cpu().double(), px)
+    o = o[0][:, None].expand(d.shape[1:]).reshape(-1, 3).numpy()  # [R, 3]
+    d = d[0].reshape(-1, 3).numpy()  # [R, 3] camera z of the direction is 1
+    norm = np.linalg.norm(d, axis=1)
+    _, dist = first_hit(sem != ds['free_label'], o, d / norm[:, None], ds['pc_range'],
+                        ds['voxel_size'])
+    z = np.where(np.isfinite(dist), dist / norm, np.nan)
+    return z.reshape((C, H, W) if pixels is None else (C, -1))
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA allocator peak, or the process RSS sampled from
+    /proc/self/statm in a background thread (CPU)."""
+
+    def __init__(self, device, enabled: bool = True):
+        self.cuda = torch.device(device).type == 'cuda'
+        self.page = os.sysconf('SC_PAGE_SIZE')
+        self.enabled = enabled
+        self.peak_bytes = 0
+
+    def _rss(self) -> int:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self._rss()
+            self.peak = self.base
+            self.stop = False
+            self.thread = threading.Thread(target=self._poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self):
+        while not self.stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc):
+        if not self.enabled:
+            return False
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.stop = True
+            self.thread.join()
+            self.peak = max(self.peak, self._rss())
+            self.peak_bytes = self.peak - self.base
+        return False
+
+
+def build_renderer(backend: str):
+    from splattingocc.registry import MODELS
+    import splattingocc.rendering  # noqa: F401  (registers the renderers)
+    name = {'torch': 'TorchSplatRenderer', 'volume': 'VolumeRenderer',
+            'gsplat': 'GsplatRenderer'}[backend]
+    return MODELS.build(dict(type=name))
+
+
+def sync(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_backward=None):
+    """Time forward alone, then forward + backward; the peak memory is the largest over the
+    forward + backward calls (warm-up included)."""
+    def fwd():
+        with torch.no_grad():
+            return renderer(scene_fn(False), cams, pixels)
+
+    def fwd_bwd():
+        scene = scene_fn(True)
+        out = renderer(scene, cams, pixels)
+        (out.depth.sum() + out.features.sum()).backward()
+        return out
+
+    times, peak = {}, 0
+    for name, fn in (('fwd', fwd), ('fwd_bwd', fwd_bwd)):
+        if name == 'fwd_bwd' and before_backward is not None:
+            before_backward()
+        ts = []
+        for k in range(repeats + 1):  # the first call is the warm-up
+            sync(device)
+            with PeakMemory(device, enabled=name == 'fwd_bwd') as pm:
+                t0 = time.perf_counter()
+                out = fn()
+                sync(device)
+                dt = time.perf_counter() - t0
+            peak = max(peak, pm.peak_bytes)
+            if k:
+                ts.append(dt)
+            if name == 'fwd_bwd' and k == repeats:
+                break  # keep the last output for the depth error
+            del out
+        times[name] = statistics.median(ts)
+    depth = out.depth.detach().cpu().numpy()[0]
+    hit = np.isfinite(exact)
+    err = float(np.median(np.abs(depth[hit] - exact[hit]))) if hit.any() else float('nan')
+    return dict(fwd_s=times['fwd'], fwd_bwd_s=times['fwd_bwd'], peak_mem_mb=peak / 2 ** 20,
+                intersections=None if out.intersections is None else int(out.intersections),
+                depth_err_median_m=err, exact_hit_pixels=int(hit.sum()),
+                alpha_mean=float(out.alpha.detach().mean()))
+
+
+def _malloc_return_memory():
+    """Make glibc serve every allocation above 64 KiB with mmap (and give it back on free), so
+    the RSS follows the live memory (by default glibc raises that threshold after large frees)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (a fixed value disables the adjustment)
+        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--json', help='write the rows to this JSON file')
+    ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--backends', default='torch,volume,gsplat')
+    ap.add_argument('--cases', default=','.join(CASES))
+    ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    ap.add_argument('--volume-checkpoint', choices=('auto', 'on', 'off'), default='auto',
+                    help="the volume renderer's per-chunk activation checkpointing in the backward "
+                         "pass; 'auto': on where the activations would exceed --volume-mem-gb")
+    ap.add_argument('--volume-mem-gb', type=float, default=8.0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = [b for b in args.backends.split(',') if b]
+    cases = [c for c in args.cases.split(',') if c]
+    for b in backends:
+        if b not in BACKENDS:
+            raise SystemExit(f'benchmark_render: unknown backend {b!r}; choose from {BACKENDS}')
+    for c in cases:
+        if c not in CASES:
+            raise SystemExit(f'benchmark_render: unknown case {c!r}; choose from {CASES}')
+    device = torch.device(args.device)
+    if device.type == 'cpu':
+        _malloc_return_memory()
+    root = realdata_root()
+    ds = load_dataset_config()
+    sem = load_occupancy(root, ds)
+    K_full, cam2ego = load_rig(root, ds)
+    mem_method = ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
+                  'peak RSS increase, /proc/self/statm sampled every 0.5 ms')
+    machine = (f'{platform.machine()} {platform.processor() or ""} {os.cpu_count()} cores, torch '
+               f'{torch.__version__}, {torch.get_num_threads()} threads, device {device}'
+               + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
+    print(f'[benchmark_render] {machine}; memory: {mem_method}', flush=True)
+
+    rows, notes = [], []
+    for case in cases:
+        cams = case_cameras(case, K_full, cam2ego, device)
+        pixels = case_pixels(case, cams, device)
+        n_pix = (cams.num_cameras * cams.width * cams.height if pixels is None
+                 else int(pixels.shape[1] * pixels.shape[2]))
+        t0 = time.perf_counter()
+        exact = exact_depth(sem, ds, cams, pixels)
+        print(f'[benchmark_render] {case}: {n_pix} pixels, exact ray cast '
+              f'{time.perf_counter() - t0:.1f} s', flush=True)
+        for backend in backends:
+            if backend == 'gsplat' and device.type != 'cuda':
+                note = f'gsplat skipped on {case}: needs CUDA (device is {device})'
+                if note not in notes:
+                    notes.append(note)
+                    print(f'[benchmark_render] {note}', flush=True)
+                continue
+            renderer = build_renderer(backend).to(device)
+            if backend == 'volume':
+                grid = make_grid(sem, ds, device, False)
+                grid_g = make_grid(sem, ds, device, True)
+
+                def scene_fn(grad, g0=grid, g1=grid_g):
+                    if grad:
+                        g1.density.grad = None
+                        g1.features.grad = None
+                    return g1 if grad else g0
+            else:
+                gs = make_gaussians(sem, ds, device, False)
+                gs_g = make_gaussians(sem, ds, device, True)
+
+                def scene_fn(grad, g0=gs, g1=gs_g):
+                    return g1 if grad else g0
+            before_backward, mode = None, {}
+            if backend == 'volume':
+                def before_backward(r=renderer, mode=mode):
+                    # activation memory of a non-checkpointed backward: ~160 bytes per padded sample
+                    est_gb = r.last_stats['samples_padded'] * 160 / 2 ** 30
+                    if args.volume_checkpoint == 'auto':
+                        r.checkpoint = est_gb > args.volume_mem_gb
+                    else:
+                        r.checkpoint = args.volume_checkpoint == 'on'
+                    mode['volume_checkpoint'] = r.checkpoint
+                    print(f'[benchmark_render] volume {case}: ~{est_gb:.1f} GB of activations '
+                          f'without checkpointing -> checkpoint={r.checkpoint}', flush=True)
+            t0 = time.perf_counter()
+            res = run_case(renderer, scene_fn, cams, pixels, exact, args.repeats, device,
+                           before_backward)
+            row = dict(backend=backend, case=case, pixels=n_pix, **res, **mode)
+            rows.append(row)
+            print(f'[benchmark_render] {backend:6s} {case:14s} fwd {res["fwd_s"]:.3f} s, '
+                  f'fwd+bwd {res["fwd_bwd_s"]:.3f} s ({time.perf_counter() - t0:.0f} s total)',
+                  flush=True)
+
+    hdr = (f'{"backend":7s} {"case":14s} {"pixels":>8s} {"fwd_s":>8s} {"fwd_bwd_s":>9s} '
+           f'{"peak_MB":>8s} {"intersections":>13s} {"depth_err_m":>11s} {"alpha_mean":>10s} '
+           f'{"note":s}')
+    print('\n' + hdr + '\n' + '-' * len(hdr))
+    for r in rows:
+        inter = '-' if r['intersections'] is None else str(r['intersections'])
+        print(f'{r["backend"]:7s} {r["case"]:14s} {r["pixels"]:8d} {r["fwd_s"]:8.3f} '
+              f'{r["fwd_bwd_s"]:9.3f} {r["peak_mem_mb"]:8.1f} {inter:>13s} '
+              f'{r["depth_err_median_m"]:11.3f} {r["alpha_mean"]:10.3f} '
+              + ('checkpointed backward' if r.get('volume_checkpoint') else ''))
+    # speed-up of the splatting backend over the volume baseline, per case
+    by = {(r['backend'], r['case']): r for r in rows}
+    for case in cases:
+        t, v = by.get(('torch', case)), by.get(('volume', case))
+        if t and v:
+            print(f'{case}: volume/torch fwd+bwd time {v["fwd_bwd_s"] / t["fwd_bwd_s"]:.2f}x, '
+                  f'peak memory {v["peak_mem_mb"] / max(t["peak_mem_mb"], 1e-9):.2f}x')
+    for n in notes:
+        print('note:', n)
+    print(f'memory: {mem_method}; fwd: inputs without grad; fwd_bwd: loss = depth.sum() + '
+          'features.sum(); depth error: median |depth - exact first-hit depth| over pixels whose '
+          'exact ray hits the grid')
+
+    if args.json:
+        out = dict(rows=[{k: r[k] for k in ('backend', 'case', 'pixels', 'fwd_s', 'fwd_bwd_s',
+                                             'peak_mem_mb', 'intersections',
+                                             'depth_err_median_m')}
+                         | ({'volume_checkpoint': r['volume_checkpoint']}
+                            if 'volume_checkpoint' in r else {}) for r in rows],
+                   machine=machine, memory_method=mem_method, repeats=args.repeats, notes=notes)
+        path = Path(args.json)
+        tmp = path.with_name(path.name + '.tmp')
+        tmp.write_text(json.dumps(out, indent=2))
+        os.replace(tmp, path)
+        print(f'[benchmark_render] wrote {path}')
+
+
+if __name__ == '__main__':
+    main()
