@@ -10,7 +10,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${SPLATTINGOCC_TORCH:-torch==2.13.0}"
 
-step() { echo "[setup] $*"; }
+say() { echo "[setup] $*"; }
 fail() { echo "[setup] ERROR: $*" >&2; exit 1; }
 
 command -v "$PYTHON" >/dev/null || fail "'$PYTHON' not found: install Python 3.10+ or set PYTHON=/path/to/python3"
@@ -18,21 +18,21 @@ command -v "$PYTHON" >/dev/null || fail "'$PYTHON' not found: install Python 3.1
   || fail "$("$PYTHON" --version 2>&1) is too old: SplattingOcc needs Python 3.10+ (set PYTHON=...)"
 
 if [ ! -x "$REPO/.venv/bin/python" ]; then
-  step "creating virtual environment $REPO/.venv"
+  say "creating virtual environment $REPO/.venv"
   "$PYTHON" -m venv "$REPO/.venv" || fail "python -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
 fi
 VPY="$REPO/.venv/bin/python"
 STAMP="$REPO/.venv/.splattingocc-install-stamp"
 WANT="$(cat "$REPO/setup.py" | sha1sum | cut -d' ' -f1) $TORCH_SPEC"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
-  step "reusing .venv (dependencies up to date)"
+  say "reusing .venv (dependencies up to date)"
 else
   if ! "$VPY" -c 'import torch' 2>/dev/null; then
-    step "installing PyTorch ($TORCH_SPEC)"
+    say "installing PyTorch ($TORCH_SPEC)"
     # shellcheck disable=SC2086
     "$VPY" -m pip install --quiet $TORCH_SPEC || fail "pip could not install '$TORCH_SPEC'"
   fi
-  step "installing SplattingOcc and its dependencies into .venv (pip install -e .)"
+  say "installing SplattingOcc and its dependencies into .venv (pip install -e .)"
   "$VPY" -m pip install --quiet --upgrade pip setuptools wheel || fail "pip could not upgrade pip/setuptools"
   "$VPY" -m pip install --quiet --no-build-isolation -e "$REPO[test]" || fail "pip install -e . failed (see pip's message above)"
   echo "$WANT" > "$STAMP"

@@ -68,7 +68,7 @@ def main(argv=None):
                 dict(type='LoadLabels2D', camera_names=cams, load_adjacent=False),
                 dict(type='LoadOcc3DLabels', occ_size=cfg.occ_size, num_classes=cfg.num_classes)]
     try:
-        ds = Occ3DNuScenesDataset(ann_file=args.info, data_root=args.data_root,
+        ds = Occ3DNuScenesDataset(ann_file=os.path.abspath(args.info), data_root=args.data_root,
                                   camera_names=cams, pipeline=pipeline, test_mode=True,
                                   serialize_data=False)
     except (FileNotFoundError, ValueError, KeyError) as e:
