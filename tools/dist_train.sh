@@ -14,16 +14,5 @@ fi
 CONFIG=$1
 NPROC=$2
 shift 2
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python; fi
-fi
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-
-PYTHONPATH="$REPO:${PYTHONPATH:-}" exec "$PYTHON" -m torch.distributed.run \
-  --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-  --master_port="$PORT" --nproc_per_node="$NPROC" \
-  "$REPO/tools/train.py" "$CONFIG" --launcher pytorch "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/_torchrun.sh"
+torchrun_launch "$NPROC" train.py "$CONFIG" --launcher pytorch "$@"

@@ -18,14 +18,13 @@ import sys
 from typing import Optional, Sequence
 
 from mmengine.dist import is_main_process
-from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401  (allow-list for torch.load, hooks)
 from splattingocc.engine.launch import (UserError, add_common_arguments, apply_randomness_args,
-                                        atomic_write_json, default_work_dir,
-                                        evaluator_metric_cfgs, load_config, normalize_evaluators,
-                                        run_main, setup_distributed)
+                                        atomic_write_json, build_runner_from_cfg,
+                                        evaluator_metric_cfgs, load_tool_config,
+                                        normalize_evaluators, run_main)
 
 # --eval choice -> the metric's `metrics` entry (Occ3DMetric: 'miou' always, 'ray' optional)
 EVAL_TO_METRIC = {'segm': 'miou', 'ray': 'ray'}
@@ -89,8 +88,7 @@ def summary_lines(metrics: dict) -> list:
 
 
 def build_runner(args: argparse.Namespace) -> Runner:
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir)
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise UserError(f'checkpoint {args.checkpoint} not found')
     cfg.load_from = args.checkpoint
@@ -102,10 +100,7 @@ def build_runner(args: argparse.Namespace) -> Runner:
         hooks.append(dict(type='DumpPredictionHook', out_dir=osp.abspath(args.dump_dir)))
         cfg.custom_hooks = hooks
     apply_randomness_args(cfg)
-    setup_distributed(cfg, args.launcher)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return build_runner_from_cfg(cfg, args.launcher)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

@@ -13,14 +13,13 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401  (allow-list for torch.load, hooks, atomic checkpoints)
 from splattingocc.engine.checkpoint import resolve_resume_checkpoint
 from splattingocc.engine.launch import (UserError, add_common_arguments, apply_randomness_args,
-                                        default_work_dir, enable_amp, load_config,
-                                        normalize_evaluators, run_main, setup_distributed)
+                                        build_runner_from_cfg, enable_amp, load_tool_config,
+                                        normalize_evaluators, run_main)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -42,8 +41,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def build_runner(args: argparse.Namespace) -> Runner:
     """The configured Runner (distributed environment initialised when launched so)."""
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir)
 
     if args.amp:
         enable_amp(cfg)
@@ -58,11 +56,7 @@ def build_runner(args: argparse.Namespace) -> Runner:
         cfg.load_from = args.resume
     apply_randomness_args(cfg, args.seed, args.deterministic)
     normalize_evaluators(cfg)
-    setup_distributed(cfg, args.launcher)
-
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return build_runner_from_cfg(cfg, args.launcher)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Runner:

@@ -26,6 +26,8 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 from splattingocc.registry import MODEL_WRAPPERS
@@ -56,6 +58,15 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
 def default_work_dir(config_path: str) -> str:
     """``./work_dirs/<config file name without .py>`` (mmdetection3d convention)."""
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def load_tool_config(path: str, cfg_options: Optional[dict] = None,
+                     work_dir: Optional[str] = None) -> Config:
+    """:func:`load_config`, with ``work_dir`` set: the argument, else the config's, else
+    :func:`default_work_dir`."""
+    cfg = load_config(path, cfg_options)
+    cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(path)
+    return cfg
 
 
 def resolve_dist_backend(cfg: Config) -> str:
@@ -135,6 +146,15 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
         cfg.model_wrapper_cfg = dict(
             type='splattingocc.CPUCompatibleDDP', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def build_runner_from_cfg(cfg: Config, launcher: str) -> Runner:
+    """:func:`setup_distributed`, then the config's runner (``runner_type`` if set, else
+    mmengine's ``Runner``)."""
+    setup_distributed(cfg, launcher)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
 
 
 def enable_amp(cfg: Config) -> None:

@@ -12,64 +12,28 @@ import sys
 import numpy as np
 import pytest
 import torch
-from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 
 import splattingocc.engine  # noqa: F401  (registers the allow-list)
 from splattingocc.engine.checkpoint import _history_buffer_attribute, checkpoint_safe_globals
-from toy_components import (REPO, TOY_CONFIG, TOY_CONFIG_EPOCH, load_tool, losses_of,
-                            unique_name)
-
-train_tool = load_tool('train')
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter(Hook):
-    """Simulate a job killed right after iteration ``n`` (after its checkpoint was written)."""
-
-    priority = 'LOWEST'
-
-    def __init__(self, n):
-        self.n = n
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter + 1 == self.n:
-            raise _Interrupt
-
-
-def _runner(config, work_dir, *extra, options=()):
-    argv = [config, '--work-dir', str(work_dir), *extra,
-            '--cfg-options', f'experiment_name={unique_name()}', *options]
-    return train_tool.build_runner(train_tool.parse_args(argv))
-
-
-def _state(runner):
-    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
-
-
-def _assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+from toy_components import (REPO, TOY_CONFIG, TOY_CONFIG_EPOCH, Interrupt, StopAfter,
+                            assert_same_state, losses_of, model_state, toy_runner)
 
 
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
     """The reference: 8 iterations in one go (checkpoints at 4 and 8)."""
     work_dir = tmp_path_factory.mktemp('full')
-    runner = _runner(TOY_CONFIG, work_dir)
+    runner = toy_runner(TOY_CONFIG, work_dir)
     runner.train()
-    return dict(runner=runner, work_dir=work_dir, state=_state(runner),
+    return dict(runner=runner, work_dir=work_dir, state=model_state(runner),
                 loss=losses_of(runner), loss_fit=losses_of(runner, 'train/loss_fit'))
 
 
 def _interrupted_at_4(work_dir):
-    runner = _runner(TOY_CONFIG, work_dir)
-    runner.register_hook(_StopAfter(4))
-    with pytest.raises(_Interrupt):
+    runner = toy_runner(TOY_CONFIG, work_dir)
+    runner.register_hook(StopAfter(4))
+    with pytest.raises(Interrupt):
         runner.train()
     assert (work_dir / 'iter_4.pth').is_file()
     assert (work_dir / 'last_checkpoint').read_text().strip() == str(work_dir / 'iter_4.pth')
@@ -77,7 +41,7 @@ def _interrupted_at_4(work_dir):
 
 def test_resume_matches_uninterrupted_run(uninterrupted, tmp_path):
     _interrupted_at_4(tmp_path)
-    resumed = _runner(TOY_CONFIG, tmp_path, '--resume')  # auto: from last_checkpoint
+    resumed = toy_runner(TOY_CONFIG, tmp_path, '--resume')  # auto: from last_checkpoint
     resumed.train()
     assert resumed.iter == 8
     ref = uninterrupted['loss']
@@ -86,7 +50,7 @@ def test_resume_matches_uninterrupted_run(uninterrupted, tmp_path):
     # iterations 5..8 were computed by the resumed run; 1..4 came back with the message hub
     np.testing.assert_array_equal(got, ref)
     np.testing.assert_array_equal(losses_of(resumed, 'train/loss_fit'), uninterrupted['loss_fit'])
-    _assert_same_state(_state(resumed), uninterrupted['state'])
+    assert_same_state(model_state(resumed), uninterrupted['state'])
     # optimizer moments and step counts too
     opt_a = uninterrupted['runner'].optim_wrapper.optimizer.state_dict()['state']
     opt_b = resumed.optim_wrapper.optimizer.state_dict()['state']
@@ -96,23 +60,23 @@ def test_resume_matches_uninterrupted_run(uninterrupted, tmp_path):
     # the final checkpoints hold the same weights
     a = torch.load(uninterrupted['work_dir'] / 'iter_8.pth')
     b = torch.load(tmp_path / 'iter_8.pth')
-    _assert_same_state(a['state_dict'], b['state_dict'])
+    assert_same_state(a['state_dict'], b['state_dict'])
 
 
 def test_resume_from_explicit_file(uninterrupted, tmp_path):
     """--resume PATH loads that file (here the uninterrupted run's iteration-4 checkpoint)."""
-    resumed = _runner(TOY_CONFIG, tmp_path, '--resume',
-                      str(uninterrupted['work_dir'] / 'iter_4.pth'))
+    resumed = toy_runner(TOY_CONFIG, tmp_path, '--resume',
+                         str(uninterrupted['work_dir'] / 'iter_4.pth'))
     resumed.train()
     np.testing.assert_array_equal(losses_of(resumed), uninterrupted['loss'])
-    _assert_same_state(_state(resumed), uninterrupted['state'])
+    assert_same_state(model_state(resumed), uninterrupted['state'])
 
 
 def test_random_state_hook_is_what_makes_resume_exact(uninterrupted, tmp_path):
     """Control: the toy model draws random masks; without RandomStateHook a resume diverges."""
     _interrupted_at_4(tmp_path)
-    resumed = _runner(TOY_CONFIG, tmp_path, '--resume',
-                      options=['custom_hooks.1.type=TrainingSummaryHook'])
+    resumed = toy_runner(TOY_CONFIG, tmp_path, '--resume',
+                         options=['custom_hooks.1.type=TrainingSummaryHook'])
     assert not any(type(h).__name__ == 'RandomStateHook' for h in resumed.hooks)
     resumed.train()
     got, ref = losses_of(resumed), uninterrupted['loss']
@@ -122,15 +86,15 @@ def test_random_state_hook_is_what_makes_resume_exact(uninterrupted, tmp_path):
 
 def test_epoch_schedule_resume(tmp_path):
     """The 12-epoch schedule (shortened to 3): resume from epoch 1 equals the full run."""
-    full = _runner(TOY_CONFIG_EPOCH, tmp_path / 'full')
+    full = toy_runner(TOY_CONFIG_EPOCH, tmp_path / 'full')
     full.train()
     assert sorted(p.name for p in (tmp_path / 'full').glob('*.pth')) == [
         'epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth']
-    resumed = _runner(TOY_CONFIG_EPOCH, tmp_path / 'resumed', '--resume',
-                      str(tmp_path / 'full' / 'epoch_1.pth'))
+    resumed = toy_runner(TOY_CONFIG_EPOCH, tmp_path / 'resumed', '--resume',
+                         str(tmp_path / 'full' / 'epoch_1.pth'))
     resumed.train()
     np.testing.assert_array_equal(losses_of(resumed), losses_of(full))
-    _assert_same_state(_state(resumed), _state(full))
+    assert_same_state(model_state(resumed), model_state(full))
 
 
 def test_checkpoint_needs_nothing_beyond_the_allow_list(uninterrupted):

@@ -19,10 +19,7 @@ AdamW over K steps: |a - b| <= 2e-6 + 1e-5 |b|. Measured: GroupNorm branch vs th
 3e-8 max, BatchNorm branch vs the grouped reference 0, BatchNorm branch vs the plain 2b reference
 4e-3 (the control asserts > 1e-3).
 """
-import os
-import socket
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -31,7 +28,7 @@ from torch import Tensor, nn
 
 import splattingocc.engine  # noqa: F401
 from splattingocc.registry import MODELS
-from toy_components import HERE, REPO, TOY_CONFIG, load_tool, unique_name
+from toy_components import REPO, TOY_CONFIG, dist_env, load_tool, unique_name
 
 K = 6  # iterations (24 samples of a 16-sample set: the sharding crosses the shuffle's wrap)
 B = 2  # samples per process
@@ -94,12 +91,6 @@ OPTIONS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _params(state: dict) -> dict:
     """Parameters only (BatchNorm running statistics are per process)."""
     return {k: v for k, v in state.items()
@@ -110,9 +101,7 @@ def _params(state: dict) -> dict:
 def two_processes(tmp_path_factory):
     """Final weights of 2 processes x B samples (rank 0's checkpoint)."""
     work_dir = tmp_path_factory.mktemp('ddp')
-    env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable, OMP_NUM_THREADS='1',
-               PYTHONPATH=f'{HERE}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
-               CUDA_VISIBLE_DEVICES='')
+    env = dist_env(OMP_NUM_THREADS='1')
     proc = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_train.sh'), TOY_CONFIG, '2', '--work-dir',
          str(work_dir), '--cfg-options', *OPTIONS, f'train_dataloader.batch_size={B}'],

@@ -9,15 +9,11 @@ import torch
 import splattingocc.engine  # noqa: F401
 from splattingocc.engine.hooks import (DumpPredictionHook, FiniteLossHook, RandomStateHook,
                                        _as_float, _sample_tokens)
-from toy_components import TOY_CONFIG, load_tool, losses_of, unique_name
-
-train_tool = load_tool('train')
+from toy_components import TOY_CONFIG, assert_same_state, losses_of, toy_runner
 
 
 def _runner(work_dir, *extra, options=()):
-    argv = [TOY_CONFIG, '--work-dir', str(work_dir), *extra,
-            '--cfg-options', f'experiment_name={unique_name()}', *options]
-    return train_tool.build_runner(train_tool.parse_args(argv))
+    return toy_runner(TOY_CONFIG, work_dir, *extra, options=options)
 
 
 def test_nan_loss_stops_training_with_named_term_and_iteration(tmp_path):
@@ -90,8 +86,7 @@ def test_two_seeded_runs_give_identical_losses_and_weights(tmp_path):
     a, b, c = (losses_of(r) for r in runs)
     assert len(a) == 20
     np.testing.assert_array_equal(a, b)
-    for (k, va), vb in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().values()):
-        assert torch.equal(va, vb), k
+    assert_same_state(runs[0].model.state_dict(), runs[1].model.state_dict())
     assert not np.array_equal(a, c)
 
 

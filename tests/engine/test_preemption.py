@@ -7,7 +7,6 @@ The toy model draws random numbers in its forward pass, so equality also needs t
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,10 +19,8 @@ from mmengine.hooks import Hook
 import splattingocc.engine  # noqa: F401
 from splattingocc.engine.preemption import (FLAG_ENV, SAVED_NAME, PreemptibleEpochBasedTrainLoop,
                                             PreemptionHook)
-from toy_components import (HERE, REPO, TOY_CONFIG, TOY_CONFIG_EPOCH, load_tool, losses_of,
-                            unique_name)
-
-train_tool = load_tool('train')
+from toy_components import (REPO, TOY_CONFIG, TOY_CONFIG_EPOCH, assert_same_state, dist_env,
+                            losses_of, model_state, toy_runner)
 
 
 class _Recorder(Hook):
@@ -68,24 +65,12 @@ class _SaveCounter(Hook):
 
 
 def _runner(config, work_dir, *extra, options=()):
-    argv = [config, '--work-dir', str(work_dir), *extra,
-            '--cfg-options', f'experiment_name={unique_name()}', *options]
-    runner = train_tool.build_runner(train_tool.parse_args(argv))
+    runner = toy_runner(config, work_dir, *extra, options=options)
     if not any(isinstance(h, PreemptionHook) for h in runner.hooks):
         runner.register_hook(PreemptionHook(), priority='LOWEST')
     recorder = _Recorder()
     runner.register_hook(recorder)
     return runner, recorder
-
-
-def _state(runner):
-    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
-
-
-def _assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def _preempt_hook(runner):
@@ -99,7 +84,7 @@ def reference(tmp_path_factory):
     runner, rec = _runner(TOY_CONFIG, work_dir)
     runner.train()
     assert runner.iter == 8 and not (work_dir / SAVED_NAME).exists()
-    return dict(state=_state(runner), loss=losses_of(runner), lr=losses_of(runner, 'train/lr'),
+    return dict(state=model_state(runner), loss=losses_of(runner), lr=losses_of(runner, 'train/lr'),
                 batches=rec.batches, lrs=rec.lrs)
 
 
@@ -114,7 +99,7 @@ def _check_resume_equals_reference(work_dir, stop, reference):
     np.testing.assert_array_equal(losses_of(resumed, 'train/lr'), reference['lr'])
     # same losses per iteration (1..stop restored with the message hub) and same final weights
     np.testing.assert_array_equal(losses_of(resumed), reference['loss'])
-    _assert_same_state(_state(resumed), reference['state'])
+    assert_same_state(model_state(resumed), reference['state'])
     assert (work_dir / 'iter_8.pth').is_file()
 
 
@@ -180,7 +165,7 @@ def epoch_reference(tmp_path_factory):
     assert type(runner.train_loop).__name__ == 'EpochBasedTrainLoop'
     runner.train()
     assert runner.iter == 12
-    return dict(state=_state(runner), loss=losses_of(runner), lr=losses_of(runner, 'train/lr'),
+    return dict(state=model_state(runner), loss=losses_of(runner), lr=losses_of(runner, 'train/lr'),
                 batches=rec.batches, lrs=rec.lrs)
 
 
@@ -190,7 +175,7 @@ def test_preemptible_epoch_loop_equals_plain_loop_without_preemption(epoch_refer
     runner.train()
     assert rec.batches == epoch_reference['batches']
     np.testing.assert_array_equal(losses_of(runner), epoch_reference['loss'])
-    _assert_same_state(_state(runner), epoch_reference['state'])
+    assert_same_state(model_state(runner), epoch_reference['state'])
 
 
 @pytest.mark.parametrize('stop', [6, 8])  # mid-epoch 2; the last batch of epoch 2
@@ -212,7 +197,7 @@ def test_epoch_loop_preempted_mid_epoch_resumes_exactly(epoch_reference, tmp_pat
     assert rec.batches == epoch_reference['batches'][stop:]
     np.testing.assert_array_equal(rec.lrs, epoch_reference['lrs'][stop:])
     np.testing.assert_array_equal(losses_of(resumed), epoch_reference['loss'])
-    _assert_same_state(_state(resumed), epoch_reference['state'])
+    assert_same_state(model_state(resumed), epoch_reference['state'])
     names = sorted(p.name for p in tmp_path.glob('*.pth'))
     # the extra mid-epoch checkpoint is removed once an epoch checkpoint supersedes it
     assert names == ['epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth'], names
@@ -231,12 +216,6 @@ def test_plain_epoch_loop_ignores_requests_with_a_warning(tmp_path):
 # ------------------------------------------------------------------------------------------
 # two processes: the signal reaches one rank only, both stop after the same iteration
 # ------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _rank_pid(parent_pid: int, rank: int):
     """PID of the torchrun worker with RANK=rank below ``parent_pid`` (Linux /proc)."""
     for entry in os.listdir('/proc'):
@@ -267,9 +246,7 @@ def _preemption_hook_options() -> list:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc to find rank 1')
 def test_two_ranks_agree_when_only_rank_1_is_signalled(tmp_path):
-    env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable, OMP_NUM_THREADS='1',
-               PYTHONPATH=f'{HERE}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
-               CUDA_VISIBLE_DEVICES='')
+    env = dist_env(OMP_NUM_THREADS='1')
     env.pop(FLAG_ENV, None)
     # long enough that the signal arrives mid-run; the logger prints every 2 iterations
     cmd = ['bash', str(REPO / 'tools' / 'dist_train.sh'), TOY_CONFIG, '2', '--work-dir',

@@ -122,8 +122,13 @@ class ToyOccMetric(BaseMetric):
 # helpers for the engine/tool tests
 # ---------------------------------------------------------------------------------------------
 import importlib.util  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from mmengine.hooks import Hook  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -148,3 +153,62 @@ def unique_name(prefix: str = 'toy') -> str:
 def losses_of(runner, key: str = 'train/loss') -> np.ndarray:
     """Every logged value of a loss (one per iteration, also those restored by a resume)."""
     return np.asarray(runner.message_hub.get_scalar(key).data[0], dtype=np.float64)
+
+
+_TRAIN_TOOL = None
+
+
+def toy_runner(config: str, work_dir, *extra, options=()):
+    """tools/train.py's runner for ``config`` under a fresh experiment name (not yet trained)."""
+    global _TRAIN_TOOL
+    if _TRAIN_TOOL is None:
+        _TRAIN_TOOL = load_tool('train')
+    argv = [config, '--work-dir', str(work_dir), *extra,
+            '--cfg-options', f'experiment_name={unique_name()}', *options]
+    return _TRAIN_TOOL.build_runner(_TRAIN_TOOL.parse_args(argv))
+
+
+def model_state(runner) -> dict:
+    """A detached copy of the runner's model state dict."""
+    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two state dicts with the same keys and bit-identical tensors."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class Interrupt(Exception):
+    """Raised by :class:`StopAfter` to end a training run as if the job were killed."""
+
+
+class StopAfter(Hook):
+    """Simulate a job killed right after iteration ``n`` (after its checkpoint was written)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.n:
+            raise Interrupt
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def dist_env(**extra: str) -> dict:
+    """Environment for tools/dist_*.sh in a test: a free PORT, this Python, toy_components
+    importable, no GPU; ``extra`` adds or replaces variables."""
+    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
+               PYTHONPATH=f'{HERE}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
+               CUDA_VISIBLE_DEVICES='')
+    env.update(extra)
+    return env

@@ -4,23 +4,13 @@ from mmengine.config import read_base
 
 with read_base():
     from ...configs._base_.schedules.schedule_12e import *  # noqa: F401,F403
+    from .toy_config_parts import *  # noqa: F401,F403
 
-custom_imports = dict(imports=['toy_components'], allow_failed_imports=False)
-
-model = dict(type='ToyOccModel', num_features=8, hidden=16, grid=(4, 4, 2))
 train_dataloader = dict(
     batch_size=2, num_workers=0,
     dataset=dict(type='ToyOccDataset', length=8),
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='default_collate'))
-val_dataloader = dict(
-    batch_size=2, num_workers=0,
-    dataset=dict(type='ToyOccDataset', length=5, seed=1),
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='default_collate'))
-test_dataloader = val_dataloader
-val_evaluator = [dict(type='ToyOccMetric', metrics=['miou'])]
-test_evaluator = val_evaluator
 
 train_cfg.update(max_epochs=3, val_interval=3)  # noqa: F405
 param_scheduler[0].update(end=3)  # noqa: F405  warm-up over 3 iterations

@@ -1,25 +1,15 @@
 """A NaN loss on one of two processes stops both at once (no rank left waiting in a collective)."""
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
-from toy_components import HERE, REPO, TOY_CONFIG  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from toy_components import REPO, TOY_CONFIG, dist_env  # noqa: E402
 
 
 def test_nan_on_one_rank_stops_both(tmp_path):
-    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
-               PYTHONPATH=f'{HERE}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
-               CUDA_VISIBLE_DEVICES='')
+    env = dist_env()
     proc = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_train.sh'), TOY_CONFIG, '2', '--work-dir',
          str(tmp_path), '--cfg-options', 'model.nan_at_iter=3', 'model.nan_rank=1',

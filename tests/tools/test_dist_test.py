@@ -1,7 +1,5 @@
 """tools/dist_test.sh: two CPU processes evaluate, dump every sample once, write one JSON."""
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
 import splattingocc.engine  # noqa: F401,E402
-from toy_components import HERE, REPO, TOY_CONFIG, load_tool, unique_name  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from toy_components import REPO, TOY_CONFIG, dist_env, load_tool, unique_name  # noqa: E402
 
 
 def test_dist_test_two_cpu_processes(tmp_path):
@@ -26,9 +18,7 @@ def test_dist_test_two_cpu_processes(tmp_path):
                                      '--work-dir', str(tmp_path / 'single'), '--eval', 'segm',
                                      'ray', '--cfg-options', f'experiment_name={unique_name()}'])
 
-    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
-               PYTHONPATH=f'{HERE}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
-               CUDA_VISIBLE_DEVICES='')
+    env = dist_env()
     dump = tmp_path / 'dump'
     proc = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_test.sh'), TOY_CONFIG,

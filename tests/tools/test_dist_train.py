@@ -1,7 +1,5 @@
 """tools/dist_train.sh: two CPU processes (torchrun, gloo, CPU DDP wrapper) on the toy model."""
-import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +9,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
 import splattingocc.engine  # noqa: F401,E402
-from toy_components import HERE, REPO, TOY_CONFIG  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from toy_components import REPO, TOY_CONFIG, dist_env  # noqa: E402
 
 
 def test_dist_train_two_cpu_processes(tmp_path):
-    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
-               PYTHONPATH=f'{HERE}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
-               CUDA_VISIBLE_DEVICES='')
+    env = dist_env()
     proc = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_train.sh'), TOY_CONFIG, '2', '--work-dir',
          str(tmp_path), '--cfg-options', 'train_cfg.max_iters=6', 'train_cfg.val_interval=6',

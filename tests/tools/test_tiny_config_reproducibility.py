@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from mmengine.hooks import Hook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
 import splattingocc.engine  # noqa: F401,E402
-from toy_components import REPO, load_tool, losses_of, unique_name  # noqa: E402
+from toy_components import (REPO, Interrupt, StopAfter, assert_same_state,  # noqa: E402
+                            load_tool, losses_of, unique_name)
 
 CONFIG = str(REPO / 'configs' / 'splattingocc' / 'splattingocc-tiny-synthetic.py')
 # the demo's dataset; SPLATTINGOCC_SYNTHETIC_DATA points elsewhere (e.g. a small generated copy)
@@ -35,21 +34,6 @@ pytestmark = [
 ]
 
 train_tool = load_tool('train')
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter(Hook):
-    priority = 'LOWEST'
-
-    def __init__(self, n):
-        self.n = n
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter + 1 == self.n:
-            raise _Interrupt
 
 
 def _runner(work_dir, *extra):
@@ -77,11 +61,10 @@ def test_tiny_config_is_reproducible_and_resumable(tmp_path):
     state = runs[0].model.state_dict()
 
     interrupted = _runner(tmp_path / 'c')
-    interrupted.register_hook(_StopAfter(ITERS // 2))
-    with pytest.raises(_Interrupt):
+    interrupted.register_hook(StopAfter(ITERS // 2))
+    with pytest.raises(Interrupt):
         interrupted.train()
     resumed = _runner(tmp_path / 'c', '--resume')
     resumed.train()
     np.testing.assert_array_equal(losses_of(resumed), a)
-    for key, value in resumed.model.state_dict().items():
-        assert torch.equal(value, state[key]), key
+    assert_same_state(resumed.model.state_dict(), state)
