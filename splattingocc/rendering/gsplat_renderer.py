@@ -24,8 +24,9 @@ from .base import BaseSplatRenderer
 from .torch_renderer import TorchSplatRenderer
 
 _FALLBACK_HINT = ("use the pure-PyTorch backend instead: --cfg-options "
-                  "renderer.type='TorchSplatRenderer' (or renderer.backend='torch' for "
-                  "SplatRenderer)")
+                  "renderer.type='TorchSplatRenderer'")
+_SPLAT_FALLBACK_HINT = ("use the pure-PyTorch backend instead: --cfg-options "
+                        "renderer.backend='torch' (or 'auto')")
 
 _GSPLAT_STATE = {}
 
@@ -171,11 +172,18 @@ class SplatRenderer(BaseSplatRenderer):
                 pixels: Optional[Tensor] = None) -> RenderOutput:
         """See ``BaseSplatRenderer.forward``; pixels: None or [B, C, P, 2]."""
         backend = self.resolve_backend(gaussians.means.device)
+        if backend == 'gsplat' and gaussians.means.device.type != 'cuda':
+            raise RuntimeError(f"SplatRenderer(backend='gsplat') needs CUDA tensors but the "
+                               f"Gaussians are on {gaussians.means.device}; {_SPLAT_FALLBACK_HINT}")
+        if backend == 'gsplat' and not gsplat_available():
+            raise RuntimeError(f"SplatRenderer(backend='gsplat'): gsplat's CUDA rasterizer cannot "
+                               f"be used ({_GSPLAT_STATE['why']}); {_SPLAT_FALLBACK_HINT}")
         if self._logged != backend:
             from mmengine.logging import print_log
             why = ''
             if self.backend == 'auto' and backend == 'torch':
-                why = (' (Gaussians on CPU)' if gaussians.means.device.type != 'cuda' else
+                why = (f' (Gaussians on {gaussians.means.device.type})'
+                       if gaussians.means.device.type != 'cuda' else
                        f" ({_GSPLAT_STATE.get('why', 'gsplat unavailable')})")
             print_log(f'SplatRenderer: using the {backend} backend{why}', logger='current')
             self._logged = backend

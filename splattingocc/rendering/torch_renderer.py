@@ -44,6 +44,8 @@ LOG_INV_ALPHA_THRESHOLD = -math.log(ALPHA_THRESHOLD)  # alpha >= 1/255 <=> power
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
 LOG_MIN_TRANSMITTANCE = math.log(MIN_TRANSMITTANCE)
+# largest |scale| (metres) passed on to the covariance; see rasterize_torch
+MAX_SCALE = 1e12
 
 
 def _sparse_rows(crow: Tensor, cols: Tensor, values: Tensor, num_cols: int) -> Tensor:
@@ -275,6 +277,7 @@ def _select_pairs(table: Tensor, isect_gauss: Tensor, tile_start: Tensor, tile_c
     else:
         n_q = q_count[tiles].cpu()
     nan = torch.tensor(float('nan'), dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
     outs: List[Tuple[Tensor, ...]] = []
     i = 0
     while i < A:
@@ -315,7 +318,8 @@ def _select_pairs(table: Tensor, isect_gauss: Tensor, tile_start: Tensor, tile_c
         ok = sigma >= 0
         ok &= sigma <= thr  # alpha >= 1/255 <=> power <= ln(255 o)
         alpha = torch.sub(ln_o, sigma, out=sigma).exp_().clamp_max_(MAX_ALPHA)  # o exp(-power)
-        log1m = torch.neg(alpha).log1p_().mul_(ok)  # ln(1 - alpha); 0 for skipped pairs
+        # ln(1 - alpha); 0 for skipped pairs (also where power is NaN: padded queries)
+        log1m = torch.where(ok, torch.neg(alpha).log1p_(), zero)
         cs = torch.cumsum(log1m, dim=-1)  # ln T after each Gaussian
         keep = cs > LOG_MIN_TRANSMITTANCE
         keep &= ok
@@ -410,7 +414,9 @@ def rasterize_torch(
     tiles_y = (height + ts - 1) // ts
     n_tiles = tiles_x * tiles_y
 
-    covars = quat_scale_to_covar(quats, scales)  # [B, N, 3, 3]
+    # scales beyond MAX_SCALE would overflow float32 covariances (inf, then NaN gradients); such
+    # Gaussians are culled anyway (their 2D covariance determinant overflows), clamped or not
+    covars = quat_scale_to_covar(quats, scales.clamp(-MAX_SCALE, MAX_SCALE))  # [B, N, 3, 3]
     proj = project_gaussians(means, covars, viewmats, Ks, width, height, eps2d=eps2d,
                              near_plane=near_plane, far_plane=far_plane, opacities=opacities)
 
@@ -513,12 +519,17 @@ class TorchSplatRenderer(BaseSplatRenderer):
             (default): ``auto_tile_size`` (8 for dense renders, larger for sparse samples).
         chunk: elements of a padded selection block and pairs per backward chunk (bounds the
             temporary memory, ~100 bytes per element).
+        packed, channel_chunk: ``GsplatRenderer`` options, accepted and ignored so that a
+            GsplatRenderer config switches to this renderer by its type alone.
     """
 
     def __init__(self, eps2d: float = 0.3, near_plane: float = 0.01, far_plane: float = 1e10,
-                 tile_size: Optional[int] = None, chunk: int = 1 << 20):
+                 tile_size: Optional[int] = None, chunk: int = 1 << 20,
+                 packed: Optional[bool] = None, channel_chunk: Optional[int] = None):
         super().__init__(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
                          tile_size=tile_size)
+        if int(chunk) < 1:
+            raise ValueError(f'renderer.chunk must be a positive integer, got {chunk}')
         self.chunk = int(chunk)
 
     def forward(self, gaussians: Gaussians, cameras: Cameras,

@@ -117,9 +117,15 @@ def test_auto_backend_uses_gsplat_on_cuda():
 
 
 def test_gsplat_on_cpu_tensors_names_the_torch_backend():
-    gs, cams = random_scene(4, N=20)
+    gs, cams = random_scene(4, N=20, width=40, height=30)
+    cfg = dict(type='GsplatRenderer', eps2d=0.3, tile_size=16, packed=True, channel_chunk=32)
     with pytest.raises(RuntimeError, match="renderer.type='TorchSplatRenderer'"):
-        GsplatRenderer()(Gaussians(**gs), cams)
+        MODELS.build(cfg)(Gaussians(**gs), cams)
+    # the suggested switch works with the rest of the config unchanged
+    out = MODELS.build(dict(cfg, type='TorchSplatRenderer'))(Gaussians(**gs), cams)
+    assert out.depth.shape == (1, 3, 30, 40)
+    with pytest.raises(RuntimeError, match="renderer.backend='torch'"):
+        SplatRenderer(backend='gsplat')(Gaussians(**gs), cams)
 
 
 def test_auto_backend_on_cpu_is_the_torch_renderer():
