@@ -50,8 +50,12 @@ if [ "${DEMO_SKIP_TRAIN:-0}" = 1 ]; then
 fi
 
 step "5/7 training $CONFIG (2D labels only) into $WORK_DIR"
-EXTRA=()
-if [ -n "${DEMO_ITERS:-}" ]; then EXTRA=(--cfg-options "train_cfg.max_iters=$DEMO_ITERS"); fi
+# no validation inside training: step 6 evaluates the final checkpoint with tools/test.py
+OPTS=("train_cfg.val_begin=1000000000")
+if [ -n "${DEMO_ITERS:-}" ]; then
+  OPTS+=("train_cfg.max_iters=$DEMO_ITERS" "param_scheduler.1.end=$DEMO_ITERS")
+fi
+EXTRA=(--cfg-options "${OPTS[@]}")
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "${EXTRA[@]}" || fail "training failed"
 CKPT="$(cat "$WORK_DIR/last_checkpoint" 2>/dev/null || true)"
 [ -f "$CKPT" ] || fail "no checkpoint found in $WORK_DIR (last_checkpoint)"
