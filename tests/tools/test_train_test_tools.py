@@ -83,19 +83,22 @@ def test_evaluator_normalisation():
     assert evaluator_metric_cfgs(cfg.test_evaluator) == [dict(type='Occ3DMetric')]
 
 
-def test_dist_backend_auto():
+@pytest.mark.parametrize('cuda, expected', [(True, 'nccl'), (False, 'gloo')])
+def test_dist_backend_auto(monkeypatch, cuda, expected):
     from mmengine.config import Config
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='auto'))))
-    expected = 'nccl' if torch.cuda.is_available() else 'gloo'
     assert resolve_dist_backend(cfg) == expected == cfg.env_cfg.dist_cfg.backend
 
 
-def test_deterministic_auto():
+@pytest.mark.parametrize('cuda', [True, False])
+def test_deterministic_auto(monkeypatch, cuda):
     from mmengine.config import Config
     apply = __import__('splattingocc.engine.launch', fromlist=['x']).apply_randomness_args
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     cfg = Config(dict(randomness=dict(seed=0, deterministic='auto')))
     apply(cfg)
-    assert cfg.randomness.deterministic is (not torch.cuda.is_available())
+    assert cfg.randomness.deterministic is (not cuda)
     cfg = Config(dict(randomness=dict(seed=0, deterministic='auto')))
     apply(cfg, seed=5, deterministic=True)
     assert cfg.randomness == dict(seed=5, deterministic=True)
