@@ -11,12 +11,13 @@ Pipeline (every step vectorised; Python loops only run over chunks):
    [tiles, queries, Gaussians]; every query point (a pixel centre, or a sampled (u, v)) meets the
    Gaussians of its tile in depth order. Pairs with power < 0 or alpha < 1/255 are skipped, and the
    running transmittance drops every pair from the first one that would take it to <= 1e-4
-   (gsplat's exclusive stop). Out come the composited pairs, grouped by query, front to back,
-   with their alpha and the transmittance in front of them.
+   (gsplat's exclusive stop). Out come the composited pairs, grouped by query, front to back:
+   the number of pairs per query, and per pair its Gaussian, alpha and weight alpha * T.
 4. ``_CompositePairs`` (autograd Function): features and depth are accumulated with a sparse CSR
    matrix product; the backward is the analytic gradient of the same sums (the one gsplat's CUDA
    backward computes), in chunks of whole queries, so memory is proportional to the number of
-   composited pairs, never to pixels x Gaussians.
+   composited pairs, never to pixels x Gaussians. Only 8 bytes per pair (Gaussian index, alpha)
+   are kept for the backward; the query of a pair and its transmittance are recomputed per chunk.
 
 Every query whose tile a Gaussian covers sees it, as in gsplat. For opacities <= 1 a Gaussian's box
 contains every point where its alpha is >= 1/255, so the result does not depend on ``tile_size``,
@@ -61,12 +62,14 @@ class _CompositePairs(torch.autograd.Function):
     """Front-to-back alpha compositing of a fixed list of (query, Gaussian) pairs.
 
     Forward inputs: means2d [M, 2], conics [M, 3], opacities [M], colors [M, D] (differentiable);
-    alpha [n] and T [n] of every pair (alpha and the transmittance in front of it, computed from
-    the differentiable inputs by ``_select_pairs``), qxy [Q, 2] query points, pair_q [n] and
+    alpha [n] and w [n] of every pair (alpha, and alpha times the transmittance in front of it,
+    computed from the differentiable inputs by ``_select_pairs``), qxy [Q, 2] query points,
     pair_g [n] (int32, grouped by query, front to back), crow [Q + 1] (int32 pair offsets per
     query), chunk (pairs per chunk in the backward).
-    Outputs: colors [Q, D] = sum_i w_i c_i and alpha [Q] = 1 - prod_i (1 - alpha_i), with
-    w_i = alpha_i T_i and T_i = prod_{j < i} (1 - alpha_j) over the pairs of the same query.
+    Outputs: colors [Q, D] = sum_i w_i c_i and alpha [Q] = sum_i w_i = 1 - prod_i (1 - alpha_i),
+    with w_i = alpha_i T_i and T_i = prod_{j < i} (1 - alpha_j) over the pairs of the same query.
+    Only alpha and pair_g are saved per pair: the backward recomputes T (a float64 running sum of
+    ln(1 - alpha) within each query) and the query of each pair (from crow), chunk by chunk.
 
     The backward is the analytic gradient of these sums (what gsplat's CUDA backward computes):
     d out / d alpha_i = T_i c_i - (sum_{k > i} w_k c_k) / (1 - alpha_i); alpha_i =
@@ -74,26 +77,26 @@ class _CompositePairs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, colors, alpha, T, qxy, pair_q, pair_g, crow,
-                chunk):
-        n, Q, M, D = pair_q.numel(), qxy.shape[0], means2d.shape[0], colors.shape[1]
-        log_t_final = alpha.new_zeros(Q)
-        log_t_final.index_add_(0, pair_q, torch.log1p(-alpha))  # [Q] (each sum is >= ln 1e-4)
-        t_final = torch.exp(log_t_final)  # [Q]
+    def forward(ctx, means2d, conics, opacities, colors, alpha, w, qxy, pair_g, crow, chunk):
+        n, Q, M, D = pair_g.numel(), qxy.shape[0], means2d.shape[0], colors.shape[1]
         if n:
-            out_colors = _sparse_rows(crow, pair_g, alpha * T, M) @ colors  # [Q, D]
+            # one more column of ones: its sum of weights is the accumulated alpha
+            out = _sparse_rows(crow, pair_g, w, M) @ torch.cat(
+                [colors, colors.new_ones(M, 1)], 1)  # [Q, D + 1]
+            out_colors, out_alpha = out[:, :D].contiguous(), out[:, D].clamp(0.0, 1.0)
         else:
-            out_colors = colors.new_zeros(Q, D)
-        ctx.save_for_backward(means2d, conics, opacities, colors, alpha, T, qxy, pair_q, pair_g,
-                              crow, t_final)
+            out_colors, out_alpha = colors.new_zeros(Q, D), colors.new_zeros(Q)
+        t_final = 1.0 - out_alpha  # [Q] transmittance behind the last composited pair
+        ctx.save_for_backward(means2d, conics, opacities, colors, alpha, qxy, pair_g, crow,
+                              t_final)
         ctx.chunk = chunk
-        return out_colors, 1.0 - t_final
+        return out_colors, out_alpha
 
     @staticmethod
     def backward(ctx, v_out_colors, v_out_alpha):
-        (means2d, conics, opacities, colors, alpha, T, qxy, pair_q, pair_g, crow,
+        (means2d, conics, opacities, colors, alpha, qxy, pair_g, crow,
          t_final) = ctx.saved_tensors
-        n, Q, M, D = pair_q.numel(), qxy.shape[0], means2d.shape[0], colors.shape[1]
+        n, Q, M, D = pair_g.numel(), qxy.shape[0], means2d.shape[0], colors.shape[1]
         sums = means2d.new_zeros(6, M)  # per Gaussian: sums over its pairs, see below
         v_colors = torch.zeros_like(colors)  # [M, D]
         if n and (v_out_colors is not None or v_out_alpha is not None):
@@ -116,11 +119,23 @@ class _CompositePairs(torch.autograd.Function):
                 if p1 == p0:
                     continue
                 g = pair_g[p0:p1]
-                ql = pair_q[p0:p1] - q0  # [m] chunk-local query
-                a_, T_ = alpha[p0:p1], T[p0:p1]
+                crow_c = crow[q0:q1 + 1] - p0
+                per_q = crow_c[1:].long() - crow_c[:-1].long()  # [q] pairs per query
+                ql = torch.repeat_interleave(torch.arange(q1 - q0, device=crow.device),
+                                             per_q)  # [m] chunk-local query of each pair
+                a_ = alpha[p0:p1]
+                # T_i = exp(sum of ln(1 - alpha_j) over the earlier pairs of its query)
+                # (the running sum over the chunk in float64; what is left after subtracting the
+                # sum before the query is >= ln 1e-4 and exact enough in float32)
+                lg = torch.log1p(-a_)  # [m]
+                cs = torch.cumsum(lg, 0, dtype=torch.float64)  # inclusive, over the chunk
+                first = crow_c[:-1].long()  # [q] first pair of each query
+                before = torch.where(first > 0, cs.index_select(0, (first - 1).clamp_min(0)),
+                                     torch.zeros_like(cs[:1]))  # [q] sum before the query
+                T_ = cs.sub_(before.index_select(0, ql)).to(a_.dtype).sub_(lg).exp_()
+                del lg, cs, before
                 w = a_ * T_  # [m]
                 G = v_out_colors[q0:q1]  # [q, D]
-                crow_c = crow[q0:q1 + 1] - p0
                 # dL/dc_g += sum over the pairs of g of w dL/dout[q]: the transposed matrix
                 order = torch.argsort(g)
                 crow_t = torch.zeros(M + 1, dtype=crow.dtype, device=crow.device)
@@ -143,7 +158,7 @@ class _CompositePairs(torch.autograd.Function):
                 # alpha = min(0.999, o vis): where the clamp is active there is no gradient
                 v_alpha *= a_ < MAX_ALPHA
                 vs = -a_ * v_alpha  # dL/dpower, as d alpha / d power = -o vis = -alpha
-                q = pair_q[p0:p1]
+                q = ql + q0
                 dx = mx.index_select(0, g) - qx.index_select(0, q)  # mean - query
                 dy = my.index_select(0, g) - qy.index_select(0, q)
                 t1, t2 = vs * dx, vs * dy
@@ -158,7 +173,7 @@ class _CompositePairs(torch.autograd.Function):
         a_, b_, c_ = conics.unbind(1)
         v_means2d = torch.stack([a_ * sums[0] + b_ * sums[1], b_ * sums[0] + c_ * sums[1]], 1)
         v_conics = torch.stack([0.5 * sums[2], sums[3], 0.5 * sums[4]], 1)
-        return (v_means2d, v_conics, sums[5], v_colors) + (None,) * 7
+        return (v_means2d, v_conics, sums[5], v_colors) + (None,) * 6
 
 
 def _min_power_on_segment(mx, my, ha, b, hc, xa, ya, xb, yb):
@@ -241,7 +256,8 @@ def _bin_tiles(table: Tensor, radii: Tensor, depths: Tensor, image_ids: Tensor, 
 def _select_pairs(table: Tensor, isect_gauss: Tensor, tile_start: Tensor, tile_count: Tensor,
                   tiles: Tensor, chunk: int, dense: Optional[dict] = None,
                   qxy: Optional[Tensor] = None, q_start: Optional[Tensor] = None,
-                  q_count: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                  q_count: Optional[Tensor] = None, num_queries: int = 0
+                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """The (query, Gaussian) pairs gsplat composites, grouped by query, front to back.
 
     Tiles are processed in blocks [tiles, queries, Gaussians] padded to the longest tile of the
@@ -263,9 +279,12 @@ def _select_pairs(table: Tensor, isect_gauss: Tensor, tile_start: Tensor, tile_c
         qxy, q_start, q_count: otherwise, query points [Q, 2] grouped by tile in ``tiles`` order;
             the queries of tile k are rows q_start[k]:q_start[k] + q_count[k] of qxy.
 
+        num_queries: Q, the number of query rows.
+
     Returns:
-        pair_q [n] int32 (query row, non-decreasing), pair_g [n] int32 (visible Gaussian),
-        alpha [n] and T [n] (transmittance in front of the pair).
+        pairs_per_query [Q] long, and per pair, grouped by query row in increasing order, front
+        to back: pair_g [n] int32 (visible Gaussian), alpha [n] and w [n] (alpha times the
+        transmittance in front of the pair).
     """
     device, dtype = table.device, table.dtype
     sentinel = table.shape[0] - 1
@@ -278,6 +297,7 @@ def _select_pairs(table: Tensor, isect_gauss: Tensor, tile_start: Tensor, tile_c
         n_q = q_count[tiles].cpu()
     nan = torch.tensor(float('nan'), dtype=dtype, device=device)
     zero = torch.zeros((), dtype=dtype, device=device)
+    pairs_per_query = torch.zeros(num_queries, dtype=torch.long, device=device)
     outs: List[Tuple[Tensor, ...]] = []
     i = 0
     while i < A:
@@ -327,7 +347,8 @@ def _select_pairs(table: Tensor, isect_gauss: Tensor, tile_start: Tensor, tile_c
         del keep, ok
         pair_alpha = alpha.reshape(-1).index_select(0, f)
         cs_f = cs.reshape(-1).index_select(0, f)
-        pair_T = torch.exp(cs_f - log1m.reshape(-1).index_select(0, f))  # exclusive
+        # weight alpha * T with T the transmittance in front of the pair (exclusive)
+        pair_w = torch.exp(cs_f - log1m.reshape(-1).index_select(0, f)).mul_(pair_alpha)
         del alpha, log1m, cs, cs_f
         tq = f // L  # [m] block-local query slot = tile * Qp + query
         lg = f - tq * L
@@ -336,13 +357,21 @@ def _select_pairs(table: Tensor, isect_gauss: Tensor, tile_start: Tensor, tile_c
             pair_q = tq + i * Qp
         else:
             pair_q = qpos.reshape(-1).index_select(0, tq)
-        outs.append((pair_q.int(), pair_g.int(), pair_alpha, pair_T))
+        pairs_per_query.index_add_(0, pair_q, torch.ones_like(pair_q))
+        del pair_q, tq, lg, f
+        outs.append((pair_g.int(), pair_alpha, pair_w))
         i = j
     if not outs:
         e = torch.zeros(0, dtype=torch.int32, device=device)
         z = torch.zeros(0, dtype=dtype, device=device)
-        return e, e, z, z
-    return tuple(torch.cat(t) for t in zip(*outs))
+        return pairs_per_query, e, z, z
+    # concatenate one field at a time, dropping its blocks: the peak is the blocks plus one field
+    # (concatenating all fields at once would hold every pair twice)
+    fields = []
+    for k in range(3):
+        fields.append(torch.cat([o[k] for o in outs]))
+        outs = [o[:k] + (None,) + o[k + 1:] for o in outs]
+    return (pairs_per_query, *fields)
 
 
 def auto_tile_size(width: int, height: int, num_pixels: Optional[int] = None) -> int:
@@ -454,8 +483,8 @@ def rasterize_torch(
             key = tiles[rows // T2] % n_tiles
             qxy = torch.stack([(key % tiles_x) * ts + rows % ts,
                                (key // tiles_x) * ts + (rows // ts) % ts], 1).to(dtype) + 0.5
-            pair_q, pair_g, alpha, T = _select_pairs(
-                table, isect_gauss, tile_start, tile_count, tiles, chunk,
+            per_query, pair_g, alpha, w = _select_pairs(
+                table, isect_gauss, tile_start, tile_count, tiles, chunk, num_queries=A * T2,
                 dense=dict(tile_size=ts, tiles_x=tiles_x, n_tiles=n_tiles, width=width,
                            height=height))
             # output pixel (image, v, u) -> its query row, or the zero row A * T2
@@ -481,18 +510,20 @@ def rasterize_torch(
             counts_in_order = q_count[tiles]
             q_start = torch.zeros_like(q_count)
             q_start[tiles] = torch.cumsum(counts_in_order, 0) - counts_in_order
-            pair_q, pair_g, alpha, T = _select_pairs(
+            per_query, pair_g, alpha, w = _select_pairs(
                 table, isect_gauss, tile_start, tile_count, tiles, chunk, qxy=qxy,
-                q_start=q_start, q_count=q_count)
+                q_start=q_start, q_count=q_count, num_queries=q_order.numel())
             row_of_output = torch.full((I * P,), q_order.numel(), dtype=torch.long, device=device)
             row_of_output[q_order] = torch.arange(q_order.numel(), device=device)
         Q = qxy.shape[0]
-        assert pair_q.numel() < 2 ** 31, 'more than 2^31 Gaussian-pixel pairs: render in parts'
+        num_pairs = pair_g.numel()
+        assert num_pairs < 2 ** 31, 'more than 2^31 Gaussian-pixel pairs: render in parts'
         crow = torch.zeros(Q + 1, dtype=torch.int32, device=device)
-        crow[1:] = torch.cumsum(torch.bincount(pair_q, minlength=Q), 0)
+        crow[1:] = torch.cumsum(per_query, 0)
 
     out_colors, out_alpha = _CompositePairs.apply(
-        means2d_v, conics_v, opac_v, colors_v, alpha, T, qxy, pair_q, pair_g, crow, chunk)
+        means2d_v, conics_v, opac_v, colors_v, alpha, w, qxy, pair_g, crow, chunk)
+    del w  # only alpha and pair_g stay for the backward
     # one zero row for the outputs no Gaussian reaches
     out_colors = torch.cat([out_colors, out_colors.new_zeros(1, K + 1)])
     out_alpha = torch.cat([out_alpha, out_alpha.new_zeros(1)])
@@ -506,7 +537,7 @@ def rasterize_torch(
         feats = feats.reshape(B, C, height, width, K)
         alpha_img = alpha_img.reshape(B, C, height, width)
     return RenderOutput(depth=depth, features=feats, alpha=alpha_img,
-                        intersections=int(pair_q.numel()))
+                        intersections=num_pairs)
 
 
 @MODELS.register_module()
