@@ -37,6 +37,7 @@ from ..registry import MODELS
 from ..structures import Cameras, DensityGrid, Gaussians, replace
 from ..voxelizer import voxelize_gaussians
 from .gaussian_head import voxel_centres
+from .render_clock import RenderClock
 from .view_transform import depth_labels_min_pool
 
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 (torchvision's ImageNet statistics)
@@ -201,6 +202,7 @@ class SplattingOcc(BaseModel):
         self.dynamic_classes = tuple(int(c) for c in dynamic_classes)
         self.render_min_opacity = float(render_min_opacity)
         self.density_grid_threshold = float(density_grid_threshold)
+        self._render_clock = RenderClock()  # logged as time_render (see render_clock.py)
         self.register_buffer('img_mean', torch.tensor(img_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('img_std', torch.tensor(img_std).view(1, 3, 1, 1), persistent=False)
 
@@ -337,7 +339,9 @@ class SplattingOcc(BaseModel):
         if offset is None:
             offset = torch.zeros(B, C, dtype=torch.long, device=gt_depth.device)
         pixels, depth_lab, sem_lab, valid = self.sample_rays(gt_depth, gt_sem)
-        out = self.renderer(self.render_scene(scene), cams, pixels)
+        device = gt_depth.device
+        render_input = self._render_clock.start(self.render_scene(scene), device)
+        out = self._render_clock.stop(self.renderer(render_input, cams, pixels), device)
         flat_sem = sem_lab.flatten(2)  # [B, C, P]
         weight = auxiliary_ray_weights(offset, flat_sem, self.aux_weight, self.dynamic_classes)
         weight = (weight * valid.flatten(2)).reshape(-1)  # [B*C*P]
@@ -357,6 +361,8 @@ class SplattingOcc(BaseModel):
             labelled = (depth_lab.reshape(-1) > 0) & (weight > 0)
             losses['render_alpha'] = out.alpha.reshape(-1)[labelled].mean() if labelled.any() \
                 else out.alpha.new_zeros(())
+            # seconds: this step's render forward + the previous step's render backward
+            losses['time_render'] = out.alpha.new_tensor(self._render_clock.seconds())
         return losses
 
     def occ_fields(self, scene):

@@ -118,6 +118,13 @@ def test_forward_backward_every_parameter_gets_a_finite_gradient(renderer):
     sum(v for k, v in losses.items() if k.startswith('loss')).backward()
     # (with the volume renderer the Gaussian-only head layers are not built)
     assert _check_grads(model) == []
+    # the render time is logged: this step's forward (no backward before the first step) ...
+    assert 0 < float(losses['time_render']) == pytest.approx(model._render_clock._forward)
+    # ... and the next step adds the render backward that has just run
+    losses2 = model(mode='loss', **random_batch(B=2))
+    bwd = model._render_clock._last_backward
+    assert bwd > 0
+    assert float(losses2['time_render']) == pytest.approx(model._render_clock._forward + bwd)
 
 
 def test_2d_only_loss_does_not_need_3d_labels():
