@@ -5,7 +5,8 @@
 #   3. data preparation           (tools/create_data.py nuscenes: info pkls + 2D labels)
 #   4. picture of one sample      (tools/visualization/visual_data.py)
 #   5. training, 2D labels only   (tools/train.py, tiny CPU config)
-#   6. evaluation                 (tools/test.py --eval segm, Occ3D mIoU)
+#   6. evaluation                 (tools/test.py --eval segm, Occ3D mIoU; trivial baselines
+#                                  scored the same way: tools/baselines.py)
 #   7. prediction vs ground truth (tools/visualization/visual.py)
 # Settings (environment): DATA (default data/synthetic-nuscenes), OUT (default outputs/demo),
 # CONFIG (default configs/splattingocc/splattingocc-tiny-synthetic.py), DEMO_ITERS (training
@@ -63,6 +64,9 @@ CKPT="$(cat "$WORK_DIR/last_checkpoint" 2>/dev/null || true)"
 step "6/7 evaluation on the val split: tools/test.py --eval segm"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --eval segm --work-dir "$WORK_DIR" --dump-dir "$OUT/pred" \
   || fail "evaluation failed"
+echo "[demo] trivial baselines on the same frames (all free; most frequent train label per voxel)"
+"$PY" tools/baselines.py --data-root "$DATA" --out "$OUT/baselines" --json "$OUT/baselines.json" \
+  > "$OUT/baselines.log" 2>&1 || { cat "$OUT/baselines.log"; fail "tools/baselines.py failed"; }
 
 step "7/7 prediction vs ground truth pictures in $OUT/vis"
 SCENE="$(ls "$OUT/pred" | head -n 1)"
@@ -73,6 +77,16 @@ step "summary"
 echo "[demo] dataset:      $DATA"
 echo "[demo] data picture: $OUT/data_sample.png"
 echo "[demo] checkpoint:   $CKPT"
-echo "[demo] metrics:      $(ls -t "$WORK_DIR"/*metrics*.json 2>/dev/null | head -n 1)"
+METRICS="$(ls -t "$WORK_DIR"/*/metrics.json 2>/dev/null | head -n 1)"
+echo "[demo] metrics:      $METRICS"
+"$PY" - "$METRICS" "$OUT/baselines.json" <<'PYEOF'
+import json, sys
+model = json.load(open(sys.argv[1]))['metrics']
+base = json.load(open(sys.argv[2]))
+print('[demo]   mIoU / geometry IoU on the val split (mask_camera):')
+print(f"[demo]     trained model (2D labels only) {model['mIoU']:6.2f} / {model['geometry_IoU']:6.2f}")
+for name, r in base.items():
+    print(f"[demo]     baseline {name:<21s} {r['miou']:6.2f} / {r['geometry_iou']:6.2f}")
+PYEOF
 echo "[demo] predictions:  $OUT/pred  pictures: $OUT/vis"
 echo "[demo] total time:   $(( $(date +%s) - T0 )) s"
