@@ -14,8 +14,9 @@ then the bottom 256 rows kept, as BEVDet's crop: cy -= 140), ``sampled-38400`` (
 
 Per row: the median wall time of ``--repeats`` calls after one warm-up, forward alone (inputs do not
 require grad) and forward + backward (loss = depth.sum() + features.sum(), gradients w.r.t. all
-Gaussian parameters / density and features); the peak memory of the forward + backward calls above
-the memory before each, the largest over those calls (CPU: resident set size sampled every 0.5 ms
+Gaussian parameters / density and features); the scene tensors are built before the clock starts.
+Peak memory: one more forward + backward call, measured on its own (the sampling thread would
+slow the timed calls), above the memory before it (CPU: resident set size sampled every 0.5 ms
 from /proc/self/statm in a thread; CUDA: torch.cuda.max_memory_allocated); Gaussian-pixel
 intersections or composited volume samples;
 and the median absolute depth error against an exact ray cast of the same voxel grid
@@ -232,37 +233,41 @@ def sync(device):
 
 
 def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_backward=None):
-    """Time forward alone, then forward + backward; the peak memory is the largest over the
-    forward + backward calls (warm-up included)."""
-    def fwd():
+    """Time forward alone, then forward + backward (scene built outside the clock); then one
+    more forward + backward under the memory sampler for the peak memory."""
+    def fwd(scene):
         with torch.no_grad():
-            return renderer(scene_fn(False), cams, pixels)
+            return renderer(scene, cams, pixels)
 
-    def fwd_bwd():
-        scene = scene_fn(True)
+    def fwd_bwd(scene):
         out = renderer(scene, cams, pixels)
         (out.depth.sum() + out.features.sum()).backward()
         return out
 
-    times, peak = {}, 0
+    times = {}
+    _malloc_mode('fast')
     for name, fn in (('fwd', fwd), ('fwd_bwd', fwd_bwd)):
         if name == 'fwd_bwd' and before_backward is not None:
             before_backward()
         ts = []
         for k in range(repeats + 1):  # the first call is the warm-up
+            scene = scene_fn(name == 'fwd_bwd')
             sync(device)
-            with PeakMemory(device, enabled=name == 'fwd_bwd') as pm:
-                t0 = time.perf_counter()
-                out = fn()
-                sync(device)
-                dt = time.perf_counter() - t0
-            peak = max(peak, pm.peak_bytes)
+            t0 = time.perf_counter()
+            out = fn(scene)
+            sync(device)
+            dt = time.perf_counter() - t0
             if k:
                 ts.append(dt)
-            if name == 'fwd_bwd' and k == repeats:
-                break  # keep the last output for the depth error
-            del out
+            del out, scene
         times[name] = statistics.median(ts)
+    scene = scene_fn(True)
+    _malloc_mode('track')
+    sync(device)
+    with PeakMemory(device) as pm:
+        out = fwd_bwd(scene)
+        sync(device)
+    peak = pm.peak_bytes
     depth = out.depth.detach().cpu().numpy()[0]
     hit = np.isfinite(exact)
     err = float(np.median(np.abs(depth[hit] - exact[hit]))) if hit.any() else float('nan')
@@ -272,14 +277,23 @@ def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_ba
                 alpha_mean=float(out.alpha.detach().mean()))
 
 
-def _malloc_return_memory():
-    """Make glibc serve every allocation above 64 KiB with mmap (and give it back on free), so
-    the RSS follows the live memory (by default glibc raises that threshold after large frees)."""
+def _malloc_mode(mode: str) -> None:
+    """glibc malloc settings for the two kinds of measurement (no effect without glibc).
+
+    'track' (memory): every allocation above 64 KiB is served by mmap and given back on free, so
+    the RSS follows the live memory (by default glibc raises that threshold after large frees).
+    'fast' (timing): the threshold a long-running process reaches by itself (32 MiB), so that
+    the timed calls do not pay a page fault for every temporary tensor (with 'track' they do, and
+    a renderer made of many mid-sized operations is slowed several times).
+    """
     try:
         import ctypes
         libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (a fixed value disables the adjustment)
-        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+        size = 1 << 16 if mode == 'track' else 1 << 25
+        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD (a fixed value disables the adjustment)
+        libc.mallopt(-1, size)  # M_TRIM_THRESHOLD
+        if mode == 'track':
+            libc.malloc_trim(0)  # hand back what the timed calls left in the heap
     except (OSError, AttributeError):
         pass
 
@@ -308,8 +322,6 @@ def main(argv=None):
         if c not in CASES:
             raise SystemExit(f'benchmark_render: unknown case {c!r}; choose from {CASES}')
     device = torch.device(args.device)
-    if device.type == 'cpu':
-        _malloc_return_memory()
     root = realdata_root()
     ds = load_dataset_config()
     sem = load_occupancy(root, ds)
