@@ -15,10 +15,14 @@ then the bottom 256 rows kept, as BEVDet's crop: cy -= 140), ``sampled-38400`` (
 Per row: the median wall time of ``--repeats`` calls after one warm-up, forward alone (inputs do not
 require grad) and forward + backward (loss = depth.sum() + features.sum(), gradients w.r.t. all
 Gaussian parameters / density and features); the scene tensors are built before the clock starts.
-Peak memory: one more forward + backward call, measured on its own (the sampling thread would
-slow the timed calls), above the memory before it (CPU: resident set size sampled every 0.5 ms
-from /proc/self/statm in a thread; CUDA: torch.cuda.max_memory_allocated); Gaussian-pixel
-intersections or composited volume samples;
+Peak memory: one forward + backward call measured on its own, above the memory before it. CPU: in
+a fresh process (``--memory-probe``) whose glibc serves every allocation above 64 KiB with mmap,
+so that the resident set size, sampled every 0.5 ms from /proc/self/statm in a thread, follows the
+live memory (the timed calls run with glibc's usual settings: with 64 KiB mmaps every temporary
+tensor costs page faults, which slowed the torch renderer about 3x; and a process that has run
+with the usual settings reuses freed heap pages, which hides allocations from the RSS). CUDA:
+torch.cuda.max_memory_allocated in the same process. Gaussian-pixel intersections or composited
+volume samples;
 and the median absolute depth error against an exact ray cast of the same voxel grid
 (``splattingocc.evaluation.functional.ray_casting.first_hit``: depth = camera z of the point where
 the pixel ray enters its first occupied voxel; pixels whose ray hits nothing are left out).
@@ -41,11 +45,14 @@ import math
 import os
 import pickle
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -232,9 +239,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_backward=None):
-    """Time forward alone, then forward + backward (scene built outside the clock); then one
-    more forward + backward under the memory sampler for the peak memory."""
+def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_backward=None,
+             memory_fn=None):
+    """Time forward alone, then forward + backward (scene built outside the clock); the peak
+    memory from ``memory_fn()`` (MB) if given, else from one more call measured here."""
     def fwd(scene):
         with torch.no_grad():
             return renderer(scene, cams, pixels)
@@ -245,7 +253,6 @@ def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_ba
         return out
 
     times = {}
-    _malloc_mode('fast')
     for name, fn in (('fwd', fwd), ('fwd_bwd', fwd_bwd)):
         if name == 'fwd_bwd' and before_backward is not None:
             before_backward()
@@ -262,12 +269,11 @@ def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_ba
             del out, scene
         times[name] = statistics.median(ts)
     scene = scene_fn(True)
-    _malloc_mode('track')
     sync(device)
-    with PeakMemory(device) as pm:
+    with PeakMemory(device, enabled=memory_fn is None) as pm:
         out = fwd_bwd(scene)
         sync(device)
-    peak = pm.peak_bytes
+    peak = pm.peak_bytes if memory_fn is None else memory_fn() * 2 ** 20
     depth = out.depth.detach().cpu().numpy()[0]
     hit = np.isfinite(exact)
     err = float(np.median(np.abs(depth[hit] - exact[hit]))) if hit.any() else float('nan')
@@ -277,25 +283,59 @@ def run_case(renderer, scene_fn, cams, pixels, exact, repeats, device, before_ba
                 alpha_mean=float(out.alpha.detach().mean()))
 
 
-def _malloc_mode(mode: str) -> None:
-    """glibc malloc settings for the two kinds of measurement (no effect without glibc).
-
-    'track' (memory): every allocation above 64 KiB is served by mmap and given back on free, so
+def _malloc_track_rss() -> None:
+    """Make glibc serve every allocation above 64 KiB with mmap and give it back on free, so that
     the RSS follows the live memory (by default glibc raises that threshold after large frees).
-    'fast' (timing): the threshold a long-running process reaches by itself (32 MiB), so that
-    the timed calls do not pay a page fault for every temporary tensor (with 'track' they do, and
-    a renderer made of many mid-sized operations is slowed several times).
-    """
+    Only for the memory probe process: it makes every temporary tensor cost page faults."""
     try:
         import ctypes
         libc = ctypes.CDLL('libc.so.6')
-        size = 1 << 16 if mode == 'track' else 1 << 25
-        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD (a fixed value disables the adjustment)
-        libc.mallopt(-1, size)  # M_TRIM_THRESHOLD
-        if mode == 'track':
-            libc.malloc_trim(0)  # hand back what the timed calls left in the heap
+        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (a fixed value disables the adjustment)
+        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def memory_in_fresh_process(backend: str, case: str, volume_checkpoint: bool,
+                            threads: Optional[int]) -> float:
+    """Peak MB of one forward + backward of ``backend`` on ``case``, in a new process."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--memory-probe', f'{backend},{case}',
+           '--volume-checkpoint', 'on' if volume_checkpoint else 'off']
+    if threads:
+        cmd += ['--threads', str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(r'^PEAK_MB (\S+)$', proc.stdout, re.M)
+    if proc.returncode != 0 or not m:
+        raise SystemExit(f'benchmark_render: memory probe {backend} {case} failed '
+                         f'({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}')
+    return float(m.group(1))
+
+
+def build_scene(backend: str, sem: np.ndarray, ds: dict, device, requires_grad: bool):
+    if backend == 'volume':
+        return make_grid(sem, ds, device, requires_grad)
+    return make_gaussians(sem, ds, device, requires_grad)
+
+
+def memory_probe(args) -> None:
+    """``--memory-probe BACKEND,CASE``: one forward + backward in this (fresh) process with the
+    RSS-tracking malloc settings; prints ``PEAK_MB <value>``."""
+    _malloc_track_rss()
+    backend, case = args.memory_probe.split(',')
+    root = realdata_root()
+    ds = load_dataset_config()
+    sem = load_occupancy(root, ds)
+    K_full, cam2ego = load_rig(root, ds)
+    cams = case_cameras(case, K_full, cam2ego, 'cpu')
+    pixels = case_pixels(case, cams, 'cpu')
+    renderer = build_renderer(backend)
+    if backend == 'volume':
+        renderer.checkpoint = args.volume_checkpoint == 'on'
+    scene = build_scene(backend, sem, ds, 'cpu', True)
+    with PeakMemory('cpu') as pm:
+        out = renderer(scene, cams, pixels)
+        (out.depth.sum() + out.features.sum()).backward()
+    print(f'PEAK_MB {pm.peak_bytes / 2 ** 20:.1f}', flush=True)
 
 
 def main(argv=None):
@@ -310,9 +350,13 @@ def main(argv=None):
                     help="the volume renderer's per-chunk activation checkpointing in the backward "
                          "pass; 'auto': on where the activations would exceed --volume-mem-gb")
     ap.add_argument('--volume-mem-gb', type=float, default=8.0)
+    ap.add_argument('--memory-probe', metavar='BACKEND,CASE', default=None,
+                    help='internal (CPU): print the peak memory of one forward + backward')
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        return memory_probe(args)
     backends = [b for b in args.backends.split(',') if b]
     cases = [c for c in args.cases.split(',') if c]
     for b in backends:
@@ -378,9 +422,14 @@ def main(argv=None):
                     mode['volume_checkpoint'] = r.checkpoint
                     print(f'[benchmark_render] volume {case}: ~{est_gb:.1f} GB of activations '
                           f'without checkpointing -> checkpoint={r.checkpoint}', flush=True)
+            memory_fn = None
+            if device.type == 'cpu':
+                def memory_fn(b=backend, c=case, r=renderer):
+                    return memory_in_fresh_process(b, c, bool(getattr(r, 'checkpoint', False)),
+                                                   args.threads)
             t0 = time.perf_counter()
             res = run_case(renderer, scene_fn, cams, pixels, exact, args.repeats, device,
-                           before_backward)
+                           before_backward, memory_fn)
             row = dict(backend=backend, case=case, pixels=n_pix, **res, **mode)
             rows.append(row)
             print(f'[benchmark_render] {backend:6s} {case:14s} fwd {res["fwd_s"]:.3f} s, '
