@@ -38,7 +38,4 @@ else
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$REPO/.venv/bin:$PATH"
-# OpenMP threads sleep instead of spinning when idle: on a shared or small CPU spinning threads
-# slowed the torch renderer up to 9x (measured on 2 cores under load).
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 "$VPY" -c 'import splattingocc, torch, gsplat, mmengine; print("[setup] python", __import__("sys").version.split()[0], "| torch", torch.__version__, "| gsplat", gsplat.__version__, "| mmengine", mmengine.__version__, "| cuda", torch.cuda.is_available())'
