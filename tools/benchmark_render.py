@@ -395,21 +395,15 @@ def main(argv=None):
                     print(f'[benchmark_render] {note}', flush=True)
                 continue
             renderer = build_renderer(backend).to(device)
-            if backend == 'volume':
-                grid = make_grid(sem, ds, device, False)
-                grid_g = make_grid(sem, ds, device, True)
+            plain = build_scene(backend, sem, ds, device, False)
+            with_grad = build_scene(backend, sem, ds, device, True)
 
-                def scene_fn(grad, g0=grid, g1=grid_g):
-                    if grad:
-                        g1.density.grad = None
-                        g1.features.grad = None
-                    return g1 if grad else g0
-            else:
-                gs = make_gaussians(sem, ds, device, False)
-                gs_g = make_gaussians(sem, ds, device, True)
-
-                def scene_fn(grad, g0=gs, g1=gs_g):
-                    return g1 if grad else g0
+            def scene_fn(grad, g0=plain, g1=with_grad):
+                if grad:  # fresh gradients for every call
+                    for t in vars(g1).values():
+                        if isinstance(t, torch.Tensor):
+                            t.grad = None
+                return g1 if grad else g0
             before_backward, mode = None, {}
             if backend == 'volume':
                 def before_backward(r=renderer, mode=mode):

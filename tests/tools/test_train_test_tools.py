@@ -116,11 +116,24 @@ def test_user_errors_are_one_clear_line(tool, argv, message, capsys, tmp_path):
     assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU refusal of --amp')
-def test_amp_on_cpu_is_refused_clearly(capsys, tmp_path):
+def test_amp_without_cuda_is_refused_clearly(capsys, tmp_path, monkeypatch):
+    # CUDA hidden by patching, so the refusal is checked on every machine, GPU or not
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert run_main(train_tool.main, [TOY_CONFIG, '--amp', '--work-dir', str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert '--amp needs a CUDA GPU' in err and 'without --amp' in err
+
+
+def test_amp_with_cuda_switches_to_the_amp_wrapper(monkeypatch):
+    from mmengine.config import Config
+
+    from splattingocc.engine import enable_amp
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW'))))
+    enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
 
 
 def test_resume_with_dangling_pointer_is_a_clear_error(tmp_path, capsys):
