@@ -29,6 +29,13 @@ Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ig
   ray the blending-weight distribution's variance ``E[|p|^2] - |E[p]|^2`` (m^2, weights normalised
   by alpha); its weighted mean over labelled rays is small when a ray's contributions come from
   one place (a sharp surface) rather than spread along it.
+* Free space along the rays (optional, ``loss_free_space``; a line-of-sight prior as in Urban
+  Radiance Fields, Rematas et al. 2022, from the depth labels only): a labelled pixel with depth d
+  says the camera ray is empty before its hit. S points per ray at camera depths drawn stratified
+  in ``[near, (1 - rel_margin) d]`` (the margin keeps them off the hit surface: for flat ground
+  seen from height h a point at depth t lies ``h (1 - t / d)`` above it) and inside the predicted
+  box get the Gaussians' density rho; the loss is the weighted mean of rho over those points,
+  which is the BCE of the occupancy ``q = 1 - exp(-rho)`` against "free" (``-log(1 - q) = rho``).
 * 3D occupancy (optional, ``use_3d_supervision``): with the voxelizer's density rho and class scores
   s on a grid, occupancy probability ``q = 1 - exp(-rho)``; ``loss_occ3d`` = mean BCE(q, occupied)
   and ``loss_sem3d`` = class-weighted mean over occupied voxels of ``-log(s[c] / sum(s) + eps)``.
@@ -253,6 +260,21 @@ def occupancy_3d_losses(density: Tensor,  # [B, X, Y, Z]
     return loss_occ, loss_sem
 
 
+def free_space_loss(density: Tensor,  # [M, S]
+                    valid: Tensor,  # [M, S]
+                    weight: Optional[Tensor] = None,  # [M]
+                    ) -> Tensor:
+    """Weighted mean density of the free-space points (module docstring)."""
+    assert density.shape == valid.shape and density.dim() == 2, (density.shape, valid.shape)
+    w = valid.to(density.dtype)
+    if weight is not None:
+        w = w * weight.to(density.dtype)[:, None]
+    denom = w.sum()
+    if float(denom) <= 0:
+        return _zero(density)
+    return (w * density).sum() / denom
+
+
 def auxiliary_ray_weights(frame_offset: Tensor,  # [B, C]
                           sem_labels: Tensor,  # [B, C, P]
                           aux_weight: float = 0.3,
@@ -345,6 +367,46 @@ class LSSDepthLoss(nn.Module):
 
     def forward(self, depth_prob: Tensor, target_bin: Tensor) -> Tensor:
         return self.loss_weight * lss_depth_loss(depth_prob, target_bin)
+
+
+@MODELS.register_module()
+class FreeSpaceLoss(nn.Module):
+    """``loss_weight * free_space_loss(...)``; also draws the points' camera depths.
+
+    Args:
+        samples_per_ray: S points per labelled ray.
+        near: closest camera depth sampled (m).
+        rel_margin: points stop at ``(1 - rel_margin) * depth`` (see the module docstring).
+        reach: neighbourhood of the density query (``voxelizer.grid_gaussian_density``).
+    """
+
+    def __init__(self, loss_weight: float = 1.0, samples_per_ray: int = 8, near: float = 0.5,
+                 rel_margin: float = 0.25, reach: int = 1):
+        super().__init__()
+        if samples_per_ray < 1 or not 0 <= rel_margin < 1 or near < 0:
+            raise ValueError(f'FreeSpaceLoss: needs samples_per_ray >= 1, 0 <= rel_margin < 1 and '
+                             f'near >= 0, got {samples_per_ray}, {rel_margin}, {near}')
+        self.loss_weight, self.samples_per_ray = loss_weight, int(samples_per_ray)
+        self.near, self.rel_margin, self.reach = float(near), float(rel_margin), int(reach)
+
+    def sample_depths(self, depth: Tensor, generator=None):
+        """depth [...] -> (camera depths [..., S], valid [..., S]): stratified in
+        [near, (1 - rel_margin) depth], one uniform draw per stratum (the stratum centres in eval
+        mode); rays without depth or too short for the margin give no valid points."""
+        S = self.samples_per_ray
+        far = depth * (1 - self.rel_margin)  # [...]
+        if self.training:
+            u = torch.rand(depth.shape + (S, ), device=depth.device, dtype=depth.dtype,
+                           generator=generator)
+        else:
+            u = torch.full(depth.shape + (S, ), 0.5, device=depth.device, dtype=depth.dtype)
+        frac = (torch.arange(S, device=depth.device, dtype=depth.dtype) + u) / S
+        z = self.near + (far - self.near)[..., None] * frac
+        valid = ((depth > 0) & (far > self.near))[..., None].expand_as(z)
+        return z, valid
+
+    def forward(self, density: Tensor, valid: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        return self.loss_weight * free_space_loss(density, valid, weight)
 
 
 @MODELS.register_module()

@@ -236,6 +236,55 @@ def voxelize_gaussians(
         num_pairs=plan.num_pairs, num_contributions=plan.num_contributions)
 
 
+def grid_gaussian_density(points: Tensor,  # [B, P, 3]
+                          means: Tensor,  # [B, N, 3]
+                          quats: Tensor,  # [B, N, 4]
+                          scales: Tensor,  # [B, N, 3]
+                          opacities: Tensor,  # [B, N]
+                          pc_range: Sequence[float],
+                          grid_size: Sequence[int],
+                          reach: int = 1) -> Tensor:
+    """Density ``sum_i o_i exp(-0.5 (p - mu_i)^T Sigma_i^-1 (p - mu_i))`` at arbitrary points, for
+    Gaussians laid out one per voxel of a grid (the Gaussian head's order: N = X * Y * Z, index
+    ``(ix * Y + iy) * Z + iz``).
+
+    Only the Gaussians of the voxels within ``reach`` voxels (per axis) of the voxel holding the
+    point are summed: (2 reach + 1)^3 of them, a truncation (the head keeps each mean inside its
+    voxel and its scales bounded, so the dropped terms are the far tails). Points outside the box
+    use the nearest boundary voxel's neighbourhood. Differentiable in all Gaussian parameters.
+
+    Returns:
+        [B, P] densities.
+    """
+    assert points.dim() == 3 and points.shape[-1] == 3, points.shape
+    B, P = points.shape[:2]
+    X, Y, Z = (int(g) for g in grid_size)
+    N = X * Y * Z
+    if means.shape[:2] != (B, N):
+        raise ValueError(f'grid_gaussian_density: {tuple(means.shape[:2])} Gaussians, expected '
+                         f'({B}, {N}): one per voxel of the grid {X, Y, Z}')
+    device, dtype = means.device, means.dtype
+    lo = torch.tensor([float(v) for v in pc_range[:3]], device=device, dtype=dtype)
+    hi = torch.tensor([float(v) for v in pc_range[3:]], device=device, dtype=dtype)
+    dims = torch.tensor([X, Y, Z], device=device)
+    with torch.no_grad():
+        cell = ((points.to(dtype) - lo) / (hi - lo) * dims).floor().long()  # [B, P, 3]
+        cell = torch.minimum(cell.clamp_min(0), dims - 1)
+        r = torch.arange(-reach, reach + 1, device=device)
+        offs = torch.stack(torch.meshgrid(r, r, r, indexing='ij'), -1).reshape(-1, 3)  # [M, 3]
+        nb = cell[:, :, None, :] + offs  # [B, P, M, 3]
+        ok = ((nb >= 0) & (nb < dims)).all(-1)  # [B, P, M]
+        nb = torch.minimum(nb.clamp_min(0), dims - 1)
+        flat = (nb[..., 0] * Y + nb[..., 1]) * Z + nb[..., 2]  # [B, P, M]
+        flat = (flat + torch.arange(B, device=device)[:, None, None] * N).reshape(-1)
+    R = quat_to_rotmat(quats.reshape(B * N, 4))  # [BN, 3, 3]
+    prec = (R / scales.reshape(B * N, 1, 3).square()) @ R.transpose(-1, -2)  # [BN, 3, 3]
+    d = points.to(dtype)[:, :, None, :] - means.reshape(B * N, 3)[flat].reshape(B, P, -1, 3)
+    m2 = torch.einsum('bpmi,bpmij,bpmj->bpm', d, prec[flat].reshape(B, P, -1, 3, 3), d)
+    w = opacities.reshape(B * N)[flat].reshape(B, P, -1) * torch.exp(-0.5 * m2)
+    return (w * ok).sum(-1)
+
+
 @dataclass
 class _Grid:
     lo: Tensor  # [3]
@@ -560,4 +609,4 @@ def gaussians_from_voxels(
 
 
 __all__ = ['GaussianVoxelizer', 'VoxelizerOutput', 'voxelize_gaussians', 'scores_to_semantics',
-           'quat_to_rotmat', 'gaussians_from_voxels']
+           'quat_to_rotmat', 'gaussians_from_voxels', 'grid_gaussian_density']

@@ -8,8 +8,9 @@ from scipy.spatial.transform import Rotation
 
 from splattingocc.registry import MODELS
 from splattingocc.structures import Gaussians
-from splattingocc.voxelizer import (GaussianVoxelizer, gaussians_from_voxels, quat_to_rotmat,
-                                    scores_to_semantics, voxelize_gaussians)
+from splattingocc.voxelizer import (GaussianVoxelizer, gaussians_from_voxels,
+                                    grid_gaussian_density, quat_to_rotmat, scores_to_semantics,
+                                    voxelize_gaussians)
 
 # a small grid with unequal voxel sizes (0.4, 0.5, 0.3) and an off-origin box
 PC_RANGE = (-2.0, -1.5, -0.9, 2.0, 1.5, 0.6)
@@ -354,3 +355,63 @@ def test_round_trip_real_occ3d_frame(realdata):
     bad = pred.copy()
     bad[gt == 4] = 0
     assert _miou_masked(bad, gt, mask) < miou - 3
+
+
+def _grid_gaussians(grid, pc, seed=0, dtype=torch.float64):
+    """One random Gaussian per voxel (mean inside it, scales up to half a voxel)."""
+    g = torch.Generator().manual_seed(seed)
+    X, Y, Z = grid
+    lo, hi = torch.tensor(pc[:3], dtype=dtype), torch.tensor(pc[3:], dtype=dtype)
+    vs = (hi - lo) / torch.tensor(grid, dtype=dtype)
+    idx = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=dtype) for n in grid),
+                                     indexing='ij'), -1).reshape(-1, 3)  # x-major order
+    N = X * Y * Z
+    means = lo + vs * (idx + torch.rand(N, 3, generator=g, dtype=dtype))
+    scales = vs * (0.1 + 0.4 * torch.rand(N, 3, generator=g, dtype=dtype))
+    quats = torch.randn(N, 4, generator=g, dtype=dtype)
+    opac = torch.rand(N, generator=g, dtype=dtype)
+    return means[None], quats[None], scales[None], opac[None], vs
+
+
+def _dense_density(points, means, quats, scales, opac, keep=None):
+    """Brute force: every Gaussian (or those where keep[p, n]) at every point."""
+    R = quat_to_rotmat(quats[0])
+    cov = R @ torch.diag_embed(scales[0].square()) @ R.transpose(-1, -2)
+    d = points[0][:, None, :] - means[0][None]  # [P, N, 3]
+    m2 = torch.einsum('pni,nij,pnj->pn', d, torch.linalg.inv(cov), d)
+    w = opac[0][None] * torch.exp(-0.5 * m2)
+    if keep is not None:
+        w = w * keep
+    return w.sum(-1)[None]
+
+
+def test_grid_gaussian_density_matches_brute_force():
+    """reach covering the whole grid: the exact sum over all Gaussians; reach=1: the sum over
+    the 3 x 3 x 3 voxels around the point's voxel (checked with an explicit neighbour test)."""
+    grid, pc = (5, 4, 3), [-5.0, -4.0, -1.0, 5.0, 4.0, 2.0]
+    means, quats, scales, opac, vs = _grid_gaussians(grid, pc)
+    g = torch.Generator().manual_seed(1)
+    lo = torch.tensor(pc[:3], dtype=torch.float64)
+    hi = torch.tensor(pc[3:], dtype=torch.float64)
+    pts = (lo + (hi - lo) * torch.rand(1, 200, 3, generator=g, dtype=torch.float64))
+    full = grid_gaussian_density(pts, means, quats, scales, opac, pc, grid, reach=5)
+    assert torch.allclose(full, _dense_density(pts, means, quats, scales, opac), atol=1e-12)
+    near = grid_gaussian_density(pts, means, quats, scales, opac, pc, grid, reach=1)
+    cell = ((pts[0] - lo) / vs).floor()  # [P, 3]
+    idx = torch.stack(torch.meshgrid(*(torch.arange(n) for n in grid), indexing='ij'),
+                      -1).reshape(-1, 3)
+    keep = ((idx[None].double() - cell[:, None]).abs() <= 1).all(-1).double()  # [P, N]
+    assert torch.allclose(near, _dense_density(pts, means, quats, scales, opac, keep), atol=1e-12)
+    assert (full - near).max() > 0  # the truncation drops something here
+
+
+def test_grid_gaussian_density_gradcheck_and_bad_count():
+    grid, pc = (2, 2, 2), [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]
+    means, quats, scales, opac, _ = _grid_gaussians(grid, pc, seed=2)
+    pts = torch.tensor([[[0.3, 0.7, 1.2], [1.5, 1.9, 0.1], [1.0, 0.2, 1.7]]], dtype=torch.float64)
+    args = [t.clone().requires_grad_() for t in (means, quats, scales, opac)]
+    assert torch.autograd.gradcheck(
+        lambda m, q, s, o: grid_gaussian_density(pts, m, q, s, o, pc, grid), args)
+    with pytest.raises(ValueError, match='one per voxel'):
+        grid_gaussian_density(pts, means[:, :7], quats[:, :7], scales[:, :7], opac[:, :7], pc,
+                              grid)

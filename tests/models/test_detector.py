@@ -7,9 +7,9 @@ import torch
 from mmengine.config import Config
 
 import splattingocc.models  # noqa: F401
-from splattingocc.models.detector import density_grid_to_voxels
+from splattingocc.models.detector import density_grid_to_voxels, labels_in_range
 from splattingocc.registry import MODELS
-from splattingocc.structures import DensityGrid, Gaussians, rigid_inverse
+from splattingocc.structures import Cameras, DensityGrid, Gaussians, rigid_inverse
 
 PC = [-8.0, -8.0, -1.0, 8.0, 8.0, 3.0]
 PRED_GRID = [8, 8, 4]  # 2 m x 2 m x 1 m voxels, one Gaussian each
@@ -322,3 +322,133 @@ def test_tensor_mode_and_bad_mode():
     batch.pop('cam2ego')
     with pytest.raises(KeyError, match='cam2ego'):
         model(mode='loss', **batch)
+
+
+def test_labels_in_range_hand_case():
+    """Camera = world frame, f = 2, principal point (1, 1), 2 x 2 labels: pixel (row i, col j)
+    at depth d back-projects to ((j + 0.5 - 1) d / 2, (i + 0.5 - 1) d / 2, d)."""
+    depth = torch.tensor([[4.0, 0.0], [8.0, 2.0]]).reshape(1, 1, 2, 2)
+    K = torch.tensor([[2.0, 0, 1], [0, 2.0, 1], [0, 0, 1]]).reshape(1, 1, 3, 3)
+    V = torch.eye(4).reshape(1, 1, 4, 4)
+    # points: (0,0): (-1, -1, 4); (0,1): no depth; (1,0): (-2, 2, 8); (1,1): (0.5, 0.5, 2)
+    box = [-1.5, -1.5, 0.0, 1.5, 1.5, 5.0]
+    got = labels_in_range(depth, V, K, box)
+    assert got.tolist() == [[[[True, False], [False, True]]]]
+    got = labels_in_range(depth, V, K, [-3.0, -3.0, 0.0, 3.0, 3.0, 5.0])  # (1,0): z = 8 > 5
+    assert got.tolist() == [[[[True, False], [False, True]]]]
+    got = labels_in_range(depth, V, K, [-3.0, -3.0, 0.0, 3.0, 3.0, 9.0])
+    assert got.tolist() == [[[[True, False], [True, True]]]]
+
+
+def test_labels_in_range_matches_a_per_pixel_loop():
+    """Rotated, translated cameras: the same answer as back-projecting pixel by pixel."""
+    g = torch.Generator().manual_seed(3)
+    cam2ego = ring_cameras(3)
+    cam2ego[:, :3, 3] += torch.tensor([1.0, -2.0, 0.3])
+    V = rigid_inverse(cam2ego)[None]
+    K = torch.tensor([[5.0, 0, 4], [0, 5.0, 3], [0, 0, 1]]).expand(1, 3, 3, 3)
+    depth = 1 + 12 * torch.rand(1, 3, 6, 8, generator=g)
+    depth[torch.rand(depth.shape, generator=g) < 0.2] = 0
+    box = [-6.0, -5.0, -1.0, 7.0, 6.0, 2.5]
+    got = labels_in_range(depth, V, K, box)
+    want = torch.zeros_like(got)
+    for c in range(3):
+        for i in range(6):
+            for j in range(8):
+                d = float(depth[0, c, i, j])
+                if d <= 0:
+                    continue
+                p_cam = torch.tensor([(j + 0.5 - 4) / 5 * d, (i + 0.5 - 3) / 5 * d, d, 1.0])
+                p = (cam2ego[c].double() @ p_cam.double())[:3]
+                want[0, c, i, j] = bool(all(box[a] <= p[a] < box[a + 3] for a in range(3)))
+    assert got.any() and not got.all()
+    assert torch.equal(got, want)
+
+
+def test_labels_outside_the_grid_do_not_affect_the_loss():
+    """label_range='grid' (default): changing labels whose point lies outside the head's box
+    changes nothing; with label_range=None it does."""
+    torch.manual_seed(0)
+    batch = random_batch(F=1)
+    outside = ~labels_in_range(batch['gt_depth'], batch['render_viewmats'], batch['render_Ks'],
+                               PC) & (batch['gt_depth'] > 0)
+    assert outside.any() and (~outside & (batch['gt_depth'] > 0)).any()
+    changed = dict(batch, gt_depth=torch.where(outside, batch['gt_depth'] * 1.1,
+                                               batch['gt_depth']),
+                   gt_semantics=torch.where(outside, (batch['gt_semantics'] + 1) % 17,
+                                            batch['gt_semantics']))
+    for label_range, same in (('grid', True), (None, False)):
+        model = MODELS.build(small_model_cfg(
+            loss_lss_depth=None, loss_opacity=None, label_range=label_range,
+            pixel_sampler=dict(type='PixelSampler', mode='dense')))
+        model.eval()
+        with torch.no_grad():
+            a = model(mode='loss', **batch)
+            b = model(mode='loss', **changed)
+        for key in ('loss_depth', 'loss_sem'):
+            assert torch.allclose(a[key], b[key]) == same, (label_range, key)
+
+
+def test_label_range_bad_value():
+    with pytest.raises(ValueError, match='label_range'):
+        MODELS.build(small_model_cfg(label_range='box'))
+    with pytest.raises(ValueError, match='6 numbers'):
+        MODELS.build(small_model_cfg(label_range=[0, 1, 2]))
+
+
+def test_free_space_term_matches_a_per_point_reference():
+    """free_space_term = weighted mean over the in-box points before each labelled depth of the
+    density of all Gaussians (reach covering the whole grid), points at the stratum centres in
+    eval mode, back-projected pixel by pixel here."""
+    from splattingocc.voxelizer import quat_to_rotmat
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(
+        loss_free_space=dict(type='FreeSpaceLoss', samples_per_ray=3, near=0.5, rel_margin=0.2,
+                             reach=8)))
+    model.eval()
+    batch = random_batch(F=1, H=8, W=16, ds=2)
+    with torch.no_grad():
+        scene = model.head(torch.randn(1, 8, *PRED_GRID))
+        cams = Cameras(viewmats=batch['render_viewmats'], Ks=batch['render_Ks'], width=8, height=4)
+        depth = batch['gt_depth']  # [1, C, 4, 8]
+        weight = torch.rand(depth.numel())
+        got = model.free_space_term(scene, cams, None, depth, weight)
+        R = quat_to_rotmat(scene.quats[0])
+        prec = torch.linalg.inv(R @ torch.diag_embed(scene.scales[0].square()) @ R.mT)
+        num = den = 0.0
+        C, h, w = depth.shape[1:]
+        for c in range(C):
+            Kinv = torch.linalg.inv(batch['render_Ks'][0, c])
+            cam2world = rigid_inverse(batch['render_viewmats'][0, c])
+            for i in range(h):
+                for j in range(w):
+                    d = float(depth[0, c, i, j])
+                    r = (c * h + i) * w + j
+                    far = 0.8 * d
+                    if d <= 0 or far <= 0.5:
+                        continue
+                    for k in range(3):
+                        z = 0.5 + (far - 0.5) * (k + 0.5) / 3
+                        p = cam2world[:3, :3] @ (Kinv @ torch.tensor([j + 0.5, i + 0.5, 1.0]) * z)
+                        p = p + cam2world[:3, 3]
+                        if not all(PC[a] <= p[a] < PC[a + 3] for a in range(3)):
+                            continue
+                        dd = p - scene.means[0]
+                        rho = (scene.opacities[0] * torch.exp(
+                            -0.5 * torch.einsum('ni,nij,nj->n', dd, prec, dd))).sum()
+                        num += float(weight[r] * rho)
+                        den += float(weight[r])
+    assert den > 0
+    assert torch.allclose(got, torch.tensor(num / den), rtol=1e-4)
+
+
+def test_free_space_loss_trains_and_needs_gaussians():
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(loss_free_space=dict(type='FreeSpaceLoss')))
+    losses = model(mode='loss', **random_batch())
+    assert torch.isfinite(losses['loss_free_space']) and losses['loss_free_space'] > 0
+    sum(v for k, v in losses.items() if k.startswith('loss')).backward()
+    assert model.head.opacity.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='loss_free_space needs a Gaussian scene'):
+        MODELS.build(small_model_cfg(loss_free_space=dict(type='FreeSpaceLoss'),
+                                     renderer=dict(type='VolumeRenderer')))
