@@ -377,17 +377,18 @@ class FreeSpaceLoss(nn.Module):
         samples_per_ray: S points per labelled ray.
         near: closest camera depth sampled (m).
         rel_margin: points stop at ``(1 - rel_margin) * depth`` (see the module docstring).
-        reach: neighbourhood of the density query (``voxelizer.grid_gaussian_density``).
+        window: the density at a point sums the Gaussians of the window^3 voxels nearest it
+            (``voxelizer.grid_gaussian_density``; 2: the 8 voxels whose centres surround it).
     """
 
     def __init__(self, loss_weight: float = 1.0, samples_per_ray: int = 8, near: float = 0.5,
-                 rel_margin: float = 0.25, reach: int = 1):
+                 rel_margin: float = 0.25, window: int = 2):
         super().__init__()
         if samples_per_ray < 1 or not 0 <= rel_margin < 1 or near < 0:
             raise ValueError(f'FreeSpaceLoss: needs samples_per_ray >= 1, 0 <= rel_margin < 1 and '
                              f'near >= 0, got {samples_per_ray}, {rel_margin}, {near}')
         self.loss_weight, self.samples_per_ray = loss_weight, int(samples_per_ray)
-        self.near, self.rel_margin, self.reach = float(near), float(rel_margin), int(reach)
+        self.near, self.rel_margin, self.window = float(near), float(rel_margin), int(window)
 
     def sample_depths(self, depth: Tensor, generator=None):
         """depth [...] -> (camera depths [..., S], valid [..., S]): stratified in

@@ -243,20 +243,24 @@ def grid_gaussian_density(points: Tensor,  # [B, P, 3]
                           opacities: Tensor,  # [B, N]
                           pc_range: Sequence[float],
                           grid_size: Sequence[int],
-                          reach: int = 1) -> Tensor:
+                          window: int = 2) -> Tensor:
     """Density ``sum_i o_i exp(-0.5 (p - mu_i)^T Sigma_i^-1 (p - mu_i))`` at arbitrary points, for
     Gaussians laid out one per voxel of a grid (the Gaussian head's order: N = X * Y * Z, index
     ``(ix * Y + iy) * Z + iz``).
 
-    Only the Gaussians of the voxels within ``reach`` voxels (per axis) of the voxel holding the
-    point are summed: (2 reach + 1)^3 of them, a truncation (the head keeps each mean inside its
-    voxel and its scales bounded, so the dropped terms are the far tails). Points outside the box
-    use the nearest boundary voxel's neighbourhood. Differentiable in all Gaussian parameters.
+    Only the Gaussians of a ``window``^3 block of voxels around each point are summed: with the
+    point at continuous voxel coordinate x (per axis), the voxels ``floor(x - (window - 1) / 2)``
+    onwards, i.e. the voxels whose centres are nearest the point (window 2: the 8 voxels whose
+    centres surround it; 3: its own voxel and its 26 neighbours). A truncation: the head keeps
+    each mean inside its voxel and its scales bounded, so the dropped terms are far tails. Voxels
+    outside the grid are skipped. Differentiable in all Gaussian parameters.
 
     Returns:
         [B, P] densities.
     """
     assert points.dim() == 3 and points.shape[-1] == 3, points.shape
+    if window < 1:
+        raise ValueError(f'grid_gaussian_density: window must be >= 1, got {window}')
     B, P = points.shape[:2]
     X, Y, Z = (int(g) for g in grid_size)
     N = X * Y * Z
@@ -268,20 +272,29 @@ def grid_gaussian_density(points: Tensor,  # [B, P, 3]
     hi = torch.tensor([float(v) for v in pc_range[3:]], device=device, dtype=dtype)
     dims = torch.tensor([X, Y, Z], device=device)
     with torch.no_grad():
-        cell = ((points.to(dtype) - lo) / (hi - lo) * dims).floor().long()  # [B, P, 3]
-        cell = torch.minimum(cell.clamp_min(0), dims - 1)
-        r = torch.arange(-reach, reach + 1, device=device)
+        x = (points.to(dtype) - lo) / (hi - lo) * dims  # [B, P, 3] continuous voxel coordinates
+        start = (x - (window - 1) / 2).floor().long()
+        r = torch.arange(window, device=device)
         offs = torch.stack(torch.meshgrid(r, r, r, indexing='ij'), -1).reshape(-1, 3)  # [M, 3]
-        nb = cell[:, :, None, :] + offs  # [B, P, M, 3]
+        nb = start[:, :, None, :] + offs  # [B, P, M, 3]
         ok = ((nb >= 0) & (nb < dims)).all(-1)  # [B, P, M]
         nb = torch.minimum(nb.clamp_min(0), dims - 1)
         flat = (nb[..., 0] * Y + nb[..., 1]) * Z + nb[..., 2]  # [B, P, M]
         flat = (flat + torch.arange(B, device=device)[:, None, None] * N).reshape(-1)
     R = quat_to_rotmat(quats.reshape(B * N, 4))  # [BN, 3, 3]
     prec = (R / scales.reshape(B * N, 1, 3).square()) @ R.transpose(-1, -2)  # [BN, 3, 3]
-    d = points.to(dtype)[:, :, None, :] - means.reshape(B * N, 3)[flat].reshape(B, P, -1, 3)
-    m2 = torch.einsum('bpmi,bpmij,bpmj->bpm', d, prec[flat].reshape(B, P, -1, 3, 3), d)
-    w = opacities.reshape(B * N)[flat].reshape(B, P, -1) * torch.exp(-0.5 * m2)
+    # one gather of the packed parameters: mean (3), Pxx Pyy Pzz Pxy Pxz Pyz, opacity
+    pack = torch.cat([means.reshape(B * N, 3), prec[:, 0, 0, None], prec[:, 1, 1, None],
+                      prec[:, 2, 2, None], prec[:, 0, 1, None], prec[:, 0, 2, None],
+                      prec[:, 1, 2, None], opacities.reshape(B * N, 1)], -1)  # [BN, 10]
+    # unbind (not indexing): its backward stacks the 10 gradients instead of summing 10
+    # zero-padded copies of the whole gathered block
+    mx, my, mz, pxx, pyy, pzz, pxy, pxz, pyz, o = pack[flat].reshape(B, P, -1, 10).unbind(-1)
+    px, py, pz = points.to(dtype)[:, :, None, :].unbind(-1)  # [B, P, 1] each
+    dx, dy, dz = px - mx, py - my, pz - mz  # [B, P, M]
+    m2 = (pxx * dx * dx + pyy * dy * dy + pzz * dz * dz
+          + 2 * (pxy * dx * dy + pxz * dx * dz + pyz * dy * dz))
+    w = o * torch.exp(-0.5 * m2)
     return (w * ok).sum(-1)
 
 

@@ -386,23 +386,26 @@ def _dense_density(points, means, quats, scales, opac, keep=None):
 
 
 def test_grid_gaussian_density_matches_brute_force():
-    """reach covering the whole grid: the exact sum over all Gaussians; reach=1: the sum over
-    the 3 x 3 x 3 voxels around the point's voxel (checked with an explicit neighbour test)."""
+    """A window covering the whole grid: the exact sum over all Gaussians; windows 2 and 3: the
+    sums over the voxels whose centres are within 1 (resp. 1.5) voxels of the point per axis
+    (an explicit neighbour test)."""
     grid, pc = (5, 4, 3), [-5.0, -4.0, -1.0, 5.0, 4.0, 2.0]
     means, quats, scales, opac, vs = _grid_gaussians(grid, pc)
     g = torch.Generator().manual_seed(1)
     lo = torch.tensor(pc[:3], dtype=torch.float64)
     hi = torch.tensor(pc[3:], dtype=torch.float64)
     pts = (lo + (hi - lo) * torch.rand(1, 200, 3, generator=g, dtype=torch.float64))
-    full = grid_gaussian_density(pts, means, quats, scales, opac, pc, grid, reach=5)
+    full = grid_gaussian_density(pts, means, quats, scales, opac, pc, grid, window=11)
     assert torch.allclose(full, _dense_density(pts, means, quats, scales, opac), atol=1e-12)
-    near = grid_gaussian_density(pts, means, quats, scales, opac, pc, grid, reach=1)
-    cell = ((pts[0] - lo) / vs).floor()  # [P, 3]
+    x = (pts[0] - lo) / vs  # [P, 3] continuous voxel coordinates; voxel centres at index + 0.5
     idx = torch.stack(torch.meshgrid(*(torch.arange(n) for n in grid), indexing='ij'),
-                      -1).reshape(-1, 3)
-    keep = ((idx[None].double() - cell[:, None]).abs() <= 1).all(-1).double()  # [P, N]
-    assert torch.allclose(near, _dense_density(pts, means, quats, scales, opac, keep), atol=1e-12)
-    assert (full - near).max() > 0  # the truncation drops something here
+                      -1).reshape(-1, 3).double()
+    for window, half in ((2, 1.0), (3, 1.5)):
+        near = grid_gaussian_density(pts, means, quats, scales, opac, pc, grid, window=window)
+        keep = ((idx[None] + 0.5 - x[:, None]).abs() < half).all(-1).double()  # [P, N]
+        assert torch.allclose(near, _dense_density(pts, means, quats, scales, opac, keep),
+                              atol=1e-12)
+        assert (full - near).max() > 0  # the truncation drops something here
 
 
 def test_grid_gaussian_density_gradcheck_and_bad_count():
@@ -412,6 +415,8 @@ def test_grid_gaussian_density_gradcheck_and_bad_count():
     args = [t.clone().requires_grad_() for t in (means, quats, scales, opac)]
     assert torch.autograd.gradcheck(
         lambda m, q, s, o: grid_gaussian_density(pts, m, q, s, o, pc, grid), args)
+    with pytest.raises(ValueError, match='window'):
+        grid_gaussian_density(pts, means, quats, scales, opac, pc, grid, window=0)
     with pytest.raises(ValueError, match='one per voxel'):
         grid_gaussian_density(pts, means[:, :7], quats[:, :7], scales[:, :7], opac[:, :7], pc,
                               grid)

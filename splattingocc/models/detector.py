@@ -139,6 +139,20 @@ def density_grid_to_voxels(grid: DensityGrid, pc_range: Sequence[float],
     return out[:, 0] * vs, out[:, 1:].permute(0, 2, 3, 4, 1)
 
 
+def density_grid_at(grid: DensityGrid, points: Tensor) -> Tensor:
+    """Trilinear density of a DensityGrid at points [B, P, 3] -> [B, P] (the interpolation of
+    ``density_grid_to_voxels``: voxel-centred samples, border values outside)."""
+    B, P = points.shape[:2]
+    src = grid.pc_range
+    lo = points.new_tensor(src[:3])
+    hi = points.new_tensor(src[3:])
+    norm = (points - lo) / (hi - lo) * 2 - 1  # [B, P, 3] in (x, y, z) order
+    coords = norm.flip(-1).reshape(B, P, 1, 1, 3)  # grid_sample wants (z, y, x)
+    out = F.grid_sample(grid.density[:, None].to(points), coords, mode='bilinear',
+                        padding_mode='border', align_corners=False)  # [B, 1, P, 1, 1]
+    return out.reshape(B, P)
+
+
 @MODELS.register_module()
 class SplattingOcc(BaseModel):
     """The network. Components are config dicts built from ``MODELS``.
@@ -153,8 +167,10 @@ class SplattingOcc(BaseModel):
         loss_depth, loss_sem: 2D losses (``SILogLoss`` | ``L1DepthLoss``, ``RenderedCELoss``).
         loss_lss_depth: optional ``LSSDepthLoss`` on the lifted depth distribution.
         loss_opacity: optional ``OpacityEntropyLoss``.
-        loss_free_space: optional ``FreeSpaceLoss``: the Gaussians' density at points before each
-            labelled ray's depth (losses.py), Gaussian scenes only.
+        loss_free_space: optional ``FreeSpaceLoss`` (losses.py) at points before each labelled
+            ray's depth: the Gaussians' density there, or for a DensityGrid the optical depth
+            over one Occ3D voxel edge (``density * voxel size``, trilinear): the same quantity
+            ``rho`` whose ``1 - exp(-rho)`` is the voxel occupancy at test time.
         loss_distortion: optional ``RayDistortionLoss`` (renders 4 extra feature channels: the
             world position and its squared norm).
         loss_3d: optional ``Occupancy3DLoss`` (used when ``use_3d_supervision``).
@@ -257,9 +273,6 @@ class SplattingOcc(BaseModel):
         if getattr(self.head, 'scene_type', 'gaussians') == 'auto':
             self.head.set_scene_type(self._renderer_scene_type())
         self.scene_type = getattr(self.head, 'scene_type', 'gaussians')
-        if self.loss_free_space is not None and self.scene_type != 'gaussians':
-            raise ValueError('SplattingOcc: loss_free_space needs a Gaussian scene (it queries the '
-                             'Gaussians of the head\'s grid); remove it for the VolumeRenderer')
         # free label / class count of the Occ3D grid, from the voxelizer config
         self.free_label = int(self.voxelizer.free_label)
         self.num_classes = int(self.voxelizer.num_classes)
@@ -422,7 +435,7 @@ class SplattingOcc(BaseModel):
             losses['time_render'] = out.alpha.new_tensor(self._render_clock.seconds())
         return losses
 
-    def free_space_term(self, scene: Gaussians, cams: Cameras, pixels: Optional[Tensor],
+    def free_space_term(self, scene, cams: Cameras, pixels: Optional[Tensor],
                         depth: Tensor, weight: Tensor) -> Tensor:
         """``loss_free_space`` on the rays of this step: points before each labelled depth,
         back-projected through the rendering cameras into the head's box.
@@ -438,7 +451,7 @@ class SplattingOcc(BaseModel):
             v, u = torch.meshgrid(torch.arange(h, device=depth.device) + 0.5,
                                   torch.arange(w, device=depth.device) + 0.5, indexing='ij')
             pixels = torch.stack([u, v], -1).reshape(1, 1, h * w, 2).expand(B, C, h * w, 2)
-        d = depth.reshape(B, C, -1).to(scene.means.dtype)  # [B, C, P]
+        d = depth.reshape(B, C, -1).float()  # [B, C, P]
         z, valid = self.loss_free_space.sample_depths(d)  # [B, C, P, S]
         uv1 = torch.cat([pixels.to(d), torch.ones_like(pixels[..., :1]).to(d)], -1)
         rays = uv1 @ torch.linalg.inv(cams.Ks.to(d)).transpose(-1, -2)  # [B, C, P, 3], z = 1
@@ -448,10 +461,19 @@ class SplattingOcc(BaseModel):
         box = torch.tensor(self.head.pc_range, device=d.device, dtype=d.dtype)
         valid = valid & ((pts >= box[:3]) & (pts < box[3:])).all(-1)
         S = z.shape[-1]
-        density = grid_gaussian_density(pts.reshape(B, -1, 3), scene.means, scene.quats,
-                                        scene.scales, scene.opacities, self.head.pc_range,
-                                        self.head.grid_size, reach=self.loss_free_space.reach)
+        if isinstance(scene, Gaussians):
+            density = grid_gaussian_density(pts.reshape(B, -1, 3), scene.means, scene.quats,
+                                            scene.scales, scene.opacities, self.head.pc_range,
+                                            self.head.grid_size,
+                                            window=self.loss_free_space.window)
+        else:
+            density = density_grid_at(scene, pts.reshape(B, -1, 3)) * self.voxelizer_edge()
         return self.loss_free_space(density.reshape(-1, S), valid.reshape(-1, S), weight)
+
+    def voxelizer_edge(self) -> float:
+        """Shortest voxel edge of the voxelizer's (Occ3D) grid, metres."""
+        pc, size = self.voxelizer.pc_range, self.voxelizer.occ_size
+        return min((float(pc[a + 3]) - float(pc[a])) / int(n) for a, n in enumerate(size))
 
     def occ_fields(self, scene):
         """(density [B, X, Y, Z], class scores [B, X, Y, Z, K]) on the voxelizer's (Occ3D) grid."""

@@ -404,7 +404,7 @@ def test_free_space_term_matches_a_per_point_reference():
     torch.manual_seed(0)
     model = MODELS.build(small_model_cfg(
         loss_free_space=dict(type='FreeSpaceLoss', samples_per_ray=3, near=0.5, rel_margin=0.2,
-                             reach=8)))
+                             window=17)))
     model.eval()
     batch = random_batch(F=1, H=8, W=16, ds=2)
     with torch.no_grad():
@@ -442,13 +442,30 @@ def test_free_space_term_matches_a_per_point_reference():
     assert torch.allclose(got, torch.tensor(num / den), rtol=1e-4)
 
 
-def test_free_space_loss_trains_and_needs_gaussians():
+@pytest.mark.parametrize('renderer', ['TorchSplatRenderer', 'VolumeRenderer'])
+def test_free_space_loss_trains(renderer):
     torch.manual_seed(0)
-    model = MODELS.build(small_model_cfg(loss_free_space=dict(type='FreeSpaceLoss')))
+    model = MODELS.build(small_model_cfg(loss_free_space=dict(type='FreeSpaceLoss'),
+                                         renderer=dict(type=renderer)))
     losses = model(mode='loss', **random_batch())
     assert torch.isfinite(losses['loss_free_space']) and losses['loss_free_space'] > 0
     sum(v for k, v in losses.items() if k.startswith('loss')).backward()
     assert model.head.opacity.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match='loss_free_space needs a Gaussian scene'):
-        MODELS.build(small_model_cfg(loss_free_space=dict(type='FreeSpaceLoss'),
-                                     renderer=dict(type='VolumeRenderer')))
+
+
+def test_density_grid_at_voxel_centres_and_free_space_scale():
+    """At voxel centres the trilinear density is the voxel's own value; the free-space term of a
+    DensityGrid is density * (shortest Occ3D voxel edge) at the points."""
+    g = torch.Generator().manual_seed(0)
+    density = torch.rand(1, *PRED_GRID, generator=g)
+    grid = DensityGrid(density=density, features=torch.zeros(1, *PRED_GRID, 17), pc_range=PC)
+    from splattingocc.models.gaussian_head import voxel_centres
+    from splattingocc.models.detector import density_grid_at
+    c = voxel_centres(PC, PRED_GRID).reshape(1, -1, 3)
+    assert torch.allclose(density_grid_at(grid, c), density.reshape(1, -1), atol=1e-6)
+    mid = (c[:, :1] + c[:, 1:2]) / 2  # halfway between voxels (0, 0, 0) and (0, 0, 1)
+    assert torch.allclose(density_grid_at(grid, mid)[0, 0], density[0, 0, 0, :2].mean(),
+                          atol=1e-6)
+    model = MODELS.build(small_model_cfg(renderer=dict(type='VolumeRenderer'),
+                                         loss_free_space=dict(type='FreeSpaceLoss')))
+    assert model.voxelizer_edge() == 0.5  # OCC_GRID: 1 m x 1 m x 0.5 m voxels
