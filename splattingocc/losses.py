@@ -22,6 +22,9 @@ Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ig
 * LSS depth loss (BEVDepth's supervision of the lifted depth distribution): per feature cell with a
   label, ``-log(p[bin(gt)] + eps)`` averaged over those cells (the categorical CE; BEVDepth uses
   BCE on the same one-hot target, which for a softmax differs only in the negatives' terms).
+* Opacity sparsity (L1): mean opacity over Gaussians, a prior for the regions no ray labels (the
+  sky above the LiDAR's reach, space behind surfaces): without it their opacity is whatever the
+  network extrapolates, and the voxelizer turns it into false occupancy.
 * Opacity entropy: mean over Gaussians of ``-(o log o + (1 - o) log(1 - o))``, pushing opacities
   to 0 or 1.
 * Ray distortion (optional; a splatting-friendly form of Mip-NeRF 360's distortion loss): the
@@ -408,6 +411,18 @@ class FreeSpaceLoss(nn.Module):
 
     def forward(self, density: Tensor, valid: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         return self.loss_weight * free_space_loss(density, valid, weight)
+
+
+@MODELS.register_module()
+class OpacitySparsityLoss(nn.Module):
+    """``loss_weight * mean(opacities)`` (an L1 prior towards empty space)."""
+
+    def __init__(self, loss_weight: float = 0.1):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, opacities: Tensor) -> Tensor:
+        return self.loss_weight * opacities.mean()
 
 
 @MODELS.register_module()

@@ -83,6 +83,35 @@ def downsample_mask(mask: Tensor, factors: Sequence[int]) -> Tensor:
     return m.any(6).any(4).any(2)
 
 
+def pixel_centres(h: int, w: int, device=None) -> Tensor:
+    """[h * w, 2] (u, v) = (column + 0.5, row + 0.5), row-major."""
+    v, u = torch.meshgrid(torch.arange(h, device=device) + 0.5,
+                          torch.arange(w, device=device) + 0.5, indexing='ij')
+    return torch.stack([u, v], -1).reshape(h * w, 2)
+
+
+def backproject(pixels: Tensor,  # [B, C, P, 2]
+                depth: Tensor,  # [B, C, P]
+                viewmats: Tensor,  # [B, C, 4, 4]
+                Ks: Tensor,  # [B, C, 3, 3]
+                ) -> Tensor:
+    """World points ``viewmat^-1 @ [d K^-1 (u, v, 1), 1]`` of pixels (u, v) at camera depth d,
+    [B, C, P, 3] in the dtype of ``depth``."""
+    dt = depth.dtype
+    uv1 = torch.cat([pixels.to(dt), torch.ones_like(pixels[..., :1], dtype=dt)], -1)
+    rays = uv1 @ torch.linalg.inv(Ks.to(dt)).transpose(-1, -2)  # [B, C, P, 3], z = 1
+    cam2world = rigid_inverse(viewmats.to(dt))  # [B, C, 4, 4]
+    pts = (rays * depth[..., None]) @ cam2world[..., :3, :3].transpose(-1, -2)
+    return pts + cam2world[..., None, :3, 3]
+
+
+def in_box(points: Tensor, box: Sequence[float]) -> Tensor:
+    """[..., 3] -> [...] bool: x0 <= x < x1, y0 <= y < y1, z0 <= z < z1."""
+    lo = points.new_tensor([float(x) for x in box[:3]])
+    hi = points.new_tensor([float(x) for x in box[3:]])
+    return ((points >= lo) & (points < hi)).all(-1)
+
+
 def labels_in_range(depth: Tensor,  # [B, C, h, w]
                     viewmats: Tensor,  # [B, C, 4, 4]
                     Ks: Tensor,  # [B, C, 3, 3]
@@ -94,17 +123,9 @@ def labels_in_range(depth: Tensor,  # [B, C, h, w]
     Returns [B, C, h, w] bool.
     """
     B, C, h, w = depth.shape
-    dev, dt = depth.device, torch.float64
-    v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=dt) + 0.5,
-                          torch.arange(w, device=dev, dtype=dt) + 0.5, indexing='ij')
-    pix = torch.stack([u, v, torch.ones_like(u)], dim=-1).reshape(1, 1, h * w, 3)
-    rays = pix @ torch.linalg.inv(Ks.to(dt)).transpose(-1, -2)  # [B, C, hw, 3], z = 1
-    pts = rays * depth.to(dt).reshape(B, C, h * w, 1)
-    cam2world = rigid_inverse(viewmats.to(dt))  # [B, C, 4, 4]
-    world = pts @ cam2world[..., :3, :3].transpose(-1, -2) + cam2world[..., None, :3, 3]
-    lo = torch.tensor([float(x) for x in box[:3]], device=dev, dtype=dt)
-    hi = torch.tensor([float(x) for x in box[3:]], device=dev, dtype=dt)
-    inside = ((world >= lo) & (world < hi)).all(-1).reshape(B, C, h, w)
+    pix = pixel_centres(h, w, depth.device).expand(B, C, h * w, 2)
+    d = depth.to(torch.float64).reshape(B, C, h * w)
+    inside = in_box(backproject(pix, d, viewmats, Ks), box).reshape(B, C, h, w)
     return inside & (depth > 0)
 
 
@@ -166,7 +187,8 @@ class SplattingOcc(BaseModel):
         pixel_sampler: config of the ray sampler (rendering/pixels.py), or None for dense renders.
         loss_depth, loss_sem: 2D losses (``SILogLoss`` | ``L1DepthLoss``, ``RenderedCELoss``).
         loss_lss_depth: optional ``LSSDepthLoss`` on the lifted depth distribution.
-        loss_opacity: optional ``OpacityEntropyLoss``.
+        loss_opacity: optional ``OpacitySparsityLoss`` or ``OpacityEntropyLoss`` on the Gaussians'
+            opacities (Gaussian scenes only).
         loss_free_space: optional ``FreeSpaceLoss`` (losses.py) at points before each labelled
             ray's depth: the Gaussians' density there, or for a DensityGrid the optical depth
             over one Occ3D voxel edge (``density * voxel size``, trilinear): the same quantity
@@ -402,15 +424,20 @@ class SplattingOcc(BaseModel):
         offset = batch.get('render_frame_offset')
         if offset is None:
             offset = torch.zeros(B, C, dtype=torch.long, device=gt_depth.device)
-        if self.label_range is not None:
-            keep = labels_in_range(gt_depth, cams.viewmats, cams.Ks, self.label_range)
-            gt_depth = torch.where(keep, gt_depth, torch.zeros_like(gt_depth))
-            gt_sem = torch.where(keep, gt_sem, torch.full_like(gt_sem, IGNORE))
         pixels, depth_lab, sem_lab, valid = self.sample_rays(gt_depth, gt_sem)
+        # the free-space term also uses rays whose hit is out of range (their path in the box is
+        # still empty); ray weights come from the unfiltered labels (dynamic classes)
+        free_depth, flat_sem = depth_lab, sem_lab.flatten(2)  # [B, C, P]
+        if self.label_range is not None:
+            pix = pixels if pixels is not None else \
+                pixel_centres(h, w, gt_depth.device).expand(B, C, h * w, 2)
+            keep = in_box(backproject(pix, depth_lab.reshape(B, C, -1).double(), cams.viewmats,
+                                      cams.Ks), self.label_range).reshape(depth_lab.shape)
+            depth_lab = torch.where(keep, depth_lab, torch.zeros_like(depth_lab))
+            sem_lab = torch.where(keep, sem_lab, torch.full_like(sem_lab, IGNORE))
         device = gt_depth.device
         render_input = self._render_clock.start(self.render_scene(scene), device)
         out = self._render_clock.stop(self.renderer(render_input, cams, pixels), device)
-        flat_sem = sem_lab.flatten(2)  # [B, C, P]
         weight = auxiliary_ray_weights(offset, flat_sem, self.aux_weight, self.dynamic_classes)
         weight = (weight * valid.flatten(2)).reshape(-1)  # [B*C*P]
         feats = out.features.reshape(-1, out.features.shape[-1])  # [B*C*P, K (+4)]
@@ -426,7 +453,8 @@ class SplattingOcc(BaseModel):
         if self.loss_sem is not None:
             losses['loss_sem'] = self.loss_sem(feats, sem_lab.reshape(-1), weight)
         if self.loss_free_space is not None:
-            losses['loss_free_space'] = self.free_space_term(scene, cams, pixels, depth_lab, weight)
+            losses['loss_free_space'] = self.free_space_term(scene, cams, pixels, free_depth,
+                                                             weight)
         with torch.no_grad():
             labelled = (depth_lab.reshape(-1) > 0) & (weight > 0)
             losses['render_alpha'] = out.alpha.reshape(-1)[labelled].mean() if labelled.any() \
@@ -448,19 +476,13 @@ class SplattingOcc(BaseModel):
         B, C = depth.shape[:2]
         if pixels is None:
             h, w = depth.shape[2:]
-            v, u = torch.meshgrid(torch.arange(h, device=depth.device) + 0.5,
-                                  torch.arange(w, device=depth.device) + 0.5, indexing='ij')
-            pixels = torch.stack([u, v], -1).reshape(1, 1, h * w, 2).expand(B, C, h * w, 2)
+            pixels = pixel_centres(h, w, depth.device).expand(B, C, h * w, 2)
         d = depth.reshape(B, C, -1).float()  # [B, C, P]
         z, valid = self.loss_free_space.sample_depths(d)  # [B, C, P, S]
-        uv1 = torch.cat([pixels.to(d), torch.ones_like(pixels[..., :1]).to(d)], -1)
-        rays = uv1 @ torch.linalg.inv(cams.Ks.to(d)).transpose(-1, -2)  # [B, C, P, 3], z = 1
-        cam2world = rigid_inverse(cams.viewmats.to(d))  # [B, C, 4, 4]
-        pts = (rays[..., None, :] * z[..., None]) @ cam2world[:, :, None, :3, :3].transpose(-1, -2)
-        pts = pts + cam2world[:, :, None, None, :3, 3]  # [B, C, P, S, 3]
-        box = torch.tensor(self.head.pc_range, device=d.device, dtype=d.dtype)
-        valid = valid & ((pts >= box[:3]) & (pts < box[3:])).all(-1)
         S = z.shape[-1]
+        pix = pixels[:, :, :, None, :].expand(-1, -1, -1, S, -1).reshape(B, C, -1, 2)
+        pts = backproject(pix, z.reshape(B, C, -1), cams.viewmats, cams.Ks)  # [B, C, P*S, 3]
+        valid = valid & in_box(pts, self.head.pc_range).reshape(valid.shape)
         if isinstance(scene, Gaussians):
             density = grid_gaussian_density(pts.reshape(B, -1, 3), scene.means, scene.quats,
                                             scene.scales, scene.opacities, self.head.pc_range,

@@ -367,7 +367,8 @@ def test_labels_in_range_matches_a_per_pixel_loop():
 
 def test_labels_outside_the_grid_do_not_affect_the_loss():
     """label_range='grid' (default): changing labels whose point lies outside the head's box
-    changes nothing; with label_range=None it does."""
+    changes nothing in the rendering losses; with label_range=None it does. The free-space term
+    uses those rays either way (their path inside the box is still empty)."""
     torch.manual_seed(0)
     batch = random_batch(F=1)
     outside = ~labels_in_range(batch['gt_depth'], batch['render_viewmats'], batch['render_Ks'],
@@ -380,6 +381,7 @@ def test_labels_outside_the_grid_do_not_affect_the_loss():
     for label_range, same in (('grid', True), (None, False)):
         model = MODELS.build(small_model_cfg(
             loss_lss_depth=None, loss_opacity=None, label_range=label_range,
+            loss_free_space=dict(type='FreeSpaceLoss'),
             pixel_sampler=dict(type='PixelSampler', mode='dense')))
         model.eval()
         with torch.no_grad():
@@ -387,6 +389,7 @@ def test_labels_outside_the_grid_do_not_affect_the_loss():
             b = model(mode='loss', **changed)
         for key in ('loss_depth', 'loss_sem'):
             assert torch.allclose(a[key], b[key]) == same, (label_range, key)
+        assert not torch.allclose(a['loss_free_space'], b['loss_free_space'])
 
 
 def test_label_range_bad_value():
