@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from splattingocc.losses import (L1DepthLoss, Occupancy3DLoss, RayDistortionLoss, RenderedCELoss,
-                                 SILogLoss, auxiliary_ray_weights, class_balanced_weights,
+from splattingocc.losses import (FreeSpaceLoss, L1DepthLoss, Occupancy3DLoss, OpacitySparsityLoss,
+                                 RayDistortionLoss, RenderedCELoss, SILogLoss,
+                                 auxiliary_ray_weights, class_balanced_weights, free_space_loss,
                                  l1_depth_loss, lss_depth_loss, occupancy_3d_losses,
                                  opacity_entropy, ray_position_variance, rendered_semantic_ce,
                                  silog_loss)
@@ -154,3 +155,33 @@ def test_ray_position_variance_hand_case():
     w = torch.tensor([1.0, 3.0, 1.0])
     assert ray_position_variance(pos, sq, alpha, w).item() == pytest.approx(3.75 / 4, rel=1e-5)
     assert RayDistortionLoss(0.1)(pos, sq, alpha).item() == pytest.approx(0.1 * 3.75 / 2, rel=1e-5)
+
+
+def test_opacity_sparsity_hand_case():
+    o = torch.tensor([[0.0, 0.5, 1.0, 0.25]])
+    assert torch.isclose(OpacitySparsityLoss(loss_weight=0.2)(o), torch.tensor(0.2 * 1.75 / 4))
+
+
+def test_free_space_loss_hand_case_and_sampling():
+    """Weighted mean of the densities over valid points; depths stratified in
+    [near, (1 - rel_margin) d] (stratum centres in eval mode)."""
+    rho = torch.tensor([[0.1, 0.3], [0.5, 0.7], [2.0, 4.0]])
+    valid = torch.tensor([[True, True], [True, False], [False, False]])
+    w = torch.tensor([1.0, 3.0, 5.0])
+    # (1 * 0.1 + 1 * 0.3 + 3 * 0.5) / (1 + 1 + 3)
+    assert torch.isclose(free_space_loss(rho, valid, w), torch.tensor(1.9 / 5))
+    assert free_space_loss(rho, torch.zeros_like(valid), w) == 0
+    loss = FreeSpaceLoss(loss_weight=2.0, samples_per_ray=4, near=1.0, rel_margin=0.5)
+    loss.eval()
+    z, ok = loss.sample_depths(torch.tensor([10.0, 0.0, 1.5]))
+    # ray 0: [1, 5] in 4 strata -> centres 1.5, 2.5, 3.5, 4.5; ray 1: no label; ray 2: far 0.75 < near
+    assert torch.allclose(z[0], torch.tensor([1.5, 2.5, 3.5, 4.5]))
+    assert ok.tolist() == [[True] * 4, [False] * 4, [False] * 4]
+    loss.train()
+    g = torch.Generator().manual_seed(0)
+    z, _ = loss.sample_depths(torch.full((1000, ), 10.0), generator=g)
+    lo = 1.0 + torch.arange(4) * 1.0
+    assert ((z >= lo) & (z <= lo + 1.0)).all()  # one draw inside each stratum
+    assert torch.isclose(loss(rho, valid, w), torch.tensor(2.0 * 1.9 / 5))
+    with pytest.raises(ValueError, match='rel_margin'):
+        FreeSpaceLoss(rel_margin=1.0)
