@@ -376,29 +376,72 @@ class LSSDepthLoss(nn.Module):
 class FreeSpaceLoss(nn.Module):
     """``loss_weight * free_space_loss(...)``; also draws the points' camera depths.
 
+    Where the points stop (the margin before the hit), per ray:
+
+    * ``flat_classes=None``: at ``(1 - rel_margin) * depth`` for every ray;
+    * with ``flat_classes`` (the ground classes) and the ray's world direction r (camera z = 1):
+      a ray labelled with a flat class stops ``flat_margin`` metres ABOVE its hit (at camera depth
+      ``depth - flat_margin / |r_z|``: the ground is taken as horizontal there), any other labelled
+      ray ``margin`` metres before its hit along the ray (``depth - margin / |r|``), a ray without
+      a class at the nearer of the two.
+
     Args:
         samples_per_ray: S points per labelled ray.
         near: closest camera depth sampled (m).
-        rel_margin: points stop at ``(1 - rel_margin) * depth`` (see the module docstring).
+        rel_margin: see above (used without ``flat_classes``).
+        flat_classes, flat_margin, margin: see above (metres).
+        ignore_index: the "no class" label.
         window: the density at a point sums the Gaussians of the window^3 voxels nearest it
             (``voxelizer.grid_gaussian_density``; 2: the 8 voxels whose centres surround it).
     """
 
     def __init__(self, loss_weight: float = 1.0, samples_per_ray: int = 8, near: float = 0.5,
-                 rel_margin: float = 0.25, window: int = 2):
+                 rel_margin: float = 0.25, flat_classes: Optional[Sequence[int]] = None,
+                 flat_margin: float = 0.4, margin: float = 0.8, ignore_index: int = IGNORE,
+                 window: int = 2):
         super().__init__()
-        if samples_per_ray < 1 or not 0 <= rel_margin < 1 or near < 0:
-            raise ValueError(f'FreeSpaceLoss: needs samples_per_ray >= 1, 0 <= rel_margin < 1 and '
-                             f'near >= 0, got {samples_per_ray}, {rel_margin}, {near}')
+        if samples_per_ray < 1 or not 0 <= rel_margin < 1 or near < 0 or flat_margin < 0 \
+                or margin < 0:
+            raise ValueError(f'FreeSpaceLoss: needs samples_per_ray >= 1, 0 <= rel_margin < 1, '
+                             f'near >= 0 and margins >= 0, got {samples_per_ray}, {rel_margin}, '
+                             f'{near}, {flat_margin}, {margin}')
         self.loss_weight, self.samples_per_ray = loss_weight, int(samples_per_ray)
         self.near, self.rel_margin, self.window = float(near), float(rel_margin), int(window)
+        self.flat_classes = None if flat_classes is None else [int(c) for c in flat_classes]
+        self.flat_margin, self.margin = float(flat_margin), float(margin)
+        self.ignore_index = int(ignore_index)
 
-    def sample_depths(self, depth: Tensor, generator=None):
+    def far_depths(self, depth: Tensor, semantics: Optional[Tensor] = None,
+                   dirs: Optional[Tensor] = None) -> Tensor:
+        """Camera depth where each ray's free points stop (rules in the class docstring).
+
+        Args:
+            depth: [...] labelled depths (camera z).
+            semantics: [...] class labels (needed with ``flat_classes``).
+            dirs: [..., 3] world ray directions with camera z = 1 (needed with ``flat_classes``).
+        """
+        if self.flat_classes is None:
+            return depth * (1 - self.rel_margin)
+        if semantics is None or dirs is None:
+            raise ValueError('FreeSpaceLoss: flat_classes needs the rays\' classes and directions')
+        down = (-dirs[..., 2]).clamp_min(1e-6)  # metres of descent per unit camera depth
+        far_flat = torch.where(dirs[..., 2] < 0, depth - self.flat_margin / down,
+                               torch.zeros_like(depth))  # a ray going up cannot hit the ground
+        far_other = depth - self.margin / dirs.norm(dim=-1)
+        flat = torch.isin(semantics.long(), torch.as_tensor(self.flat_classes,
+                                                            device=semantics.device))
+        none = semantics.long() == self.ignore_index
+        return torch.where(flat, far_flat,
+                           torch.where(none, torch.minimum(far_flat, far_other), far_other))
+
+    def sample_depths(self, depth: Tensor, generator=None, far: Optional[Tensor] = None):
         """depth [...] -> (camera depths [..., S], valid [..., S]): stratified in
-        [near, (1 - rel_margin) depth], one uniform draw per stratum (the stratum centres in eval
-        mode); rays without depth or too short for the margin give no valid points."""
+        [near, far] (``far``: from ``far_depths``; default ``(1 - rel_margin) depth``), one uniform
+        draw per stratum (the stratum centres in eval mode); rays without depth or too short for
+        the margin give no valid points."""
         S = self.samples_per_ray
-        far = depth * (1 - self.rel_margin)  # [...]
+        if far is None:
+            far = depth * (1 - self.rel_margin)  # [...]
         if self.training:
             u = torch.rand(depth.shape + (S, ), device=depth.device, dtype=depth.dtype,
                            generator=generator)

@@ -185,3 +185,18 @@ def test_free_space_loss_hand_case_and_sampling():
     assert torch.isclose(loss(rho, valid, w), torch.tensor(2.0 * 1.9 / 5))
     with pytest.raises(ValueError, match='rel_margin'):
         FreeSpaceLoss(rel_margin=1.0)
+
+
+def test_free_space_far_depths_per_class():
+    """Flat classes stop flat_margin above the hit (horizontal ground), other classes margin
+    before it along the ray, unlabelled rays at the nearer of the two."""
+    loss = FreeSpaceLoss(flat_classes=[11, 13], flat_margin=0.4, margin=0.8, ignore_index=255)
+    depth = torch.tensor([15.0, 10.0, 15.0, 15.0])
+    sem = torch.tensor([11, 4, 255, 13])
+    dirs = torch.tensor([[1.0, 0.0, -0.1], [0.0, 1.0, 0.0], [1.0, 0.0, -0.1], [1.0, 0.0, 0.05]])
+    far = loss.far_depths(depth, sem, dirs)
+    norm0 = math.sqrt(1.01)
+    want = [15 - 0.4 / 0.1, 10 - 0.8, min(15 - 0.4 / 0.1, 15 - 0.8 / norm0), 0.0]
+    assert torch.allclose(far, torch.tensor(want))
+    with pytest.raises(ValueError, match='flat_classes needs'):
+        loss.far_depths(depth)

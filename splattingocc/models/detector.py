@@ -454,7 +454,7 @@ class SplattingOcc(BaseModel):
             losses['loss_sem'] = self.loss_sem(feats, sem_lab.reshape(-1), weight)
         if self.loss_free_space is not None:
             losses['loss_free_space'] = self.free_space_term(scene, cams, pixels, free_depth,
-                                                             weight)
+                                                             weight, flat_sem)
         with torch.no_grad():
             labelled = (depth_lab.reshape(-1) > 0) & (weight > 0)
             losses['render_alpha'] = out.alpha.reshape(-1)[labelled].mean() if labelled.any() \
@@ -464,7 +464,8 @@ class SplattingOcc(BaseModel):
         return losses
 
     def free_space_term(self, scene, cams: Cameras, pixels: Optional[Tensor],
-                        depth: Tensor, weight: Tensor) -> Tensor:
+                        depth: Tensor, weight: Tensor,
+                        semantics: Optional[Tensor] = None) -> Tensor:
         """``loss_free_space`` on the rays of this step: points before each labelled depth,
         back-projected through the rendering cameras into the head's box.
 
@@ -472,13 +473,20 @@ class SplattingOcc(BaseModel):
             pixels: [B, C, P, 2] (u, v) ray pixels, or None (dense: every pixel centre).
             depth: [B, C, P] (or [B, C, h, w] when dense) depth labels, 0 = none.
             weight: [B*C*P] ray weights.
+            semantics: the rays' class labels (as depth; for ``FreeSpaceLoss.flat_classes``).
         """
         B, C = depth.shape[:2]
         if pixels is None:
             h, w = depth.shape[2:]
             pixels = pixel_centres(h, w, depth.device).expand(B, C, h * w, 2)
         d = depth.reshape(B, C, -1).float()  # [B, C, P]
-        z, valid = self.loss_free_space.sample_depths(d)  # [B, C, P, S]
+        far = None
+        if self.loss_free_space.flat_classes is not None:
+            origin = backproject(pixels[:, :, :1], torch.zeros_like(d[:, :, :1]), cams.viewmats,
+                                 cams.Ks)  # [B, C, 1, 3] camera centres
+            dirs = backproject(pixels, torch.ones_like(d), cams.viewmats, cams.Ks) - origin
+            far = self.loss_free_space.far_depths(d, semantics.reshape(B, C, -1), dirs)
+        z, valid = self.loss_free_space.sample_depths(d, far=far)  # [B, C, P, S]
         S = z.shape[-1]
         pix = pixels[:, :, :, None, :].expand(-1, -1, -1, S, -1).reshape(B, C, -1, 2)
         pts = backproject(pix, z.reshape(B, C, -1), cams.viewmats, cams.Ks)  # [B, C, P*S, 3]

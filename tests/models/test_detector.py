@@ -399,23 +399,27 @@ def test_label_range_bad_value():
         MODELS.build(small_model_cfg(label_range=[0, 1, 2]))
 
 
-def test_free_space_term_matches_a_per_point_reference():
+@pytest.mark.parametrize('flat', [False, True])
+def test_free_space_term_matches_a_per_point_reference(flat):
     """free_space_term = weighted mean over the in-box points before each labelled depth of the
-    density of all Gaussians (reach covering the whole grid), points at the stratum centres in
-    eval mode, back-projected pixel by pixel here."""
+    density of all Gaussians (a window covering the whole grid), points at the stratum centres in
+    eval mode, back-projected pixel by pixel here; the stop depth relative (flat=False) or per
+    class (flat=True: ground classes 11..14 stop 0.4 m above the hit, others 0.8 m before it)."""
     from splattingocc.voxelizer import quat_to_rotmat
     torch.manual_seed(0)
+    extra = dict(flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8) if flat else {}
     model = MODELS.build(small_model_cfg(
         loss_free_space=dict(type='FreeSpaceLoss', samples_per_ray=3, near=0.5, rel_margin=0.2,
-                             window=17)))
+                             window=17, **extra)))
     model.eval()
     batch = random_batch(F=1, H=8, W=16, ds=2)
     with torch.no_grad():
         scene = model.head(torch.randn(1, 8, *PRED_GRID))
         cams = Cameras(viewmats=batch['render_viewmats'], Ks=batch['render_Ks'], width=8, height=4)
         depth = batch['gt_depth']  # [1, C, 4, 8]
+        sem = batch['gt_semantics']
         weight = torch.rand(depth.numel())
-        got = model.free_space_term(scene, cams, None, depth, weight)
+        got = model.free_space_term(scene, cams, None, depth, weight, sem)
         R = quat_to_rotmat(scene.quats[0])
         prec = torch.linalg.inv(R @ torch.diag_embed(scene.scales[0].square()) @ R.mT)
         num = den = 0.0
@@ -428,6 +432,13 @@ def test_free_space_term_matches_a_per_point_reference():
                     d = float(depth[0, c, i, j])
                     r = (c * h + i) * w + j
                     far = 0.8 * d
+                    if flat:
+                        ray = cam2world[:3, :3] @ (Kinv @ torch.tensor([j + 0.5, i + 0.5, 1.0]))
+                        lab = int(sem[0, c, i, j])
+                        if 11 <= lab <= 14:
+                            far = d - 0.4 / float(-ray[2]) if ray[2] < 0 else 0.0
+                        else:
+                            far = d - 0.8 / float(ray.norm())
                     if d <= 0 or far <= 0.5:
                         continue
                     for k in range(3):
