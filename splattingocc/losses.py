@@ -35,10 +35,12 @@ Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ig
 * Free space along the rays (optional, ``loss_free_space``; a line-of-sight prior as in Urban
   Radiance Fields, Rematas et al. 2022, from the depth labels only): a labelled pixel with depth d
   says the camera ray is empty before its hit. S points per ray at camera depths drawn stratified
-  in ``[near, (1 - rel_margin) d]`` (the margin keeps them off the hit surface: for flat ground
-  seen from height h a point at depth t lies ``h (1 - t / d)`` above it) and inside the predicted
-  box get the Gaussians' density rho; the loss is the weighted mean of rho over those points,
-  which is the BCE of the occupancy ``q = 1 - exp(-rho)`` against "free" (``-log(1 - q) = rho``).
+  in ``[near, far]`` and inside the predicted box get the Gaussians' density rho; the loss is the
+  weighted mean of rho over those points, which is the BCE of the occupancy ``q = 1 - exp(-rho)``
+  against "free" (``-log(1 - q) = rho``). ``far`` keeps the points off the hit surface: either
+  ``(1 - rel_margin) d`` (for flat ground seen from height h a point at depth t lies
+  ``h (1 - t / d)`` above it), or per class (``FreeSpaceLoss.flat_classes``): a fixed height above
+  a ground hit, a fixed distance before any other hit.
 * 3D occupancy (optional, ``use_3d_supervision``): with the voxelizer's density rho and class scores
   s on a grid, occupancy probability ``q = 1 - exp(-rho)``; ``loss_occ3d`` = mean BCE(q, occupied)
   and ``loss_sem3d`` = class-weighted mean over occupied voxels of ``-log(s[c] / sum(s) + eps)``.

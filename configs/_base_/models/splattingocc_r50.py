@@ -44,10 +44,11 @@ model = dict(
     loss_sem=dict(type='RenderedCELoss', class_weight='batch', power=0.5, loss_weight=1.0),
     loss_lss_depth=dict(type='LSSDepthLoss', loss_weight=0.2),
     # depth labels also say the camera ray is empty before its hit: the density at 8 points per
-    # ray in [0.5 m, 0.75 x depth] is pushed to 0 (losses.py; --cfg-options
+    # ray from 0.5 m up to 0.4 m above a ground hit (driveable_surface, other_flat, sidewalk,
+    # terrain) or 0.8 m before any other hit is pushed to 0 (losses.py; --cfg-options
     # model.loss_free_space=None trains without it)
     loss_free_space=dict(type='FreeSpaceLoss', loss_weight=1.0, samples_per_ray=8, near=0.5,
-                         rel_margin=0.25, window=2),
+                         flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8, window=2),
     # optional terms, off by default (add e.g. with --cfg-options model.loss_opacity.type=...):
     # loss_opacity=dict(type='OpacityEntropyLoss', loss_weight=0.01),
     # loss_distortion=dict(type='RayDistortionLoss', loss_weight=0.01),
