@@ -480,15 +480,16 @@ class SplattingOcc(BaseModel):
             h, w = depth.shape[2:]
             pixels = pixel_centres(h, w, depth.device).expand(B, C, h * w, 2)
         d = depth.reshape(B, C, -1).float()  # [B, C, P]
-        # world ray directions (camera z = 1) and camera centres: point at depth t = o + t * r
-        origin = rigid_inverse(cams.viewmats.to(d))[:, :, None, :3, 3]  # [B, C, 1, 3]
-        dirs = backproject(pixels, torch.ones_like(d), cams.viewmats, cams.Ks) - origin
         far = None
         if self.loss_free_space.flat_classes is not None:
+            origin = backproject(pixels[:, :, :1], torch.zeros_like(d[:, :, :1]), cams.viewmats,
+                                 cams.Ks)  # [B, C, 1, 3] camera centres
+            dirs = backproject(pixels, torch.ones_like(d), cams.viewmats, cams.Ks) - origin
             far = self.loss_free_space.far_depths(d, semantics.reshape(B, C, -1), dirs)
         z, valid = self.loss_free_space.sample_depths(d, far=far)  # [B, C, P, S]
         S = z.shape[-1]
-        pts = origin[:, :, :, None] + dirs[:, :, :, None] * z[..., None]  # [B, C, P, S, 3]
+        pix = pixels[:, :, :, None, :].expand(-1, -1, -1, S, -1).reshape(B, C, -1, 2)
+        pts = backproject(pix, z.reshape(B, C, -1), cams.viewmats, cams.Ks)  # [B, C, P*S, 3]
         valid = valid & in_box(pts, self.head.pc_range).reshape(valid.shape)
         if isinstance(scene, Gaussians):
             density = grid_gaussian_density(pts.reshape(B, -1, 3), scene.means, scene.quats,
