@@ -41,13 +41,22 @@ Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ig
   ``(1 - rel_margin) d`` (for flat ground seen from height h a point at depth t lies
   ``h (1 - t / d)`` above it), or per class (``FreeSpaceLoss.flat_classes``): a fixed height above
   a ground hit, a fixed distance before any other hit.
+* Surface points (optional, ``loss_surface``; the other half of the line-of-sight prior, still
+  from the 2D labels only): the labelled hit itself, the pixel back-projected with its depth
+  (pushed ``behind`` metres further along the ray), is occupied and has the pixel's class. With
+  the Gaussians' density rho and class scores s there (``voxelizer.grid_gaussian_fields``: what
+  the voxelizer computes at a voxel centre), ``loss_surface_occ`` is the weighted mean of
+  ``-log(q + eps)``, ``q = 1 - exp(-rho)`` (BCE against "occupied") and ``loss_surface_sem`` the
+  class-weighted CE ``-log(s[c] / sum(s) + eps)``. Rendering alone asks for an opaque PROJECTION
+  of the Gaussians; the voxelizer thresholds the density at voxel centres, and this term asks
+  for that quantity where LiDAR saw a surface.
 * 3D occupancy (optional, ``use_3d_supervision``): with the voxelizer's density rho and class scores
   s on a grid, occupancy probability ``q = 1 - exp(-rho)``; ``loss_occ3d`` = mean BCE(q, occupied)
   and ``loss_sem3d`` = class-weighted mean over occupied voxels of ``-log(s[c] / sum(s) + eps)``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -280,6 +289,40 @@ def free_space_loss(density: Tensor,  # [M, S]
     return (w * density).sum() / denom
 
 
+def surface_losses(density: Tensor,  # [M]
+                   scores: Optional[Tensor],  # [M, K]
+                   labels: Optional[Tensor],  # [M]
+                   valid: Tensor,  # [M]
+                   weight: Optional[Tensor] = None,  # [M]
+                   class_weight: Optional[Tensor] = None,  # [K]
+                   ignore_index: int = IGNORE, eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
+    """(occupancy term, semantic term) at the labelled hit points (module docstring).
+
+    Args:
+        density: [M] density rho at each ray's hit point.
+        scores: [M, K] class scores there (sum = rho), or None (no semantic term: returns 0).
+        labels: [M] the rays' classes (ignore_index = none), needed with ``scores``.
+        valid: [M] bool, rays with a hit point (labelled depth, inside the box).
+        weight: [M] per-ray weights or None.
+    """
+    assert density.dim() == 1 and valid.shape == density.shape, (density.shape, valid.shape)
+    w = valid.to(density.dtype)
+    if weight is not None:
+        w = w * weight.to(density.dtype)
+    denom = w.sum()
+    if float(denom) <= 0:
+        return _zero(density), _zero(density)
+    q = 1 - torch.exp(-density)
+    loss_occ = (w * -torch.log(q + eps)).sum() / denom
+    if scores is None:
+        return loss_occ, _zero(density)
+    assert labels is not None and scores.shape[:1] == density.shape, (scores.shape, density.shape)
+    lab = torch.where(valid, labels.long(), torch.full_like(labels.long(), ignore_index))
+    p = scores / scores.sum(-1, keepdim=True).clamp_min(eps)
+    loss_sem = rendered_semantic_ce(p, lab, class_weight, w, ignore_index=ignore_index, eps=eps)
+    return loss_occ, loss_sem
+
+
 def auxiliary_ray_weights(frame_offset: Tensor,  # [B, C]
                           sem_labels: Tensor,  # [B, C, P]
                           aux_weight: float = 0.3,
@@ -456,6 +499,48 @@ class FreeSpaceLoss(nn.Module):
 
     def forward(self, density: Tensor, valid: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         return self.loss_weight * free_space_loss(density, valid, weight)
+
+
+@MODELS.register_module()
+class SurfaceLoss(nn.Module):
+    """``surface_losses`` at the labelled hit points, each weighted.
+
+    Args:
+        occ_weight, sem_weight: multipliers of the occupancy and semantic terms (0 drops a term).
+        behind: the point is taken this far (m) beyond the hit along the ray (0: the hit).
+        class_weight: semantic class weights: None, a list, or 'batch' (``class_balanced_weights``
+            of this step's labels with ``power``).
+        window: Gaussians of the window^3 nearest voxels (as ``FreeSpaceLoss.window``).
+    """
+
+    def __init__(self, occ_weight: float = 1.0, sem_weight: float = 1.0, behind: float = 0.0,
+                 class_weight: Union[None, str, Sequence[float]] = 'batch', power: float = 0.5,
+                 window: int = 2, ignore_index: int = IGNORE, eps: float = 1e-6):
+        super().__init__()
+        if occ_weight < 0 or sem_weight < 0 or behind < 0:
+            raise ValueError(f'SurfaceLoss: occ_weight, sem_weight and behind must be >= 0, got '
+                             f'{occ_weight}, {sem_weight}, {behind}')
+        if isinstance(class_weight, str) and class_weight != 'batch':
+            raise ValueError(f"SurfaceLoss.class_weight must be None, 'batch' or a list, got "
+                             f'{class_weight!r}')
+        self.mode = class_weight if isinstance(class_weight, str) else None
+        self.register_buffer('class_weight', None if class_weight is None or self.mode else
+                             torch.tensor([float(c) for c in class_weight]), persistent=False)
+        self.occ_weight, self.sem_weight, self.behind = occ_weight, sem_weight, float(behind)
+        self.power, self.window, self.ignore_index, self.eps = power, int(window), ignore_index, eps
+
+    def forward(self, density: Tensor, scores: Optional[Tensor], labels: Optional[Tensor],
+                valid: Tensor, weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        cw = self.class_weight
+        if self.mode == 'batch' and scores is not None:
+            lab = labels[valid] if labels is not None else labels
+            cw = class_balanced_weights(lab, scores.shape[-1], self.power, self.ignore_index)
+        occ, sem = surface_losses(density, scores if self.sem_weight > 0 else None, labels, valid,
+                                  weight, cw, self.ignore_index, self.eps)
+        out = {'loss_surface_occ': self.occ_weight * occ}
+        if self.sem_weight > 0:
+            out['loss_surface_sem'] = self.sem_weight * sem
+        return out
 
 
 @MODELS.register_module()

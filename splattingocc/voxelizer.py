@@ -244,6 +244,21 @@ def grid_gaussian_density(points: Tensor,  # [B, P, 3]
                           pc_range: Sequence[float],
                           grid_size: Sequence[int],
                           window: int = 2) -> Tensor:
+    """[B, P] densities at arbitrary points: ``grid_gaussian_fields`` without class scores."""
+    return grid_gaussian_fields(points, means, quats, scales, opacities, pc_range, grid_size,
+                                window=window)[0]
+
+
+def grid_gaussian_fields(points: Tensor,  # [B, P, 3]
+                         means: Tensor,  # [B, N, 3]
+                         quats: Tensor,  # [B, N, 4]
+                         scales: Tensor,  # [B, N, 3]
+                         opacities: Tensor,  # [B, N]
+                         pc_range: Sequence[float],
+                         grid_size: Sequence[int],
+                         window: int = 2,
+                         features: Optional[Tensor] = None,  # [B, N, K]
+                         score_mode: str = 'softmax') -> Tuple[Tensor, Optional[Tensor]]:
     """Density ``sum_i o_i exp(-0.5 (p - mu_i)^T Sigma_i^-1 (p - mu_i))`` at arbitrary points, for
     Gaussians laid out one per voxel of a grid (the Gaussian head's order: N = X * Y * Z, index
     ``(ix * Y + iy) * Z + iz``).
@@ -255,12 +270,19 @@ def grid_gaussian_density(points: Tensor,  # [B, P, 3]
     each mean inside its voxel and its scales bounded, so the dropped terms are far tails. Voxels
     outside the grid are skipped. Differentiable in all Gaussian parameters.
 
+    With ``features`` also the class scores the voxelizer would give a voxel centred there,
+    ``sum_i w_i g_i`` with ``w_i`` the density terms and ``g_i = softmax(f_i)`` (``score_mode``
+    'softmax') or ``f_i`` ('raw').
+
     Returns:
-        [B, P] densities.
+        ([B, P] densities, [B, P, K] class scores or None without ``features``).
     """
     assert points.dim() == 3 and points.shape[-1] == 3, points.shape
     if window < 1:
         raise ValueError(f'grid_gaussian_density: window must be >= 1, got {window}')
+    if score_mode not in SCORE_MODES:
+        raise ValueError(f'grid_gaussian_fields: score_mode must be one of {SCORE_MODES}, got '
+                         f'{score_mode!r}')
     B, P = points.shape[:2]
     X, Y, Z = (int(g) for g in grid_size)
     N = X * Y * Z
@@ -294,8 +316,12 @@ def grid_gaussian_density(points: Tensor,  # [B, P, 3]
     dx, dy, dz = px - mx, py - my, pz - mz  # [B, P, M]
     m2 = (pxx * dx * dx + pyy * dy * dy + pzz * dz * dz
           + 2 * (pxy * dx * dy + pxz * dx * dz + pyz * dy * dz))
-    w = o * torch.exp(-0.5 * m2)
-    return (w * ok).sum(-1)
+    w = o * torch.exp(-0.5 * m2) * ok  # [B, P, M]
+    if features is None:
+        return w.sum(-1), None
+    g = features.softmax(-1) if score_mode == 'softmax' else features
+    g = g.reshape(B * N, -1)[flat].reshape(B, P, -1, g.shape[-1])  # [B, P, M, K]
+    return w.sum(-1), (w[..., None] * g).sum(-2)
 
 
 @dataclass

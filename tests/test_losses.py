@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from splattingocc.losses import (FreeSpaceLoss, L1DepthLoss, Occupancy3DLoss, OpacitySparsityLoss,
-                                 RayDistortionLoss, RenderedCELoss, SILogLoss,
+                                 RayDistortionLoss, RenderedCELoss, SILogLoss, SurfaceLoss,
                                  auxiliary_ray_weights, class_balanced_weights, free_space_loss,
                                  l1_depth_loss, lss_depth_loss, occupancy_3d_losses,
                                  opacity_entropy, ray_position_variance, rendered_semantic_ce,
-                                 silog_loss)
+                                 silog_loss, surface_losses)
 
 
 def test_silog_hand_computed():
@@ -200,3 +200,33 @@ def test_free_space_far_depths_per_class():
     assert torch.allclose(far, torch.tensor(want))
     with pytest.raises(ValueError, match='flat_classes needs'):
         loss.far_depths(depth)
+
+
+def test_surface_losses_hand_case():
+    """Occupancy: weighted mean of -log(1 - exp(-rho)) over valid rays; semantics: weighted CE
+    of the normalised scores (class weights multiply the ray weights)."""
+    rho = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    scores = torch.tensor([[0.75, 0.25], [0.5, 1.5], [0.25, 0.25], [1.0, 2.0]])
+    labels = torch.tensor([0, 1, 255, 0])
+    valid = torch.tensor([True, True, True, False])
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    occ, sem = surface_losses(rho, scores, labels, valid, w, eps=0.0)
+    l = [-math.log(1 - math.exp(-r)) for r in (1.0, 2.0, 0.5)]
+    assert torch.isclose(occ, torch.tensor((l[0] + 2 * l[1] + 3 * l[2]) / 6))
+    # ray 2 has no class, ray 3 is not valid: CE over rays 0 (p = 0.75) and 1 (p = 0.75)
+    assert torch.isclose(sem, torch.tensor(-math.log(0.75)))
+    _, sem_cw = surface_losses(rho, scores, labels, valid, w, torch.tensor([3.0, 1.0]), eps=0.0)
+    want = (1 * 3 * -math.log(0.75) + 2 * 1 * -math.log(0.75)) / (3 + 2)
+    assert torch.isclose(sem_cw, torch.tensor(want))
+    scores2 = torch.tensor([[0.5, 0.5], [1.5, 0.5], [0.25, 0.25], [1.0, 2.0]])
+    _, sem2 = surface_losses(rho, scores2, labels, valid, w, eps=0.0)
+    assert torch.isclose(sem2, torch.tensor((-math.log(0.5) - 2 * math.log(0.25)) / 3))
+    none = surface_losses(rho, scores, labels, torch.zeros_like(valid), w)
+    assert none[0] == 0 and none[1] == 0
+    module = SurfaceLoss(occ_weight=2.0, sem_weight=0.5, class_weight=None, eps=0.0)
+    out = module(rho, scores, labels, valid, w)
+    assert torch.isclose(out['loss_surface_occ'], 2 * occ)
+    assert torch.isclose(out['loss_surface_sem'], 0.5 * sem)
+    assert 'loss_surface_sem' not in SurfaceLoss(sem_weight=0.0)(rho, scores, labels, valid, w)
+    with pytest.raises(ValueError, match='behind'):
+        SurfaceLoss(behind=-1.0)

@@ -9,7 +9,8 @@ from scipy.spatial.transform import Rotation
 from splattingocc.registry import MODELS
 from splattingocc.structures import Gaussians
 from splattingocc.voxelizer import (GaussianVoxelizer, gaussians_from_voxels,
-                                    grid_gaussian_density, quat_to_rotmat, scores_to_semantics,
+                                    grid_gaussian_density, grid_gaussian_fields,
+                                    quat_to_rotmat, scores_to_semantics,
                                     voxelize_gaussians)
 
 # a small grid with unequal voxel sizes (0.4, 0.5, 0.3) and an off-origin box
@@ -420,3 +421,30 @@ def test_grid_gaussian_density_gradcheck_and_bad_count():
     with pytest.raises(ValueError, match='one per voxel'):
         grid_gaussian_density(pts, means[:, :7], quats[:, :7], scales[:, :7], opac[:, :7], pc,
                               grid)
+
+
+@pytest.mark.parametrize('score_mode', ['softmax', 'raw'])
+def test_grid_gaussian_fields_scores_match_brute_force(score_mode):
+    """Class scores at points = sum over all Gaussians (window covering the grid) of the density
+    term times softmax(features) (or the raw features); density as grid_gaussian_density."""
+    grid, pc = (4, 3, 2), [-4.0, -3.0, -1.0, 4.0, 3.0, 1.0]
+    means, quats, scales, opac, _ = _grid_gaussians(grid, pc, seed=3)
+    g = torch.Generator().manual_seed(4)
+    feats = torch.randn(1, means.shape[1], 5, generator=g, dtype=torch.float64)
+    lo, hi = torch.tensor(pc[:3], dtype=torch.float64), torch.tensor(pc[3:], dtype=torch.float64)
+    pts = lo + (hi - lo) * torch.rand(1, 50, 3, generator=g, dtype=torch.float64)
+    dens, scores = grid_gaussian_fields(pts, means, quats, scales, opac, pc, grid, window=9,
+                                        features=feats, score_mode=score_mode)
+    assert torch.allclose(dens, grid_gaussian_density(pts, means, quats, scales, opac, pc, grid,
+                                                      window=9), atol=1e-12)
+    vote = feats[0].softmax(-1) if score_mode == 'softmax' else feats[0]
+    want = torch.stack([_dense_density(pts, means, quats, scales, opac * vote[:, k][None])[0]
+                        for k in range(5)], -1)[None]  # [1, P, 5]
+    assert scores.shape == (1, 50, 5)
+    assert torch.allclose(scores, want, atol=1e-12)
+    if score_mode == 'softmax':  # probabilities sum to 1: the scores sum to the density
+        assert torch.allclose(scores.sum(-1), dens, atol=1e-12)
+    assert grid_gaussian_fields(pts, means, quats, scales, opac, pc, grid)[1] is None
+    with pytest.raises(ValueError, match='score_mode'):
+        grid_gaussian_fields(pts, means, quats, scales, opac, pc, grid, features=feats,
+                             score_mode='logits')

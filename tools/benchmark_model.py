@@ -1,7 +1,7 @@
 """Seconds per training iteration of a model config, on synthetic tensors of the config's shapes.
 
     python tools/benchmark_model.py configs/splattingocc/splattingocc-tiny-synthetic.py \
-        [--iters 10] [--warmup 2] [--threads N] [--json FILE] [--predict]
+        [--iters 10] [--warmup 2] [--threads N] [--json FILE] [--predict] [--cfg-options k=v ...]
 
 The batch has the shapes the config's data pipeline produces (cameras, input size, label
 resolution, adjacent frames) with the real nuScenes camera rig of the real-data fixture
@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmengine.config import Config  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
 
 from splattingocc.paths import realdata_root  # noqa: E402
 from splattingocc.registry import MODELS  # noqa: E402
@@ -147,11 +147,15 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s)')
     p.add_argument('--predict', action='store_true', help='also time predict (voxelizer)')
     p.add_argument('--json', default=None, help='write the results here')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='override config keys (key=value), as in tools/train.py')
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     import splattingocc.models  # noqa: F401  (registration)
     model = MODELS.build(cfg.model)
     model.train()

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..losses import IGNORE, auxiliary_ray_weights
 from ..registry import MODELS
 from ..structures import Cameras, DensityGrid, Gaussians, replace, rigid_inverse
-from ..voxelizer import grid_gaussian_density, voxelize_gaussians
+from ..voxelizer import grid_gaussian_density, grid_gaussian_fields, voxelize_gaussians
 from .gaussian_head import voxel_centres
 from .render_clock import RenderClock
 from .view_transform import depth_labels_min_pool
@@ -160,18 +160,25 @@ def density_grid_to_voxels(grid: DensityGrid, pc_range: Sequence[float],
     return out[:, 0] * vs, out[:, 1:].permute(0, 2, 3, 4, 1)
 
 
-def density_grid_at(grid: DensityGrid, points: Tensor) -> Tensor:
+def density_grid_at(grid: DensityGrid, points: Tensor, with_probs: bool = False):
     """Trilinear density of a DensityGrid at points [B, P, 3] -> [B, P] (the interpolation of
-    ``density_grid_to_voxels``: voxel-centred samples, border values outside)."""
+    ``density_grid_to_voxels``: voxel-centred samples, border values outside); with
+    ``with_probs`` also the interpolated class probabilities softmax(features) [B, P, K]."""
     B, P = points.shape[:2]
     src = grid.pc_range
     lo = points.new_tensor(src[:3])
     hi = points.new_tensor(src[3:])
     norm = (points - lo) / (hi - lo) * 2 - 1  # [B, P, 3] in (x, y, z) order
     coords = norm.flip(-1).reshape(B, P, 1, 1, 3)  # grid_sample wants (z, y, x)
-    out = F.grid_sample(grid.density[:, None].to(points), coords, mode='bilinear',
-                        padding_mode='border', align_corners=False)  # [B, 1, P, 1, 1]
-    return out.reshape(B, P)
+    vol = grid.density[:, None].to(points)
+    if with_probs:
+        vol = torch.cat([vol, grid.features.softmax(-1).permute(0, 4, 1, 2, 3).to(points)], 1)
+    out = F.grid_sample(vol, coords, mode='bilinear', padding_mode='border',
+                        align_corners=False)  # [B, 1 (+K), P, 1, 1]
+    if not with_probs:
+        return out.reshape(B, P)
+    out = out.reshape(B, -1, P)
+    return out[:, 0], out[:, 1:].transpose(1, 2)
 
 
 @MODELS.register_module()
@@ -193,6 +200,9 @@ class SplattingOcc(BaseModel):
             ray's depth: the Gaussians' density there, or for a DensityGrid the optical depth
             over one Occ3D voxel edge (``density * voxel size``, trilinear): the same quantity
             ``rho`` whose ``1 - exp(-rho)`` is the voxel occupancy at test time.
+        loss_surface: optional ``SurfaceLoss`` (losses.py) at each labelled ray's hit point (in
+            ``label_range``): that density should make it occupied, the class scores there
+            (the voxelizer's, or a DensityGrid's interpolated probabilities) give its class.
         loss_distortion: optional ``RayDistortionLoss`` (renders 4 extra feature channels: the
             world position and its squared norm).
         loss_3d: optional ``Occupancy3DLoss`` (used when ``use_3d_supervision``).
@@ -226,6 +236,7 @@ class SplattingOcc(BaseModel):
                  loss_opacity: Optional[dict] = None,
                  loss_distortion: Optional[dict] = None,
                  loss_free_space: Optional[dict] = None,
+                 loss_surface: Optional[dict] = None,
                  loss_3d: Optional[dict] = None,
                  use_2d_supervision: bool = True,
                  use_3d_supervision: bool = False,
@@ -255,6 +266,7 @@ class SplattingOcc(BaseModel):
         self.loss_opacity = _build(loss_opacity)
         self.loss_distortion = _build(loss_distortion)
         self.loss_free_space = _build(loss_free_space)
+        self.loss_surface = _build(loss_surface)
         self.loss_3d = _build(loss_3d)
         if not (use_2d_supervision or use_3d_supervision):
             raise ValueError('SplattingOcc: use_2d_supervision and use_3d_supervision are both '
@@ -455,6 +467,9 @@ class SplattingOcc(BaseModel):
         if self.loss_free_space is not None:
             losses['loss_free_space'] = self.free_space_term(scene, cams, pixels, free_depth,
                                                              weight, flat_sem)
+        if self.loss_surface is not None:
+            losses.update(self.surface_term(scene, cams, pixels, depth_lab, weight,
+                                            sem_lab.flatten(2)))
         with torch.no_grad():
             labelled = (depth_lab.reshape(-1) > 0) & (weight > 0)
             losses['render_alpha'] = out.alpha.reshape(-1)[labelled].mean() if labelled.any() \
@@ -499,6 +514,43 @@ class SplattingOcc(BaseModel):
         else:
             density = density_grid_at(scene, pts.reshape(B, -1, 3)) * self.voxelizer_edge()
         return self.loss_free_space(density.reshape(-1, S), valid.reshape(-1, S), weight)
+
+    def surface_term(self, scene, cams: Cameras, pixels: Optional[Tensor], depth: Tensor,
+                     weight: Tensor, semantics: Tensor) -> Dict[str, Tensor]:
+        """``loss_surface`` at the rays' labelled hit points (``loss_surface.behind`` metres
+        further along the ray), those inside the head's box.
+
+        Args:
+            pixels: [B, C, P, 2] (u, v) ray pixels, or None (dense: every pixel centre).
+            depth: [B, C, P] (or [B, C, h, w]) depth labels, 0 = none.
+            weight: [B*C*P] ray weights.
+            semantics: the rays' class labels (as depth).
+        """
+        B, C = depth.shape[:2]
+        if pixels is None:
+            h, w = depth.shape[2:]
+            pixels = pixel_centres(h, w, depth.device).expand(B, C, h * w, 2)
+        d = depth.reshape(B, C, -1).float()  # [B, C, P]
+        pts = backproject(pixels, d, cams.viewmats, cams.Ks)  # [B, C, P, 3]
+        behind = self.loss_surface.behind
+        if behind > 0:
+            origin = backproject(pixels[:, :, :1], torch.zeros_like(d[:, :, :1]), cams.viewmats,
+                                 cams.Ks)  # [B, C, 1, 3] camera centres
+            ray = pts - origin
+            pts = pts + behind * ray / ray.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        valid = (d > 0) & in_box(pts, self.head.pc_range).reshape(d.shape)
+        pts = pts.reshape(B, -1, 3)
+        if isinstance(scene, Gaussians):
+            density, scores = grid_gaussian_fields(
+                pts, scene.means, scene.quats, scene.scales, scene.opacities,
+                self.head.pc_range, self.head.grid_size, window=self.loss_surface.window,
+                features=scene.features, score_mode=self.voxelizer.score_mode)
+        else:
+            density, probs = density_grid_at(scene, pts, with_probs=True)
+            density = density * self.voxelizer_edge()
+            scores = probs * density[..., None]
+        return self.loss_surface(density.reshape(-1), scores.reshape(-1, scores.shape[-1]),
+                                 semantics.reshape(-1), valid.reshape(-1), weight)
 
     def voxelizer_edge(self) -> float:
         """Shortest voxel edge of the voxelizer's (Occ3D) grid, metres."""
