@@ -295,7 +295,8 @@ def surface_losses(density: Tensor,  # [M]
                    valid: Tensor,  # [M]
                    weight: Optional[Tensor] = None,  # [M]
                    class_weight: Optional[Tensor] = None,  # [K]
-                   ignore_index: int = IGNORE, eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
+                   ignore_index: int = IGNORE, eps: float = 1e-6,
+                   occ_target: Optional[float] = None) -> Tuple[Tensor, Tensor]:
     """(occupancy term, semantic term) at the labelled hit points (module docstring).
 
     Args:
@@ -304,6 +305,9 @@ def surface_losses(density: Tensor,  # [M]
         labels: [M] the rays' classes (ignore_index = none), needed with ``scores``.
         valid: [M] bool, rays with a hit point (labelled depth, inside the box).
         weight: [M] per-ray weights or None.
+        occ_target: None: the occupancy term is the BCE ``-log(1 - exp(-rho) + eps)``; a number
+            t: the hinge ``max(t - rho, 0)`` (the free-space term's linear penalty mirrored:
+            bounded pressure, nothing once the density reaches t).
     """
     assert density.dim() == 1 and valid.shape == density.shape, (density.shape, valid.shape)
     w = valid.to(density.dtype)
@@ -312,8 +316,11 @@ def surface_losses(density: Tensor,  # [M]
     denom = w.sum()
     if float(denom) <= 0:
         return _zero(density), _zero(density)
-    q = 1 - torch.exp(-density)
-    loss_occ = (w * -torch.log(q + eps)).sum() / denom
+    if occ_target is None:
+        per_ray = -torch.log(1 - torch.exp(-density) + eps)
+    else:
+        per_ray = (occ_target - density).clamp_min(0)
+    loss_occ = (w * per_ray).sum() / denom
     if scores is None:
         return loss_occ, _zero(density)
     assert labels is not None and scores.shape[:1] == density.shape, (scores.shape, density.shape)
@@ -508,6 +515,7 @@ class SurfaceLoss(nn.Module):
     Args:
         occ_weight, sem_weight: multipliers of the occupancy and semantic terms (0 drops a term).
         behind: the point is taken this far (m) beyond the hit along the ray (0: the hit).
+        occ_target: None (BCE) or the density of the hinge (``surface_losses``).
         class_weight: semantic class weights: None, a list, or 'batch' (``class_balanced_weights``
             of this step's labels with ``power``).
         window: Gaussians of the window^3 nearest voxels (as ``FreeSpaceLoss.window``).
@@ -515,7 +523,8 @@ class SurfaceLoss(nn.Module):
 
     def __init__(self, occ_weight: float = 1.0, sem_weight: float = 1.0, behind: float = 0.0,
                  class_weight: Union[None, str, Sequence[float]] = 'batch', power: float = 0.5,
-                 window: int = 2, ignore_index: int = IGNORE, eps: float = 1e-6):
+                 occ_target: Optional[float] = None, window: int = 2,
+                 ignore_index: int = IGNORE, eps: float = 1e-6):
         super().__init__()
         if occ_weight < 0 or sem_weight < 0 or behind < 0:
             raise ValueError(f'SurfaceLoss: occ_weight, sem_weight and behind must be >= 0, got '
@@ -528,6 +537,7 @@ class SurfaceLoss(nn.Module):
                              torch.tensor([float(c) for c in class_weight]), persistent=False)
         self.occ_weight, self.sem_weight, self.behind = occ_weight, sem_weight, float(behind)
         self.power, self.window, self.ignore_index, self.eps = power, int(window), ignore_index, eps
+        self.occ_target = None if occ_target is None else float(occ_target)
 
     def forward(self, density: Tensor, scores: Optional[Tensor], labels: Optional[Tensor],
                 valid: Tensor, weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
@@ -536,7 +546,7 @@ class SurfaceLoss(nn.Module):
             lab = labels[valid] if labels is not None else labels
             cw = class_balanced_weights(lab, scores.shape[-1], self.power, self.ignore_index)
         occ, sem = surface_losses(density, scores if self.sem_weight > 0 else None, labels, valid,
-                                  weight, cw, self.ignore_index, self.eps)
+                                  weight, cw, self.ignore_index, self.eps, self.occ_target)
         out = {'loss_surface_occ': self.occ_weight * occ}
         if self.sem_weight > 0:
             out['loss_surface_sem'] = self.sem_weight * sem

@@ -230,3 +230,14 @@ def test_surface_losses_hand_case():
     assert 'loss_surface_sem' not in SurfaceLoss(sem_weight=0.0)(rho, scores, labels, valid, w)
     with pytest.raises(ValueError, match='behind'):
         SurfaceLoss(behind=-1.0)
+
+
+def test_surface_losses_hinge():
+    """occ_target t: weighted mean of max(t - rho, 0) over valid rays."""
+    rho = torch.tensor([0.25, 2.0, 0.5, 0.0])
+    valid = torch.tensor([True, True, True, False])
+    w = torch.tensor([1.0, 2.0, 1.0, 4.0])
+    occ, _ = surface_losses(rho, None, None, valid, w, occ_target=1.0)
+    assert torch.isclose(occ, torch.tensor((0.75 + 0.0 + 0.5) / 4))
+    module = SurfaceLoss(occ_weight=3.0, sem_weight=0.0, occ_target=1.0)
+    assert torch.isclose(module(rho, None, None, valid, w)['loss_surface_occ'], 3 * occ)
