@@ -445,12 +445,21 @@ class FreeSpaceLoss(nn.Module):
         ignore_index: the "no class" label.
         window: the density at a point sums the Gaussians of the window^3 voxels nearest it
             (``voxelizer.grid_gaussian_density``; 2: the 8 voxels whose centres surround it).
+        sky_rays: per camera and step, this many open-sky pixels (``detector.open_sky_mask``:
+            above every LiDAR return of their column) are free from ``near`` to ``sky_depth``
+            (loss key ``loss_free_sky``, same weight); 0 = off.
+        sky_column_window, sky_margin_rows: see ``detector.open_sky_mask``.
+        surface_samples: this many more points per ray, uniform in the last ``surface_range``
+            metres (camera depth) before ``far``: where a surface's Gaussians spill over in front
+            of it (0 = off).
     """
 
     def __init__(self, loss_weight: float = 1.0, samples_per_ray: int = 8, near: float = 0.5,
                  rel_margin: float = 0.25, flat_classes: Optional[Sequence[int]] = None,
                  flat_margin: float = 0.4, margin: float = 0.8, ignore_index: int = IGNORE,
-                 window: int = 2):
+                 window: int = 2, sky_rays: int = 0, sky_depth: float = 60.0,
+                 sky_column_window: int = 5, sky_margin_rows: int = 1,
+                 surface_samples: int = 0, surface_range: float = 2.0):
         super().__init__()
         if samples_per_ray < 1 or not 0 <= rel_margin < 1 or near < 0 or flat_margin < 0 \
                 or margin < 0:
@@ -462,6 +471,16 @@ class FreeSpaceLoss(nn.Module):
         self.flat_classes = None if flat_classes is None else [int(c) for c in flat_classes]
         self.flat_margin, self.margin = float(flat_margin), float(margin)
         self.ignore_index = int(ignore_index)
+        if sky_rays < 0 or sky_depth <= near or sky_column_window < 1 or sky_margin_rows < 0:
+            raise ValueError(f'FreeSpaceLoss: needs sky_rays >= 0, sky_depth > near, '
+                             f'sky_column_window >= 1 and sky_margin_rows >= 0, got {sky_rays}, '
+                             f'{sky_depth}, {sky_column_window}, {sky_margin_rows}')
+        self.sky_rays, self.sky_depth = int(sky_rays), float(sky_depth)
+        if surface_samples < 0 or surface_range <= 0:
+            raise ValueError(f'FreeSpaceLoss: needs surface_samples >= 0 and surface_range > 0, '
+                             f'got {surface_samples}, {surface_range}')
+        self.surface_samples, self.surface_range = int(surface_samples), float(surface_range)
+        self.sky_column_window, self.sky_margin_rows = int(sky_column_window), int(sky_margin_rows)
 
     def far_depths(self, depth: Tensor, semantics: Optional[Tensor] = None,
                    dirs: Optional[Tensor] = None) -> Tensor:
@@ -490,7 +509,8 @@ class FreeSpaceLoss(nn.Module):
         """depth [...] -> (camera depths [..., S], valid [..., S]): stratified in
         [near, far] (``far``: from ``far_depths``; default ``(1 - rel_margin) depth``), one uniform
         draw per stratum (the stratum centres in eval mode); rays without depth or too short for
-        the margin give no valid points."""
+        the margin give no valid points. With ``surface_samples`` N, N more points per ray
+        follow, stratified in ``[max(near, far - surface_range), far]``."""
         S = self.samples_per_ray
         if far is None:
             far = depth * (1 - self.rel_margin)  # [...]
@@ -501,6 +521,16 @@ class FreeSpaceLoss(nn.Module):
             u = torch.full(depth.shape + (S, ), 0.5, device=depth.device, dtype=depth.dtype)
         frac = (torch.arange(S, device=depth.device, dtype=depth.dtype) + u) / S
         z = self.near + (far - self.near)[..., None] * frac
+        if self.surface_samples > 0:
+            N = self.surface_samples
+            if self.training:
+                u = torch.rand(depth.shape + (N, ), device=depth.device, dtype=depth.dtype,
+                               generator=generator)
+            else:
+                u = torch.full(depth.shape + (N, ), 0.5, device=depth.device, dtype=depth.dtype)
+            start = (far - self.surface_range).clamp_min(self.near)
+            frac = (torch.arange(N, device=depth.device, dtype=depth.dtype) + u) / N
+            z = torch.cat([z, start[..., None] + (far - start)[..., None] * frac], -1)
         valid = ((depth > 0) & (far > self.near))[..., None].expand_as(z)
         return z, valid
 

@@ -241,3 +241,16 @@ def test_surface_losses_hinge():
     assert torch.isclose(occ, torch.tensor((0.75 + 0.0 + 0.5) / 4))
     module = SurfaceLoss(occ_weight=3.0, sem_weight=0.0, occ_target=1.0)
     assert torch.isclose(module(rho, None, None, valid, w)['loss_surface_occ'], 3 * occ)
+
+
+def test_free_space_surface_samples():
+    """surface_samples extra points stratified in [max(near, far - surface_range), far]."""
+    loss = FreeSpaceLoss(samples_per_ray=2, near=1.0, rel_margin=0.5, surface_samples=2,
+                         surface_range=2.0)
+    loss.eval()
+    z, ok = loss.sample_depths(torch.tensor([10.0, 4.0]))
+    # ray 0: far 5 -> strata [1, 3], [3, 5] and [3, 4], [4, 5]; ray 1: far 2, start max(1, 0)
+    assert torch.allclose(z, torch.tensor([[2.0, 4.0, 3.5, 4.5], [1.25, 1.75, 1.25, 1.75]]))
+    assert ok.all()
+    with pytest.raises(ValueError, match='surface_samples'):
+        FreeSpaceLoss(surface_samples=-1)

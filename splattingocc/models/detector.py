@@ -24,7 +24,7 @@ Rendering supervision conventions:
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -88,6 +88,43 @@ def pixel_centres(h: int, w: int, device=None) -> Tensor:
     v, u = torch.meshgrid(torch.arange(h, device=device) + 0.5,
                           torch.arange(w, device=device) + 0.5, indexing='ij')
     return torch.stack([u, v], -1).reshape(h * w, 2)
+
+
+def open_sky_mask(gt_depth: Tensor,  # [B, C, h, w]
+                  column_window: int = 5, margin_rows: int = 1) -> Tensor:
+    """Pixels above every LiDAR return of their image column and its neighbours: [B, C, h, w]
+    bool.
+
+    Per column, the highest labelled row is found, then the highest over ``column_window``
+    neighbouring columns (azimuth gaps between LiDAR points); pixels more than ``margin_rows``
+    above it are open sky: the LiDAR swept that direction (its vertical field of view covers
+    the cameras') and got no return within its range. A column window containing a column
+    without any label gives no sky (nothing is known there).
+    """
+    B, C, h, w = gt_depth.shape
+    rows = torch.arange(h, device=gt_depth.device).view(1, 1, h, 1).expand(B, C, h, w)
+    lab = gt_depth > 0
+    top = torch.where(lab, rows, torch.full_like(rows, h)).amin(2)  # [B, C, w]; h = none
+    top = torch.where(top == h, torch.full_like(top, -1), top).float()  # none -> no sky
+    if column_window > 1:
+        pad = column_window // 2
+        top = -F.max_pool1d(-top.reshape(B * C, 1, w), column_window, stride=1,
+                            padding=pad).reshape(B, C, -1)[..., :w]
+    return rows < (top[:, :, None, :] - margin_rows)
+
+
+def sample_mask_pixels(mask: Tensor,  # [B, C, h, w]
+                       num: int, generator=None) -> Tuple[Tensor, Tensor]:
+    """Up to ``num`` pixels per camera drawn uniformly without replacement from a mask:
+    (pixels [B, C, num, 2] (u, v) centres, valid [B, C, num] bool: False where the mask has
+    fewer pixels)."""
+    B, C, h, w = mask.shape
+    num = min(int(num), h * w)
+    score = torch.rand(B, C, h * w, device=mask.device, generator=generator)
+    score = torch.where(mask.reshape(B, C, -1), score, torch.full_like(score, -1.0))
+    top, idx = score.topk(num, dim=-1)  # [B, C, num]
+    pixels = torch.stack([(idx % w).float() + 0.5, (idx // w).float() + 0.5], -1)
+    return pixels, top >= 0
 
 
 def backproject(pixels: Tensor,  # [B, C, P, 2]
@@ -467,6 +504,8 @@ class SplattingOcc(BaseModel):
         if self.loss_free_space is not None:
             losses['loss_free_space'] = self.free_space_term(scene, cams, pixels, free_depth,
                                                              weight, flat_sem)
+            if self.loss_free_space.sky_rays > 0:
+                losses['loss_free_sky'] = self.sky_free_space_term(scene, cams, gt_depth, offset)
         if self.loss_surface is not None:
             losses.update(self.surface_term(scene, cams, pixels, depth_lab, weight,
                                             sem_lab.flatten(2)))
@@ -480,7 +519,8 @@ class SplattingOcc(BaseModel):
 
     def free_space_term(self, scene, cams: Cameras, pixels: Optional[Tensor],
                         depth: Tensor, weight: Tensor,
-                        semantics: Optional[Tensor] = None) -> Tensor:
+                        semantics: Optional[Tensor] = None,
+                        far: Optional[Tensor] = None) -> Tensor:
         """``loss_free_space`` on the rays of this step: points before each labelled depth,
         back-projected through the rendering cameras into the head's box.
 
@@ -489,14 +529,16 @@ class SplattingOcc(BaseModel):
             depth: [B, C, P] (or [B, C, h, w] when dense) depth labels, 0 = none.
             weight: [B*C*P] ray weights.
             semantics: the rays' class labels (as depth; for ``FreeSpaceLoss.flat_classes``).
+            far: [B, C, P] camera depths where the points stop, overriding the loss's rules.
         """
         B, C = depth.shape[:2]
         if pixels is None:
             h, w = depth.shape[2:]
             pixels = pixel_centres(h, w, depth.device).expand(B, C, h * w, 2)
         d = depth.reshape(B, C, -1).float()  # [B, C, P]
-        far = None
-        if self.loss_free_space.flat_classes is not None:
+        if far is not None:
+            far = far.reshape(B, C, -1).float()
+        elif self.loss_free_space.flat_classes is not None:
             origin = backproject(pixels[:, :, :1], torch.zeros_like(d[:, :, :1]), cams.viewmats,
                                  cams.Ks)  # [B, C, 1, 3] camera centres
             dirs = backproject(pixels, torch.ones_like(d), cams.viewmats, cams.Ks) - origin
@@ -514,6 +556,22 @@ class SplattingOcc(BaseModel):
         else:
             density = density_grid_at(scene, pts.reshape(B, -1, 3)) * self.voxelizer_edge()
         return self.loss_free_space(density.reshape(-1, S), valid.reshape(-1, S), weight)
+
+    def sky_free_space_term(self, scene, cams: Cameras, gt_depth: Tensor,
+                            offset: Tensor) -> Tensor:
+        """``loss_free_space`` along open-sky rays (``open_sky_mask``: above every LiDAR return of
+        their column): ``sky_rays`` per camera, free from ``near`` to ``sky_depth`` (camera z),
+        adjacent-frame cameras weighted ``aux_weight``."""
+        fs = self.loss_free_space
+        B, C = gt_depth.shape[:2]
+        sky = open_sky_mask(gt_depth, fs.sky_column_window, fs.sky_margin_rows)
+        pixels, ok = sample_mask_pixels(sky, fs.sky_rays)  # [B, C, R, 2], [B, C, R]
+        R = pixels.shape[2]
+        w_cam = torch.where(offset == 0, torch.ones_like(offset, dtype=torch.float),
+                            torch.full_like(offset, self.aux_weight, dtype=torch.float))
+        weight = (w_cam[:, :, None] * ok).reshape(-1)
+        depth = torch.full((B, C, R), fs.sky_depth, device=gt_depth.device)
+        return self.free_space_term(scene, cams, pixels, depth, weight, far=depth)
 
     def surface_term(self, scene, cams: Cameras, pixels: Optional[Tensor], depth: Tensor,
                      weight: Tensor, semantics: Tensor) -> Dict[str, Tensor]:

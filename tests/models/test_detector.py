@@ -551,3 +551,68 @@ def test_surface_loss_trains(renderer):
     model.zero_grad()
     losses['loss_surface_sem'].backward()
     assert model.head.semantics.weight.grad.abs().sum() > 0
+
+
+def test_open_sky_mask_hand_case():
+    """Rows above the highest label of the column (window 1) or of the column and its
+    neighbours (window 3), minus a margin; a window with an unlabelled column gives no sky."""
+    from splattingocc.models.detector import open_sky_mask
+    d = torch.zeros(1, 1, 6, 7)
+    for row, col in ((3, 0), (4, 1), (2, 3), (5, 4), (4, 5), (4, 6)):  # column 2: no label
+        d[0, 0, row, col] = 5.0
+    tops1 = [3, 4, -1, 2, 5, 4, 4]  # highest labelled row per column (-1: none)
+    tops3 = [3, -1, -1, -1, 2, 4, 4]  # min over the column and its neighbours
+    for window, margin, tops in ((1, 1, tops1), (3, 0, tops3)):
+        want = torch.zeros(6, 7, dtype=torch.bool)
+        for col, top in enumerate(tops):
+            want[:max(top - margin, 0), col] = top >= 0
+        got = open_sky_mask(d, column_window=window, margin_rows=margin)[0, 0]
+        assert torch.equal(got, want), (window, got.int())
+
+
+def test_sample_mask_pixels_draws_inside_the_mask():
+    from splattingocc.models.detector import sample_mask_pixels
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(2, 3, 5, 6, generator=g) < 0.3
+    pixels, ok = sample_mask_pixels(mask, 4, generator=g)
+    assert pixels.shape == (2, 3, 4, 2)
+    for b in range(2):
+        for c in range(3):
+            n = int(mask[b, c].sum())
+            assert int(ok[b, c].sum()) == min(n, 4)
+            picked = {(int(v), int(u)) for (u, v), k in zip(pixels[b, c] - 0.5, ok[b, c]) if k}
+            assert len(picked) == min(n, 4)  # no pixel twice
+            assert all(bool(mask[b, c, r, col]) for r, col in picked)
+
+
+def test_sky_free_space_term_and_training():
+    """loss_free_sky = free_space_term on the drawn sky pixels with far = sky_depth (same random
+    draw replayed), adjacent-frame cameras weighted aux_weight; it trains the opacities."""
+    from splattingocc.models.detector import open_sky_mask, sample_mask_pixels
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(loss_free_space=dict(
+        type='FreeSpaceLoss', sky_rays=5, sky_depth=30.0, samples_per_ray=4)))
+    model.eval()
+    batch = random_batch(F=1, H=8, W=16, ds=2)
+    depth = batch['gt_depth'].clone()
+    depth[:, :, :2] = 0  # the two top rows unlabelled: sky where the columns have labels
+    with torch.no_grad():
+        scene = model.head(torch.randn(1, 8, *PRED_GRID))
+        cams = Cameras(viewmats=batch['render_viewmats'], Ks=batch['render_Ks'], width=8,
+                       height=4)
+        offset = torch.zeros(1, depth.shape[1], dtype=torch.long)
+        offset[0, -1] = 1
+        torch.manual_seed(5)
+        got = model.sky_free_space_term(scene, cams, depth, offset)
+        torch.manual_seed(5)
+        pixels, ok = sample_mask_pixels(open_sky_mask(depth), 5)
+        assert ok.any()
+        w = (ok * torch.where(offset == 0, 1.0, model.aux_weight)[:, :, None]).reshape(-1)
+        far = torch.full(ok.shape, 30.0)
+        want = model.free_space_term(scene, cams, pixels, far, w, far=far)
+    assert torch.allclose(got, want)
+    model.train()
+    losses = model(mode='loss', **batch)
+    assert torch.isfinite(losses['loss_free_sky'])
+    with pytest.raises(ValueError, match='sky_rays'):
+        MODELS.build(small_model_cfg(loss_free_space=dict(type='FreeSpaceLoss', sky_rays=-1)))
