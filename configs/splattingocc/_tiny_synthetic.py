@@ -18,9 +18,11 @@ with read_base():
     from .._base_.schedules.schedule_tiny import *  # noqa: F401,F403
 
 data_root = 'data/synthetic-nuscenes/'
-# synthetic images are 400 x 225: scale 0.64 -> 256 x 144, keep the bottom 96 rows
-input_size = (256, 96)
-label_downsample = 2  # 128 x 48 label maps
+# synthetic images are 400 x 225: scale 0.64 -> 256 x 144, the whole image (BEVDet's crop of
+# the top third hid the space that mask_camera scores above the ground: 14.15 vs 13.23 mIoU,
+# log.txt)
+input_size = (256, 144)
+label_downsample = 2  # 128 x 72 label maps
 
 train_pipeline = [
     dict(type='LoadMultiViewImages', camera_names=camera_names),  # noqa: F405

@@ -49,6 +49,10 @@ model = dict(
     # model.loss_free_space=None trains without it)
     loss_free_space=dict(type='FreeSpaceLoss', loss_weight=1.0, samples_per_ray=8, near=0.5,
                          flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8, window=2),
+    # each labelled hit point takes its pixel's class (SurfaceLoss, semantic half only; chosen
+    # on the synthetic data, see log.txt)
+    loss_surface=dict(type='SurfaceLoss', occ_weight=0.0, sem_weight=1.0, class_weight='batch',
+                      power=0.5, window=2),
     # optional terms, off by default (add e.g. with --cfg-options model.loss_opacity.type=...):
     # loss_opacity=dict(type='OpacityEntropyLoss', loss_weight=0.01),
     # loss_distortion=dict(type='RayDistortionLoss', loss_weight=0.01),

@@ -53,6 +53,11 @@ model = dict(
     # model.loss_free_space=None trains without it)
     loss_free_space=dict(type='FreeSpaceLoss', loss_weight=1.0, samples_per_ray=8, near=0.5,
                          flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8, window=2),
+    # each labelled hit point takes its pixel's class: CE of the voxelizer's class scores there
+    # (losses.py, SurfaceLoss). Its occupancy half (occ_weight > 0) raises recall above the ground
+    # but fills unlabelled space (log.txt), so it is off here.
+    loss_surface=dict(type='SurfaceLoss', occ_weight=0.0, sem_weight=1.0, class_weight='batch',
+                      power=0.5, window=2),
     # optional terms, off by default (add e.g. with --cfg-options model.loss_opacity.type=...):
     # loss_opacity=dict(type='OpacityEntropyLoss', loss_weight=0.01),
     # loss_distortion=dict(type='RayDistortionLoss', loss_weight=0.01),
