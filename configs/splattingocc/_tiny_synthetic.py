@@ -6,10 +6,11 @@
 # Train / test:
 #   python tools/train.py configs/splattingocc/splattingocc-tiny-synthetic.py
 #   python tools/test.py configs/splattingocc/splattingocc-tiny-synthetic.py CKPT --eval segm
-# Sized for ~6 minutes of training on 2 CPU cores: 1,500 iterations at ~0.25 s/iteration (batch 1,
-# 20,000 Gaussians, 6,144 rays and their free-space points; measured on the idle 2-core
-# development machine, see log.txt); several times slower while the machine is busy. Longer
-# schedules scored lower on val here (3,000 iterations: more false occupancy above the ground).
+# Sized for ~6.5 minutes of training on 2 CPU cores: 1,500 iterations at ~0.26 s/iteration
+# (batch 1, 20,000 Gaussians, 6,144 rays and their free-space points; measured on the idle
+# 2-core development machine, see log.txt); several times slower while the machine is busy.
+# Longer schedules scored lower on val here (3,000 iterations: more false occupancy above the
+# ground).
 from mmengine.config import read_base
 
 with read_base():
