@@ -383,6 +383,18 @@ class L1DepthLoss(nn.Module):
         return self.loss_weight * l1_depth_loss(pred, target, weight)
 
 
+def _class_weight_setting(owner: str, class_weight) -> Tuple[Optional[str], Optional[Tensor]]:
+    """(mode, fixed weights) of a ``class_weight`` setting: None, 'batch' or a list of numbers."""
+    if isinstance(class_weight, str):
+        if class_weight != 'batch':
+            raise ValueError(f"{owner}.class_weight must be None, 'batch' or a list, got "
+                             f'{class_weight!r}')
+        return class_weight, None
+    if class_weight is None:
+        return None, None
+    return None, torch.tensor([float(c) for c in class_weight])
+
+
 @MODELS.register_module()
 class RenderedCELoss(nn.Module):
     """Class-weighted CE on composited probabilities.
@@ -397,12 +409,8 @@ class RenderedCELoss(nn.Module):
     def __init__(self, class_weight: Union[None, str, Sequence[float]] = None, power: float = 0.5,
                  loss_weight: float = 1.0, eps: float = 1e-6):
         super().__init__()
-        if isinstance(class_weight, str) and class_weight != 'batch':
-            raise ValueError(f"RenderedCELoss.class_weight must be None, 'batch' or a list, got "
-                             f'{class_weight!r}')
-        self.mode = class_weight if isinstance(class_weight, str) else None
-        self.register_buffer('class_weight', None if class_weight is None or self.mode else
-                             torch.tensor([float(c) for c in class_weight]), persistent=False)
+        self.mode, fixed = _class_weight_setting('RenderedCELoss', class_weight)
+        self.register_buffer('class_weight', fixed, persistent=False)
         self.power, self.loss_weight, self.eps = power, loss_weight, eps
 
     def forward(self, probs: Tensor, labels: Tensor, weight: Optional[Tensor] = None) -> Tensor:
@@ -559,12 +567,8 @@ class SurfaceLoss(nn.Module):
         if occ_weight < 0 or sem_weight < 0 or behind < 0:
             raise ValueError(f'SurfaceLoss: occ_weight, sem_weight and behind must be >= 0, got '
                              f'{occ_weight}, {sem_weight}, {behind}')
-        if isinstance(class_weight, str) and class_weight != 'batch':
-            raise ValueError(f"SurfaceLoss.class_weight must be None, 'batch' or a list, got "
-                             f'{class_weight!r}')
-        self.mode = class_weight if isinstance(class_weight, str) else None
-        self.register_buffer('class_weight', None if class_weight is None or self.mode else
-                             torch.tensor([float(c) for c in class_weight]), persistent=False)
+        self.mode, fixed = _class_weight_setting('SurfaceLoss', class_weight)
+        self.register_buffer('class_weight', fixed, persistent=False)
         self.occ_weight, self.sem_weight, self.behind = occ_weight, sem_weight, float(behind)
         self.power, self.window, self.ignore_index, self.eps = power, int(window), ignore_index, eps
         self.occ_target = None if occ_target is None else float(occ_target)
