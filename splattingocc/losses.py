@@ -296,7 +296,8 @@ def surface_losses(density: Tensor,  # [M]
                    weight: Optional[Tensor] = None,  # [M]
                    class_weight: Optional[Tensor] = None,  # [K]
                    ignore_index: int = IGNORE, eps: float = 1e-6,
-                   occ_target: Optional[float] = None) -> Tuple[Tensor, Tensor]:
+                   occ_target: Optional[float] = None,
+                   occ_class_weight: bool = False) -> Tuple[Tensor, Tensor]:
     """(occupancy term, semantic term) at the labelled hit points (module docstring).
 
     Args:
@@ -320,7 +321,17 @@ def surface_losses(density: Tensor,  # [M]
         per_ray = -torch.log(1 - torch.exp(-density) + eps)
     else:
         per_ray = (occ_target - density).clamp_min(0)
-    loss_occ = (w * per_ray).sum() / denom
+    if occ_class_weight:
+        if labels is None or class_weight is None:
+            raise ValueError('surface_losses: occ_class_weight=True needs labels and class_weight')
+        lab = labels.long()
+        labelled = valid & (lab != ignore_index)
+        cw_ray = class_weight.to(density.dtype)[torch.where(labelled, lab, torch.zeros_like(lab))]
+        w_occ = w * torch.where(labelled, cw_ray, torch.ones_like(cw_ray))
+        denom_occ = w_occ.sum()
+        loss_occ = (w_occ * per_ray).sum() / denom_occ.clamp_min(eps)
+    else:
+        loss_occ = (w * per_ray).sum() / denom
     if scores is None:
         return loss_occ, _zero(density)
     assert labels is not None and scores.shape[:1] == density.shape, (scores.shape, density.shape)
@@ -557,11 +568,14 @@ class SurfaceLoss(nn.Module):
         class_weight: semantic class weights: None, a list, or 'batch' (``class_balanced_weights``
             of this step's labels with ``power``).
         window: Gaussians of the window^3 nearest voxels (as ``FreeSpaceLoss.window``).
+        occ_class_weight: weight the occupancy term's rays by the class weights too
+            (``surface_losses``); needs ``class_weight``.
     """
 
     def __init__(self, occ_weight: float = 1.0, sem_weight: float = 1.0, behind: float = 0.0,
                  class_weight: Union[None, str, Sequence[float]] = 'batch', power: float = 0.5,
                  occ_target: Optional[float] = None, window: int = 2,
+                 occ_class_weight: bool = False,
                  ignore_index: int = IGNORE, eps: float = 1e-6):
         super().__init__()
         if occ_weight < 0 or sem_weight < 0 or behind < 0:
@@ -572,6 +586,10 @@ class SurfaceLoss(nn.Module):
         self.occ_weight, self.sem_weight, self.behind = occ_weight, sem_weight, float(behind)
         self.power, self.window, self.ignore_index, self.eps = power, int(window), ignore_index, eps
         self.occ_target = None if occ_target is None else float(occ_target)
+        if occ_class_weight and class_weight is None:
+            raise ValueError('SurfaceLoss: occ_class_weight=True needs class_weight '
+                             "('batch' or a list of weights)")
+        self.occ_class_weight = bool(occ_class_weight)
 
     def forward(self, density: Tensor, scores: Optional[Tensor], labels: Optional[Tensor],
                 valid: Tensor, weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
@@ -579,8 +597,10 @@ class SurfaceLoss(nn.Module):
         if self.mode == 'batch' and scores is not None:
             lab = labels[valid] if labels is not None else labels
             cw = class_balanced_weights(lab, scores.shape[-1], self.power, self.ignore_index)
+        occ_cw = self.occ_class_weight and cw is not None and labels is not None
         occ, sem = surface_losses(density, scores if self.sem_weight > 0 else None, labels, valid,
-                                  weight, cw, self.ignore_index, self.eps, self.occ_target)
+                                  weight, cw, self.ignore_index, self.eps, self.occ_target,
+                                  occ_cw)
         out = {'loss_surface_occ': self.occ_weight * occ}
         if self.sem_weight > 0:
             out['loss_surface_sem'] = self.sem_weight * sem

@@ -243,6 +243,29 @@ def test_surface_losses_hinge():
     assert torch.isclose(module(rho, None, None, valid, w)['loss_surface_occ'], 3 * occ)
 
 
+def test_surface_losses_hinge_class_weighted():
+    """occ_class_weight: ray weights times the class weight of the ray's label (1 without one)."""
+    rho = torch.tensor([0.25, 2.0, 0.5, 0.0])
+    labels = torch.tensor([0, 1, 255, 0])
+    valid = torch.tensor([True, True, True, False])
+    w = torch.tensor([1.0, 2.0, 1.0, 4.0])
+    cw = torch.tensor([3.0, 0.5])
+    occ, _ = surface_losses(rho, None, labels, valid, w, cw, occ_target=1.0,
+                            occ_class_weight=True)
+    # weights 1*3, 2*0.5, 1*1 (no label); ray 3 not valid
+    assert torch.isclose(occ, torch.tensor((3 * 0.75 + 1 * 0.0 + 1 * 0.5) / 5))
+    with pytest.raises(ValueError, match='occ_class_weight'):
+        surface_losses(rho, None, labels, valid, w, None, occ_target=1.0, occ_class_weight=True)
+    with pytest.raises(ValueError, match='occ_class_weight'):
+        SurfaceLoss(class_weight=None, occ_class_weight=True)
+    # the module with 'batch' weights: labels 0 (once) and 1 (once) among valid rays -> equal
+    # weights 1, so the class-weighted term equals the plain one here
+    scores = torch.ones(4, 2)
+    m = SurfaceLoss(occ_weight=1.0, sem_weight=1.0, occ_target=1.0, occ_class_weight=True)
+    plain = surface_losses(rho, None, None, valid, w, occ_target=1.0)[0]
+    assert torch.isclose(m(rho, scores, labels, valid, w)['loss_surface_occ'], plain)
+
+
 def test_free_space_surface_samples():
     """surface_samples extra points stratified in [max(near, far - surface_range), far]."""
     loss = FreeSpaceLoss(samples_per_ray=2, near=1.0, rel_margin=0.5, surface_samples=2,
