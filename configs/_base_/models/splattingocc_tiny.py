@@ -23,8 +23,10 @@ model = dict(
     view_transform=dict(type='LSSViewTransform', in_channels=64, out_channels=context_channels,
                         depth_bins=[1.0, 45.0, 1.0], pc_range=point_cloud_range,  # noqa: F405
                         grid_size=pred_grid_size),
+    # two 3D residual blocks: +1.6 mIoU over one on two seeds at about the same cost per
+    # iteration (17.43 / 17.32 vs 15.95 / 15.63 on val, log.txt, session 6)
     volume_encoder=dict(type='VolumeEncoder3D', in_channels=context_channels,
-                        channels=volume_channels, num_blocks=1),
+                        channels=volume_channels, num_blocks=2),
     head=dict(type='GaussianHead', in_channels=volume_channels,
               pc_range=point_cloud_range, grid_size=pred_grid_size,  # noqa: F405
               # occupied classes 0..16 only; free space = low density
