@@ -494,8 +494,12 @@ def named_arm(name: str, base: Config) -> Arm:
             overrides = {'model.use_2d_supervision': False, 'model.use_3d_supervision': True,
                          # no LiDAR depth without 2D labels
                          'model.loss_lss_depth': None,
+                         # the upper bound: the loss on the Occ3D grid, inside mask_camera
+                         # (as configs/splattingocc/splattingocc-tiny-synthetic-3d.py)
+                         'model.loss_3d_grid': 'occ', 'model.use_mask_camera': True,
                          'train_dataloader.dataset.pipeline': pipeline}
-            return Arm('3d', overrides, 'Occ3D (3D) supervision only, no 2D labels')
+            return Arm('3d', overrides, 'Occ3D (3D) supervision only, no 2D labels, loss on '
+                       'the Occ3D grid inside mask_camera')
         overrides = {'model.use_2d_supervision': True, 'model.use_3d_supervision': True,
                      'train_dataloader.dataset.pipeline': pipeline}
         return Arm('2d3d', overrides, '2D labels and Occ3D (3D) supervision')

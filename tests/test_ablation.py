@@ -132,7 +132,8 @@ def test_named_arms_change_exactly_their_keys(base):
     assert nerf['model.renderer.type'] == ('TorchSplatRenderer', 'VolumeRenderer')
     # 3d / 2d3d: the supervision flags and the training pipeline that loads the 3D labels
     roots = {'3d': ['model.use_2d_supervision', 'model.use_3d_supervision',
-                    'model.loss_lss_depth', 'train_dataloader.dataset.pipeline'],
+                    'model.loss_lss_depth', 'model.loss_3d_grid', 'model.use_mask_camera',
+                    'train_dataloader.dataset.pipeline'],
              '2d3d': ['model.use_3d_supervision', 'train_dataloader.dataset.pipeline']}
     for name, expected in roots.items():
         diff = config_diff(base, apply_overrides(base, arms[name].overrides))
