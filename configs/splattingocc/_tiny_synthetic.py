@@ -6,10 +6,10 @@
 # Train / test:
 #   python tools/train.py configs/splattingocc/splattingocc-tiny-synthetic.py
 #   python tools/test.py configs/splattingocc/splattingocc-tiny-synthetic.py CKPT --eval segm
-# Sized for ~8 minutes of training on 2 CPU cores: 1,500 iterations at ~0.33 s/iteration
+# Sized for 8-17 minutes of training on 2 CPU cores: 1,500 iterations at 0.33-0.67 s/iteration
 # (batch 1, 20,000 Gaussians, 6,144 rays, their free-space points and 256 open-sky rays;
-# measured on the idle 2-core development machine, see log.txt); several times slower while the
-# machine is busy. 3,000 iterations gave +1.9 mIoU but -7 geometry IoU on val (more false
+# measured on two idle 2-core development machines, see log.txt); slower while the machine is
+# busy. 3,000 iterations gave +1.9 mIoU but -7 geometry IoU on val (more false
 # occupancy above the ground), so the demo keeps 1,500.
 from mmengine.config import read_base
 
