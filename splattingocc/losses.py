@@ -597,10 +597,9 @@ class SurfaceLoss(nn.Module):
         if self.mode == 'batch' and scores is not None:
             lab = labels[valid] if labels is not None else labels
             cw = class_balanced_weights(lab, scores.shape[-1], self.power, self.ignore_index)
-        occ_cw = self.occ_class_weight and cw is not None and labels is not None
         occ, sem = surface_losses(density, scores if self.sem_weight > 0 else None, labels, valid,
                                   weight, cw, self.ignore_index, self.eps, self.occ_target,
-                                  occ_cw)
+                                  self.occ_class_weight)
         out = {'loss_surface_occ': self.occ_weight * occ}
         if self.sem_weight > 0:
             out['loss_surface_sem'] = self.sem_weight * sem

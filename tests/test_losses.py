@@ -258,12 +258,18 @@ def test_surface_losses_hinge_class_weighted():
         surface_losses(rho, None, labels, valid, w, None, occ_target=1.0, occ_class_weight=True)
     with pytest.raises(ValueError, match='occ_class_weight'):
         SurfaceLoss(class_weight=None, occ_class_weight=True)
-    # the module with 'batch' weights: labels 0 (once) and 1 (once) among valid rays -> equal
-    # weights 1, so the class-weighted term equals the plain one here
+    # the module with 'batch' weights (power 0.5): valid labels 0, 0, 1 -> class 0 weight
+    # (3 / (2 * 2)) ** 0.5, class 1 weight (3 / (2 * 1)) ** 0.5
+    labels2 = torch.tensor([0, 1, 0, 0])
     scores = torch.ones(4, 2)
     m = SurfaceLoss(occ_weight=1.0, sem_weight=1.0, occ_target=1.0, occ_class_weight=True)
-    plain = surface_losses(rho, None, None, valid, w, occ_target=1.0)[0]
-    assert torch.isclose(m(rho, scores, labels, valid, w)['loss_surface_occ'], plain)
+    c0, c1 = math.sqrt(0.75), math.sqrt(1.5)
+    want = (1 * c0 * 0.75 + 2 * c1 * 0.0 + 1 * c0 * 0.5) / (1 * c0 + 2 * c1 + 1 * c0)
+    got = m(rho, scores, labels2, valid, w)['loss_surface_occ']
+    assert torch.isclose(got, torch.tensor(want, dtype=got.dtype))
+    # without class scores there are no batch weights: a clear error, not a silent fallback
+    with pytest.raises(ValueError, match='occ_class_weight'):
+        m(rho, None, labels2, valid, w)
 
 
 def test_free_space_surface_samples():
