@@ -1,0 +1,141 @@
+"""Per-class diagnostics of a trained model: where a class is lost, in 2D or in 3D.
+
+Two views of the same frames, accumulated class by class:
+
+* 3D (the Occ3D read-out, inside ``mask_camera`` when given): of the ground-truth voxels of a
+  class, the share the model predicts occupied (any class) and the share it predicts right, the
+  median of the read-out field there (the voxelizer's density for Gaussians), and how many voxels
+  the model predicts as that class.
+* 2D (the rendered maps against the LiDAR-projected labels): of the labelled pixels of a class,
+  the share whose rendered class (argmax of the composited class probabilities, "none" where the
+  ray's alpha is under 0.5) is right, and the median absolute error of the rendered depth.
+
+A class that renders right in 2D but is missing in 3D is being explained by the wrong geometry
+(smeared or misplaced density); one that is wrong in both is not recognised at all.
+Medians come from fixed histograms (``DENSITY_BINS``, ``DEPTH_BINS``): exact to the bin width.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ['ClassDiagnostics', 'DENSITY_BINS', 'DEPTH_BINS', 'histogram_median']
+
+DENSITY_BINS = np.linspace(0.0, 4.0, 401)  # 0.01 wide; values outside go to the end bins
+DEPTH_BINS = np.linspace(0.0, 60.0, 1201)  # 0.05 m wide
+
+
+def histogram_median(counts: np.ndarray, edges: np.ndarray) -> Optional[float]:
+    """Centre of the bin holding the median of a histogram (None when it is empty).
+
+    The median is the value at rank ceil(n / 2) (the lower median for an even n).
+    """
+    counts = np.asarray(counts)
+    n = int(counts.sum())
+    if n == 0:
+        return None
+    k = int(np.searchsorted(np.cumsum(counts), (n + 1) // 2))
+    return float(0.5 * (edges[k] + edges[k + 1]))
+
+
+def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin index of each value, values outside the edges clipped into the end bins."""
+    return np.clip(np.searchsorted(edges, values, side='right') - 1, 0, len(edges) - 2)
+
+
+class ClassDiagnostics:
+    """Accumulates the per-class 3D and 2D statistics of the module docstring.
+
+    Args:
+        class_names: names of the labels 0..num_classes-1 (free included).
+        free_label: the free label (its voxels count as "predicted free").
+    """
+
+    def __init__(self, class_names: Sequence[str], free_label: int):
+        self.class_names = list(class_names)
+        L = len(self.class_names)
+        if not 0 <= free_label < L:
+            raise ValueError(f'ClassDiagnostics: free_label {free_label} is not a label of the '
+                             f'{L} class names')
+        self.free_label = free_label
+        self.gt_voxels = np.zeros(L, np.int64)
+        self.occupied = np.zeros(L, np.int64)
+        self.right = np.zeros(L, np.int64)
+        self.predicted = np.zeros(L, np.int64)
+        self.density_hist = np.zeros((L, len(DENSITY_BINS) - 1), np.int64)
+        self.pixels = np.zeros(L, np.int64)
+        self.pixels_right = np.zeros(L, np.int64)
+        self.pixels_none = np.zeros(L, np.int64)
+        self.depth_hist = np.zeros((L, len(DEPTH_BINS) - 1), np.int64)
+
+    def add_voxels(self, gt: np.ndarray, pred: np.ndarray, density: np.ndarray,
+                   mask: Optional[np.ndarray] = None) -> None:
+        """One frame's grids, all [X, Y, Z]: labels, predicted labels, read-out field, and the
+        voxels to count (None: all)."""
+        gt, pred, density = np.asarray(gt), np.asarray(pred), np.asarray(density)
+        if not gt.shape == pred.shape == density.shape:
+            raise ValueError(f'ClassDiagnostics.add_voxels: shapes differ: gt {gt.shape}, pred '
+                             f'{pred.shape}, density {density.shape}')
+        keep = np.ones(gt.shape, bool) if mask is None else np.asarray(mask).astype(bool)
+        L = len(self.class_names)
+        g = gt[keep].astype(np.int64)
+        p = pred[keep].astype(np.int64)
+        if g.size and (g.min() < 0 or g.max() >= L or p.min() < 0 or p.max() >= L):
+            raise ValueError(f'ClassDiagnostics.add_voxels: labels outside [0, {L})')
+        self.gt_voxels += np.bincount(g, minlength=L)
+        self.occupied += np.bincount(g[p != self.free_label], minlength=L)
+        self.right += np.bincount(g[p == g], minlength=L)
+        self.predicted += np.bincount(p, minlength=L)
+        np.add.at(self.density_hist, (g, _bin(density[keep], DENSITY_BINS)), 1)
+
+    def add_pixels(self, labels: np.ndarray, depth: np.ndarray, pred: np.ndarray,
+                   pred_depth: np.ndarray) -> None:
+        """Labelled pixels, all [M]: class labels, depth labels (m), rendered class (-1: no
+        surface, alpha < 0.5) and rendered depth (m)."""
+        labels, pred = np.asarray(labels).astype(np.int64), np.asarray(pred).astype(np.int64)
+        depth, pred_depth = np.asarray(depth, np.float64), np.asarray(pred_depth, np.float64)
+        if not labels.shape == depth.shape == pred.shape == pred_depth.shape:
+            raise ValueError('ClassDiagnostics.add_pixels: labels, depth, pred and pred_depth '
+                             'must have one shape')
+        L = len(self.class_names)
+        if labels.size and (labels.min() < 0 or labels.max() >= L):
+            raise ValueError(f'ClassDiagnostics.add_pixels: labels outside [0, {L})')
+        self.pixels += np.bincount(labels, minlength=L)
+        self.pixels_right += np.bincount(labels[pred == labels], minlength=L)
+        self.pixels_none += np.bincount(labels[pred < 0], minlength=L)
+        np.add.at(self.depth_hist, (labels, _bin(np.abs(pred_depth - depth), DEPTH_BINS)), 1)
+
+    def summary(self) -> Dict[str, dict]:
+        """{class name: statistics}; shares in %, None where the class has no voxel / pixel."""
+        def share(a, n):
+            return None if n == 0 else 100.0 * float(a) / float(n)
+
+        out = {}
+        for c, name in enumerate(self.class_names):
+            out[name] = dict(
+                gt_voxels=int(self.gt_voxels[c]), predicted_voxels=int(self.predicted[c]),
+                occupied=share(self.occupied[c], self.gt_voxels[c]),
+                right=share(self.right[c], self.gt_voxels[c]),
+                median_density=histogram_median(self.density_hist[c], DENSITY_BINS),
+                pixels=int(self.pixels[c]),
+                pixels_right=share(self.pixels_right[c], self.pixels[c]),
+                pixels_none=share(self.pixels_none[c], self.pixels[c]),
+                median_depth_error=histogram_median(self.depth_hist[c], DEPTH_BINS))
+        return out
+
+    def table(self) -> List[str]:
+        """The summary as text lines."""
+        def f(v, fmt):  # fmt: width.precision
+            return format('-', '>' + fmt.split('.')[0]) if v is None else format(v, fmt + 'f')
+
+        lines = [f'{"class":22s} {"GT vox":>8s} {"occ %":>6s} {"right %":>7s} {"med dens":>8s} '
+                 f'{"pred vox":>8s} | {"pixels":>7s} {"2D right %":>10s} {"none %":>6s} '
+                 f'{"med |dz| m":>10s}']
+        for name, s in self.summary().items():
+            lines.append(
+                f'{name:22s} {s["gt_voxels"]:8d} {f(s["occupied"], "6.1")} '
+                f'{f(s["right"], "7.1")} {f(s["median_density"], "8.3")} '
+                f'{s["predicted_voxels"]:8d} | {s["pixels"]:7d} {f(s["pixels_right"], "10.1")} '
+                f'{f(s["pixels_none"], "6.1")} {f(s["median_depth_error"], "10.2")}')
+        return lines

@@ -1,0 +1,140 @@
+"""Per-class diagnosis of a checkpoint: is a class lost in 2D (not recognised) or in 3D (wrong
+geometry)?
+
+    python tools/diagnose.py CONFIG CHECKPOINT [--max-samples N] [--json FILE]
+                             [--cfg-options k=v ...]
+
+On the config's val dataset (its pipeline plus the LiDAR-projected 2D labels of the current
+frame), per class: of the ground-truth voxels inside mask_camera, the share predicted occupied and
+predicted right, the median read-out density there, and the voxels predicted as the class; of the
+labelled pixels, the share whose rendered class is right, the share with no rendered surface
+(alpha < 0.5) and the median |rendered depth - label| (splattingocc/evaluation/diagnostics.py).
+Needs the 2D label files (tools/create_data.py nuscenes). One process, CPU or the first GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from mmengine.config import DictAction  # noqa: E402
+
+import splattingocc.engine  # noqa: F401,E402  (allow-list for torch.load)
+from splattingocc.engine.launch import (UserError, atomic_write_json, load_config,  # noqa: E402
+                                        run_main)
+from splattingocc.evaluation.diagnostics import ClassDiagnostics  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('config', help='config file')
+    p.add_argument('checkpoint', help='checkpoint file')
+    p.add_argument('--max-samples', type=int, default=None,
+                   help='only the first N val samples (default: all)')
+    p.add_argument('--json', help='also write the table as JSON to this file (atomically)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='config overrides, key=value')
+    return p.parse_args(argv)
+
+
+def val_pipeline_with_labels(pipeline: Sequence[dict]) -> list:
+    """The val pipeline with ``LoadLabels2D`` (current frame only) after the image loader."""
+    pipeline = [copy.deepcopy(dict(t)) for t in pipeline]
+    types = [t['type'] for t in pipeline]
+    if 'LoadOcc3DLabels' not in types:
+        raise UserError('diagnose: the val pipeline has no LoadOcc3DLabels: the 3D half needs '
+                        'the Occ3D ground truth')
+    if 'LoadLabels2D' in types:
+        return pipeline
+    if 'LoadMultiViewImages' not in types:
+        raise UserError('diagnose: the val pipeline has no LoadMultiViewImages to put '
+                        'LoadLabels2D after')
+    i = types.index('LoadMultiViewImages')
+    labels = dict(type='LoadLabels2D', camera_names=pipeline[i]['camera_names'],
+                  load_adjacent=False)
+    return pipeline[:i + 1] + [labels] + pipeline[i + 1:]
+
+
+@torch.no_grad()
+def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
+             progress: bool = True) -> ClassDiagnostics:
+    """Run the model on the dataset's samples and accumulate the per-class statistics."""
+    from mmengine.dataset import default_collate
+
+    from splattingocc.rendering.base import Cameras
+
+    diag = ClassDiagnostics(class_names, free_label)
+    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    for i in range(n):
+        data = model.data_preprocessor(default_collate([dataset[i]]), False)
+        for key in ('gt_depth', 'gt_semantics', 'voxel_semantics'):
+            if key not in data:
+                raise UserError(f'diagnose: sample {i} has no {key!r}; check the 2D label files '
+                                '(tools/create_data.py nuscenes) and the pipeline')
+        scene, _ = model.extract_scene(data['img'], data['cam2img'], data['cam2ego'])
+        density, _ = model.occ_fields(scene)
+        pred = model.predict_semantics(scene)
+        mask = data.get('mask_camera')
+        for b in range(pred.shape[0]):
+            diag.add_voxels(data['voxel_semantics'][b].cpu().numpy(), pred[b].cpu().numpy(),
+                            density[b].float().cpu().numpy(),
+                            None if mask is None else mask[b].cpu().numpy())
+        gt_depth, gt_sem = data['gt_depth'].float(), data['gt_semantics']
+        B, C, h, w = gt_depth.shape
+        cams = Cameras(viewmats=data['render_viewmats'].float(), Ks=data['render_Ks'].float(),
+                       width=w, height=h)
+        out = model.renderer(model.render_scene(scene), cams, None)
+        K = len(class_names) - 1  # rendered classes: the occupied ones
+        probs = out.features.reshape(B, C, h, w, -1)[..., :K]
+        rendered = probs.argmax(-1)
+        rendered = torch.where(out.alpha.reshape(B, C, h, w) >= 0.5, rendered,
+                               torch.full_like(rendered, -1))
+        rendered = rendered + ((rendered >= free_label) & (rendered >= 0)).long()  # label ids
+        labelled = (gt_depth > 0) & (gt_sem < len(class_names)) & (gt_sem != free_label)
+        diag.add_pixels(gt_sem[labelled].cpu().numpy(), gt_depth[labelled].cpu().numpy(),
+                        rendered[labelled].cpu().numpy(),
+                        out.depth.reshape(B, C, h, w)[labelled].float().cpu().numpy())
+        if progress:
+            print(f'[diagnose] sample {i + 1}/{n}', flush=True)
+    return diag
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    from splattingocc.registry import DATASETS, MODELS
+
+    cfg = load_config(args.config, args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'splattingocc'))
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
+    dcfg = copy.deepcopy(cfg.val_dataloader.dataset)
+    dcfg.pipeline = val_pipeline_with_labels(dcfg.pipeline)
+    dataset = DATASETS.build(dcfg)
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    model = model.to(device).eval()
+    names = list(cfg.get('class_names') or [str(c) for c in range(int(cfg.num_classes))])
+    diag = diagnose(model, dataset, names, int(cfg.free_label), args.max_samples)
+    print('\n'.join(diag.table()))
+    summary = diag.summary()
+    if args.json:
+        atomic_write_json(args.json, dict(config=args.config, checkpoint=args.checkpoint,
+                                          classes=summary))
+    return summary
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
