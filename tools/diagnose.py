@@ -123,7 +123,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     dcfg.pipeline = val_pipeline_with_labels(dcfg.pipeline)
     dataset = DATASETS.build(dcfg)
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
+    # strict: a checkpoint of another network would otherwise load in part, without a word
+    try:
+        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True, logger='silent')
+    except RuntimeError as err:
+        raise UserError(f'checkpoint {args.checkpoint} does not fit the network of {args.config} '
+                        f'(pass the config and --cfg-options it was trained with): {err}') from err
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model = model.to(device).eval()
     names = list(cfg.get('class_names') or [str(c) for c in range(int(cfg.num_classes))])

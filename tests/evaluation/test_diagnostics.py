@@ -135,3 +135,8 @@ def test_diagnose_tool_end_to_end(tmp_path):
         if s['gt_voxels']:
             assert s['right'] <= s['occupied'] + 1e-9 or n == 'free'
     assert out_json.is_file()
+    # a checkpoint of another network is an error naming it, not a partial load
+    from splattingocc.engine.errors import UserError
+    with pytest.raises(UserError, match='does not fit the network'):
+        _tool().main([config, str(ckpt), '--max-samples', '1', '--cfg-options', *options,
+                      'model.volume_encoder.num_blocks=1'])
