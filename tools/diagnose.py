@@ -98,7 +98,7 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
         rendered = probs.argmax(-1)
         rendered = torch.where(out.alpha.reshape(B, C, h, w) >= 0.5, rendered,
                                torch.full_like(rendered, -1))
-        rendered = rendered + ((rendered >= free_label) & (rendered >= 0)).long()  # label ids
+        rendered = rendered + (rendered >= free_label).long()  # label ids (-1 stays: none)
         labelled = (gt_depth > 0) & (gt_sem < len(class_names)) & (gt_sem != free_label)
         diag.add_pixels(gt_sem[labelled].cpu().numpy(), gt_depth[labelled].cpu().numpy(),
                         rendered[labelled].cpu().numpy(),

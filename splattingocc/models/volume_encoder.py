@@ -49,8 +49,8 @@ class VolumeEncoder3D(nn.Module):
         num_blocks: residual blocks of two 3x3x3 convs.
         channels_last: run the convolutions on a channels-last (NDHWC) copy of the volume and
             return a contiguous (NCDHW) result: the same function, another memory layout, which
-            oneDNN's CPU 3D convolutions run faster (tools/benchmark_model.py); results differ
-            from the default layout by rounding only.
+            oneDNN's CPU 3D convolutions run faster (encoder forward + backward -18% on a
+            2-core CPU, log.txt session 7); results differ from the default layout by rounding.
     """
 
     def __init__(self, in_channels: int, channels: int, num_blocks: int = 2,
