@@ -1,6 +1,8 @@
 """Volume encoders: refine the lifted [B, C, X, Y, Z] volume.
 
-* ``VolumeEncoder3D``: a stem conv and residual blocks of two 3x3x3 convolutions (full 3D).
+* ``VolumeEncoder3D``: a stem conv and residual blocks of two 3x3x3 convolutions (full 3D), or
+  with ``kernel='separable'`` of two (3x3x1 then 1x1x3) pairs: the same receptive field with 12
+  instead of 27 weights per channel pair, about half the time on a CPU.
 * ``BEVVolumeEncoder``: folds the height axis into channels ([B, C * Z, X, Y]), runs 2D residual
   blocks (cheaper on large grids, as FlashOcc's channel-to-height trick) and unfolds back to
   [B, out_channels, X, Y, Z] with a 1x1 conv.
@@ -15,12 +17,21 @@ from torch import Tensor, nn
 from ..registry import MODELS
 
 
+def _conv3d(c: int, kernel: str) -> nn.Module:
+    """A 3x3x3 convolution (``'full'``) or a 3x3x1 one followed by a 1x1x3 one (``'separable'``:
+    a rank-limited 3x3x3 kernel), no bias."""
+    if kernel == 'full':
+        return nn.Conv3d(c, c, 3, padding=1, bias=False)
+    return nn.Sequential(nn.Conv3d(c, c, (3, 3, 1), padding=(1, 1, 0), bias=False),
+                         nn.Conv3d(c, c, (1, 1, 3), padding=(0, 0, 1), bias=False))
+
+
 class _Res3d(nn.Module):
-    def __init__(self, c: int):
+    def __init__(self, c: int, kernel: str = 'full'):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv3d(c, c, 3, padding=1, bias=False), nn.BatchNorm3d(c), nn.ReLU(inplace=True),
-            nn.Conv3d(c, c, 3, padding=1, bias=False), nn.BatchNorm3d(c))
+            _conv3d(c, kernel), nn.BatchNorm3d(c), nn.ReLU(inplace=True),
+            _conv3d(c, kernel), nn.BatchNorm3d(c))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, X, Y, Z]
@@ -47,6 +58,8 @@ class VolumeEncoder3D(nn.Module):
         in_channels: channels of the lifted volume.
         channels: channels of the residual blocks (and of the output).
         num_blocks: residual blocks of two 3x3x3 convs.
+        kernel: 'full' (3x3x3 convolutions) or 'separable' (each one in the residual blocks a
+            3x3x1 conv followed by a 1x1x3 conv; the stem stays 3x3x3).
         channels_last: run the convolutions on a channels-last (NDHWC) copy of the volume and
             return a contiguous (NCDHW) result: the same function, another memory layout, which
             oneDNN's CPU 3D convolutions run faster (encoder forward + backward -18% on a
@@ -54,14 +67,17 @@ class VolumeEncoder3D(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: int, num_blocks: int = 2,
-                 channels_last: bool = False):
+                 channels_last: bool = False, kernel: str = 'full'):
         super().__init__()
+        if kernel not in ('full', 'separable'):
+            raise ValueError(f"VolumeEncoder3D.kernel must be 'full' or 'separable', got "
+                             f'{kernel!r}')
         self.in_channels = in_channels
         self.out_channels = channels
         self.channels_last = channels_last
         self.stem = nn.Sequential(nn.Conv3d(in_channels, channels, 3, padding=1, bias=False),
                                   nn.BatchNorm3d(channels), nn.ReLU(inplace=True))
-        self.blocks = nn.Sequential(*[_Res3d(channels) for _ in range(num_blocks)])
+        self.blocks = nn.Sequential(*[_Res3d(channels, kernel) for _ in range(num_blocks)])
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, Cin, X, Y, Z] -> [B, channels, X, Y, Z]."""
