@@ -158,11 +158,14 @@ class LSSViewTransform(nn.Module):
         depth_bins: (d_min, d_max, step) in metres of camera z.
         pc_range: box of the produced volume (x_min, y_min, z_min, x_max, y_max, z_max).
         grid_size: (X, Y, Z) voxels of the produced volume.
-        mid_channels: channels of the depth net's hidden 3x3 conv (default in_channels).
+        mid_channels: channels of the depth net's hidden 3x3 convs (default in_channels).
+        depth_convs: number of 3x3 conv-BN-ReLU layers of the depth net before its 1x1 output
+            layer (default 1).
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth_bins: Sequence[float],
-                 pc_range: Sequence[float], grid_size: Sequence[int], mid_channels: int = None):
+                 pc_range: Sequence[float], grid_size: Sequence[int], mid_channels: int = None,
+                 depth_convs: int = 1):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -173,8 +176,11 @@ class LSSViewTransform(nn.Module):
         self.register_buffer('depths', depth_bin_centres(self.depth_bins), persistent=False)
         self.num_bins = self.depths.numel()
         mid = mid_channels or in_channels
-        self.depth_net = nn.Sequential(conv_bn_relu(in_channels, mid),
-                                       nn.Conv2d(mid, self.num_bins + out_channels, 1))
+        if int(depth_convs) < 1:
+            raise ValueError(f'LSSViewTransform: depth_convs must be >= 1, got {depth_convs}')
+        hidden = [conv_bn_relu(in_channels if i == 0 else mid, mid)
+                  for i in range(int(depth_convs))]
+        self.depth_net = nn.Sequential(*hidden, nn.Conv2d(mid, self.num_bins + out_channels, 1))
 
     def depth_bin_index(self, depth: Tensor) -> Tensor:
         """Depth [...] -> bin index [...] (long), -1 for 0 (no label) and outside the bins."""

@@ -110,3 +110,26 @@ def test_view_transform_forward_shapes_and_gradients():
     assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() > 0
     with pytest.raises(AssertionError):
         vt(torch.randn(1, 1, 7, 2, 4), K, cam2ego, (32, 64))
+
+
+@pytest.mark.parametrize('depth_convs, reach', [(1, 1), (3, 3)])
+def test_depth_net_receptive_field_grows_with_depth_convs(depth_convs, reach):
+    # each 3x3 layer widens the depth net's view by one cell per side: a change in one feature
+    # cell moves the depth distribution exactly `reach` cells away, and not reach + 1
+    torch.manual_seed(0)
+    vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, mid_channels=6,
+                          depth_convs=depth_convs).eval()
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+               for m in vt.depth_net.modules()) == depth_convs
+    K, cam2ego = _front_camera()
+    feats = torch.randn(1, 1, 4, 1, 9)
+    _, d0 = vt(feats, K, cam2ego, (16, 144))
+    feats[..., 0] += 5.0  # change the first column only
+    _, d1 = vt(feats, K, cam2ego, (16, 144))
+    moved = (d1 - d0).abs().amax(dim=(0, 1, 2, 3)) > 1e-6  # per column
+    assert moved[:reach + 1].all() and not moved[reach + 1:].any()
+
+
+def test_depth_convs_must_be_positive():
+    with pytest.raises(ValueError, match='depth_convs'):
+        LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, depth_convs=0)
