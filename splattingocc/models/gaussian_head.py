@@ -134,18 +134,31 @@ class GaussianHead(nn.Module):
             f'GaussianHead.scene_type is {self.scene_type!r}: the detector must resolve "auto"'
 
         flat = lambda t: rearrange(t, 'b c x y z -> b (x y z) c')  # noqa: E731
-        offset = torch.tanh(flat(self.offset(h))) * self.half_voxel  # [B, N, 3]
-        means = self.centres.reshape(1, -1, 3) + offset  # [B, N, 3]
-        s = torch.sigmoid(flat(self.scale(h)))  # [B, N, 1 or 3]
-        scales = self.scale_lo + (self.scale_hi - self.scale_lo) * s  # [B, N, 3]
-        N = means.shape[1]
-        if self.isotropic:
+        return self.decode(flat(self.offset(h)), flat(self.scale(h)),
+                           None if self.isotropic else flat(self.rotation(h)),
+                           flat(self.opacity(h))[..., 0],
+                           rearrange(logits, 'b x y z k -> b (x y z) k'))
+
+    def decode(self, offset: Tensor, scale: Tensor, rotation, opacity: Tensor,
+               logits: Tensor) -> Gaussians:
+        """Raw per-Gaussian values (voxel order x, y, z) -> Gaussians, by the module docstring's
+        mapping (also used to fit Gaussians directly: tools/fit_gaussians.py).
+
+        Args:
+            offset: [B, N, 3]; scale: [B, N, 1 or 3]; rotation: [B, N, 4] or None (isotropic);
+            opacity: [B, N]; logits: [B, N, K]; N = X * Y * Z of ``grid_size``.
+        """
+        B, N = offset.shape[:2]
+        assert N == self.centres[..., 0].numel(), (offset.shape, self.grid_size)
+        means = self.centres.reshape(1, -1, 3) + torch.tanh(offset) * self.half_voxel  # [B, N, 3]
+        scales = self.scale_lo + (self.scale_hi - self.scale_lo) * torch.sigmoid(scale)
+        scales = scales.expand(B, N, 3)
+        if self.isotropic or rotation is None:
             quats = means.new_tensor([1.0, 0.0, 0.0, 0.0]).expand(B, N, 4)
         else:
-            q = flat(self.rotation(h)) + means.new_tensor([1.0, 0.0, 0.0, 0.0])  # [B, N, 4]
+            q = rotation + means.new_tensor([1.0, 0.0, 0.0, 0.0])  # [B, N, 4]
             quats = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         bias = math.log(self.init_opacity / (1 - self.init_opacity))
-        opacities = torch.sigmoid(flat(self.opacity(h))[..., 0] + bias)  # [B, N]
-        features = rearrange(logits, 'b x y z k -> b (x y z) k')  # [B, N, K]
+        opacities = torch.sigmoid(opacity + bias)  # [B, N]
         return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities,
-                         features=features)
+                         features=logits)
