@@ -8,7 +8,9 @@ On the config's val dataset (its pipeline plus the LiDAR-projected 2D labels of 
 frame), per class: of the ground-truth voxels inside mask_camera, the share predicted occupied and
 predicted right, the median read-out density there, and the voxels predicted as the class; of the
 labelled pixels, the share whose rendered class is right, the share with no rendered surface
-(alpha < 0.5) and the median |rendered depth - label| (splattingocc/evaluation/diagnostics.py).
+(alpha < 0.5) and the median |rendered depth - label|; of the labelled feature cells (the LSS depth
+target: the nearest label of each cell, by that label's class), the lift's probability within one
+depth bin and the median error of its expected depth (splattingocc/evaluation/diagnostics.py).
 Needs the 2D label files (tools/create_data.py nuscenes). One process, CPU or the first GPU.
 """
 from __future__ import annotations
@@ -64,6 +66,49 @@ def val_pipeline_with_labels(pipeline: Sequence[dict]) -> list:
     return pipeline[:i + 1] + [labels] + pipeline[i + 1:]
 
 
+def nearest_label_per_cell(gt_depth: torch.Tensor, gt_sem: torch.Tensor, feat_size):
+    """The LSS depth target of every feature cell (``depth_labels_min_pool``: the nearest label,
+    0 where none) and that label's class (-1 where none; of tied labels the largest class).
+
+    Args:
+        gt_depth, gt_sem: [B, N, h, w] depth (0 = none) and class labels.
+    Returns:
+        depth [B, N, Hf, Wf] (float), classes [B, N, Hf, Wf] (long).
+    """
+    from splattingocc.models.view_transform import depth_labels_min_pool
+
+    B, N, h, w = gt_depth.shape
+    Hf, Wf = feat_size
+    target = depth_labels_min_pool(gt_depth, (Hf, Wf))  # [B, N, Hf, Wf]
+    dev = gt_depth.device
+    rows = torch.floor((torch.arange(h, device=dev) + 0.5) * Hf / h).long()
+    cols = torch.floor((torch.arange(w, device=dev) + 0.5) * Wf / w).long()
+    cell = (rows[:, None] * Wf + cols[None, :]).reshape(-1).expand(B * N, -1)  # [B*N, h*w]
+    d = gt_depth.reshape(B * N, -1)
+    nearest = (d > 0) & (d == target.reshape(B * N, -1).gather(1, cell))
+    sem = torch.where(nearest, gt_sem.reshape(B * N, -1).long(), torch.full_like(cell, -1))
+    cls = torch.full((B * N, Hf * Wf), -1, dtype=torch.long, device=dev)
+    cls = cls.scatter_reduce(1, cell, sem, reduce='amax', include_self=True)
+    return target, cls.reshape(B, N, Hf, Wf)
+
+
+def lift_statistics(view_transform, depth_prob: torch.Tensor, gt_depth: torch.Tensor,
+                    gt_sem: torch.Tensor):
+    """Per labelled feature cell of the current frame's cameras: (class, the lift's probability
+    within one bin of the label, |expected depth - label|) as numpy arrays [M] each."""
+    B, N, D, Hf, Wf = depth_prob.shape
+    target, cls = nearest_label_per_cell(gt_depth[:, :N], gt_sem[:, :N], (Hf, Wf))
+    bins = view_transform.depth_bin_index(target)  # [B, N, Hf, Wf], -1 = none / out of range
+    keep = (bins >= 0) & (cls >= 0)
+    p = depth_prob.float().permute(0, 1, 3, 4, 2)[keep]  # [M, D]
+    k = bins[keep]
+    near = sum(p.gather(1, (k + o).clamp(0, D - 1)[:, None])[:, 0] * ((k + o >= 0) & (k + o < D))
+               for o in (-1, 0, 1))
+    expected = (p * view_transform.depths.to(p)).sum(-1)
+    err = (expected - target[keep].float()).abs()
+    return cls[keep].cpu().numpy(), near.cpu().numpy(), err.cpu().numpy()
+
+
 @torch.no_grad()
 def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
              progress: bool = True) -> ClassDiagnostics:
@@ -80,7 +125,7 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
             if key not in data:
                 raise UserError(f'diagnose: sample {i} has no {key!r}; check the 2D label files '
                                 '(tools/create_data.py nuscenes) and the pipeline')
-        scene, _ = model.extract_scene(data['img'], data['cam2img'], data['cam2ego'])
+        scene, depth_prob = model.extract_scene(data['img'], data['cam2img'], data['cam2ego'])
         density, _ = model.occ_fields(scene)
         pred = model.predict_semantics(scene)
         mask = data.get('mask_camera')
@@ -103,6 +148,8 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
         diag.add_pixels(gt_sem[labelled].cpu().numpy(), gt_depth[labelled].cpu().numpy(),
                         rendered[labelled].cpu().numpy(),
                         out.depth.reshape(B, C, h, w)[labelled].float().cpu().numpy())
+        if depth_prob is not None and hasattr(model.view_transform, 'depth_bin_index'):
+            diag.add_lift(*lift_statistics(model.view_transform, depth_prob, gt_depth, gt_sem))
         if progress:
             print(f'[diagnose] sample {i + 1}/{n}', flush=True)
     return diag

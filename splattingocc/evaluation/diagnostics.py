@@ -10,8 +10,15 @@ Two views of the same frames, accumulated class by class:
   the share whose rendered class (argmax of the composited class probabilities, "none" where the
   ray's alpha is under 0.5) is right, and the median absolute error of the rendered depth.
 
+* lift (the LSS view transform's depth distribution, when given): per feature cell with a LiDAR
+  label, the nearest label as the LSS depth loss takes it (``depth_labels_min_pool``) and that
+  label's class: the probability mass the lift puts within one depth bin of it, and the median
+  absolute error of the distribution's expected depth.
+
 A class that renders right in 2D but is missing in 3D is being explained by the wrong geometry
-(smeared or misplaced density); one that is wrong in both is not recognised at all.
+(smeared or misplaced density); one that is wrong in both is not recognised at all. A class whose
+lift misses its depth by metres gets its image features spread along the camera ray, so the 3D
+layers have nothing that says where along the ray it is.
 Medians come from fixed histograms (``DENSITY_BINS``, ``DEPTH_BINS``): exact to the bin width.
 """
 from __future__ import annotations
@@ -68,6 +75,9 @@ class ClassDiagnostics:
         self.pixels_right = np.zeros(L, np.int64)
         self.pixels_none = np.zeros(L, np.int64)
         self.depth_hist = np.zeros((L, len(DEPTH_BINS) - 1), np.int64)
+        self.cells = np.zeros(L, np.int64)
+        self.cell_near_mass = np.zeros(L, np.float64)
+        self.lift_hist = np.zeros((L, len(DEPTH_BINS) - 1), np.int64)
 
     def add_voxels(self, gt: np.ndarray, pred: np.ndarray, density: np.ndarray,
                    mask: Optional[np.ndarray] = None) -> None:
@@ -106,6 +116,21 @@ class ClassDiagnostics:
         self.pixels_none += np.bincount(labels[pred < 0], minlength=L)
         np.add.at(self.depth_hist, (labels, _bin(np.abs(pred_depth - depth), DEPTH_BINS)), 1)
 
+    def add_lift(self, labels: np.ndarray, near_mass: np.ndarray, abs_error: np.ndarray) -> None:
+        """Labelled feature cells, all [M]: the class of the cell's nearest label, the lift's
+        probability within one bin of that label, and |expected depth - label| (m)."""
+        labels = np.asarray(labels).astype(np.int64)
+        near_mass, abs_error = np.asarray(near_mass, np.float64), np.asarray(abs_error, np.float64)
+        if not labels.shape == near_mass.shape == abs_error.shape:
+            raise ValueError('ClassDiagnostics.add_lift: labels, near_mass and abs_error must '
+                             'have one shape')
+        L = len(self.class_names)
+        if labels.size and (labels.min() < 0 or labels.max() >= L):
+            raise ValueError(f'ClassDiagnostics.add_lift: labels outside [0, {L})')
+        self.cells += np.bincount(labels, minlength=L)
+        self.cell_near_mass += np.bincount(labels, weights=near_mass, minlength=L)
+        np.add.at(self.lift_hist, (labels, _bin(abs_error, DEPTH_BINS)), 1)
+
     def summary(self) -> Dict[str, dict]:
         """{class name: statistics}; shares in %, None where the class has no voxel / pixel."""
         def share(a, n):
@@ -121,7 +146,10 @@ class ClassDiagnostics:
                 pixels=int(self.pixels[c]),
                 pixels_right=share(self.pixels_right[c], self.pixels[c]),
                 pixels_none=share(self.pixels_none[c], self.pixels[c]),
-                median_depth_error=histogram_median(self.depth_hist[c], DEPTH_BINS))
+                median_depth_error=histogram_median(self.depth_hist[c], DEPTH_BINS),
+                cells=int(self.cells[c]),
+                lift_near=share(self.cell_near_mass[c], self.cells[c]),
+                lift_depth_error=histogram_median(self.lift_hist[c], DEPTH_BINS))
         return out
 
     def table(self) -> List[str]:
@@ -131,11 +159,12 @@ class ClassDiagnostics:
 
         lines = [f'{"class":22s} {"GT vox":>8s} {"occ %":>6s} {"right %":>7s} {"med dens":>8s} '
                  f'{"pred vox":>8s} | {"pixels":>7s} {"2D right %":>10s} {"none %":>6s} '
-                 f'{"med |dz| m":>10s}']
+                 f'{"med |dz| m":>10s} | {"cells":>6s} {"lift +-1 %":>10s} {"lift |dz| m":>11s}']
         for name, s in self.summary().items():
             lines.append(
                 f'{name:22s} {s["gt_voxels"]:8d} {f(s["occupied"], "6.1")} '
                 f'{f(s["right"], "7.1")} {f(s["median_density"], "8.3")} '
                 f'{s["predicted_voxels"]:8d} | {s["pixels"]:7d} {f(s["pixels_right"], "10.1")} '
-                f'{f(s["pixels_none"], "6.1")} {f(s["median_depth_error"], "10.2")}')
+                f'{f(s["pixels_none"], "6.1")} {f(s["median_depth_error"], "10.2")} | '
+                f'{s["cells"]:6d} {f(s["lift_near"], "10.1")} {f(s["lift_depth_error"], "11.2")}')
         return lines

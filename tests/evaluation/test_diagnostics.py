@@ -59,6 +59,48 @@ def test_pixel_statistics_hand_case():
     assert len(d.table()) == len(NAMES) + 1
 
 
+def test_lift_statistics_hand_case():
+    d = ClassDiagnostics(NAMES, free_label=17)
+    d.add_lift(labels=np.array([4, 4, 11]), near_mass=np.array([0.2, 0.6, 0.9]),
+               abs_error=np.array([3.0, 1.0, 0.12]))
+    s = d.summary()
+    assert s['c4']['cells'] == 2 and s['c4']['lift_near'] == pytest.approx(40.0)
+    assert s['c4']['lift_depth_error'] == pytest.approx(1.025)  # lower median 1.0, 0.05 m bins
+    assert s['c11']['lift_near'] == pytest.approx(90.0)
+    assert s['c0']['cells'] == 0 and s['c0']['lift_near'] is None
+    with pytest.raises(ValueError, match='add_lift'):
+        d.add_lift(np.array([4]), np.array([0.1, 0.2]), np.array([1.0]))
+
+
+def test_nearest_label_per_cell_and_lift_statistics_hand_case():
+    tool = _tool()
+    # one camera, a 2 x 4 label map, 1 x 2 feature cells (each cell = 2 x 2 label pixels)
+    depth = torch.tensor([[[[5.0, 0.0, 9.0, 3.0],
+                            [7.0, 0.0, 3.0, 0.0]]]])
+    sem = torch.tensor([[[[4, 0, 15, 11],
+                          [11, 0, 16, 0]]]])
+    target, cls = tool.nearest_label_per_cell(depth, sem, (1, 2))
+    assert target.tolist() == [[[[5.0, 3.0]]]]
+    assert cls.tolist() == [[[[4, 16]]]]  # tie at 3.0 m between 11 and 16: the larger class
+
+    class VT:  # bins of 1 m from 1 m: centres 1.5 .. 9.5
+        depths = torch.arange(9, dtype=torch.float32) + 1.5
+
+        @staticmethod
+        def depth_bin_index(d):
+            k = torch.floor(d - 1.0).long()
+            return torch.where((d > 0) & (k >= 0) & (k < 9), k, torch.full_like(k, -1))
+
+    prob = torch.zeros(1, 1, 9, 1, 2)
+    prob[0, 0, 4, 0, 0] = 0.5  # cell 0: label 5.0 m -> bin 4; mass 0.5 there, 0.5 at bin 8
+    prob[0, 0, 8, 0, 0] = 0.5
+    prob[0, 0, 0, 0, 1] = 1.0  # cell 1: label 3.0 m -> bin 2; all mass at bin 0 (two bins off)
+    c, near, err = tool.lift_statistics(VT, prob, depth, sem)
+    assert c.tolist() == [4, 16]
+    assert near.tolist() == pytest.approx([0.5, 0.0])
+    assert err.tolist() == pytest.approx([abs(0.5 * 5.5 + 0.5 * 9.5 - 5.0), 1.5])
+
+
 def test_bad_input_is_a_clear_error():
     d = ClassDiagnostics(NAMES, free_label=17)
     with pytest.raises(ValueError, match='shapes differ'):
@@ -128,6 +170,9 @@ def test_diagnose_tool_end_to_end(tmp_path):
     assert [summary[n]['gt_voxels'] for n in names] == counts.tolist()
     assert sum(summary[n]['predicted_voxels'] for n in names) == counts.sum()
     assert sum(summary[n]['pixels'] for n in names) > 0
+    assert sum(summary[n]['cells'] for n in names) > 0
+    assert all(summary[n]['lift_near'] is None or 0.0 <= summary[n]['lift_near'] <= 100.0 + 1e-9
+               for n in names)
     for n in names:
         s = summary[n]
         if s['pixels']:
