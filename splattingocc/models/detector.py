@@ -259,6 +259,10 @@ class SplattingOcc(BaseModel):
             up to 1/255 (the default) is exact: the splatting renderers skip every
             Gaussian-pixel pair with alpha = opacity * exp(-power) < 1/255, so such Gaussians
             neither contribute nor receive gradients. 0 disables the pruning.
+        render_opacity_power: the renderer sees opacity ** this (default 1: the opacity itself).
+            Above 1, faint Gaussians fade more than opaque ones in the render, so a stack of
+            faint Gaussians along a ray costs more than one opaque one; the voxelizer still reads
+            the opacity itself. Pruning (``render_min_opacity``) applies to the opacity itself.
         density_grid_threshold: DensityGrid -> labels: a voxel is occupied where the opacity
             over one voxel edge, 1 - exp(-density * voxel_size), is at least this.
         img_mean, img_std: RGB normalisation of the 0..255 input images.
@@ -283,6 +287,7 @@ class SplattingOcc(BaseModel):
                  dynamic_classes: Sequence[int] = (),
                  label_range: Union[None, str, Sequence[float]] = 'grid',
                  render_min_opacity: float = 1.0 / 255.0,
+                 render_opacity_power: float = 1.0,
                  density_grid_threshold: float = 0.5,
                  img_mean: Sequence[float] = _IMAGENET_MEAN,
                  img_std: Sequence[float] = _IMAGENET_STD,
@@ -324,6 +329,10 @@ class SplattingOcc(BaseModel):
         self.aux_weight = float(aux_weight)
         self.dynamic_classes = tuple(int(c) for c in dynamic_classes)
         self.render_min_opacity = float(render_min_opacity)
+        if not float(render_opacity_power) > 0:
+            raise ValueError('SplattingOcc: render_opacity_power must be > 0, got '
+                             f'{render_opacity_power}')
+        self.render_opacity_power = float(render_opacity_power)
         if isinstance(label_range, str):
             if label_range != 'grid':
                 raise ValueError(f"SplattingOcc: label_range must be 'grid', None or 6 numbers "
@@ -417,6 +426,8 @@ class SplattingOcc(BaseModel):
             if self.loss_distortion is not None:
                 p = scene.means  # [B, N, 3]
                 feats = torch.cat([feats, p, p.square().sum(-1, keepdim=True)], dim=-1)
+            if self.render_opacity_power != 1.0:
+                scene = replace(scene, opacities=scene.opacities.pow(self.render_opacity_power))
             return replace(scene, features=feats)
         feats = scene.features.softmax(-1)  # [B, X, Y, Z, K]
         if self.loss_distortion is not None:

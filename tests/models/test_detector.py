@@ -310,6 +310,25 @@ def test_render_pruning_is_exact():
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_render_opacity_power():
+    """The renderer sees opacity ** power; the voxelizer the opacity itself; power must be > 0."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    B, N = 1, 50
+    opac = torch.rand(B, N, generator=g) * 0.9 + 0.05
+    scene = Gaussians(torch.randn(B, N, 3, generator=g), torch.randn(B, N, 4, generator=g),
+                      0.2 + torch.rand(B, N, 3, generator=g), opac,
+                      torch.randn(B, N, 17, generator=g))
+    model = MODELS.build(small_model_cfg(render_opacity_power=2.0))
+    rendered = model.render_scene(scene)
+    assert torch.allclose(rendered.opacities, opac.square())
+    assert torch.equal(scene.opacities, opac)  # the scene (voxelizer input) is untouched
+    plain = MODELS.build(small_model_cfg())
+    assert torch.equal(plain.render_scene(scene).opacities, opac)
+    with pytest.raises(ValueError, match='render_opacity_power'):
+        MODELS.build(small_model_cfg(render_opacity_power=0.0))
+
+
 def test_tensor_mode_and_bad_mode():
     torch.manual_seed(0)
     model = MODELS.build(small_model_cfg())
