@@ -240,8 +240,13 @@ def occupancy_3d_losses(density: Tensor,  # [B, X, Y, Z]
                         free_label: int,
                         mask: Optional[Tensor] = None,  # [B, X, Y, Z]
                         class_weight: Optional[Tensor] = None,  # [K]
-                        eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
+                        eps: float = 1e-6,
+                        balance: bool = False) -> Tuple[Tensor, Tensor]:
     """3D supervision of voxelized Gaussians: (occupancy BCE, semantic CE) as in the docstring.
+
+    ``balance``: the occupancy BCE is the mean of two halves, the mean over free voxels and the
+    mean over occupied voxels weighted by ``class_weight`` of their label (uniform when None),
+    instead of one mean over all voxels (where rare classes' voxels weigh next to nothing).
 
     Args:
         density: [B, X, Y, Z] voxelizer density (>= 0).
@@ -263,11 +268,19 @@ def occupancy_3d_losses(density: Tensor,  # [B, X, Y, Z]
     occ = (sem != free_label) & use
     q = (1 - torch.exp(-density[use])).clamp(eps, 1 - eps)
     tgt = occ[use].to(q.dtype)
-    loss_occ = -(tgt * torch.log(q) + (1 - tgt) * torch.log(1 - q)).mean()
+    bce = -(tgt * torch.log(q) + (1 - tgt) * torch.log(1 - q))
+    loss_occ = bce.mean()
     if not bool(occ.any()):
         return loss_occ, _zero(scores)
     lab = sem[occ]
     _check_labels(lab, K, IGNORE, 'occupancy_3d_losses')
+    if balance:
+        pos = tgt > 0
+        w = torch.ones_like(q[pos]) if class_weight is None else \
+            class_weight.to(q)[sem[use][pos]]
+        loss_pos = (w * bce[pos]).sum() / w.sum().clamp_min(eps)
+        loss_neg = bce[~pos].mean() if bool((~pos).any()) else _zero(density)
+        loss_occ = 0.5 * (loss_pos + loss_neg)
     s = scores[occ]  # [V, K]
     p = s / s.sum(-1, keepdim=True).clamp_min(eps)
     loss_sem = rendered_semantic_ce(p, lab, class_weight=class_weight, eps=eps)
@@ -652,12 +665,15 @@ class Occupancy3DLoss(nn.Module):
         occ_weight, sem_weight: multipliers of the BCE and CE terms.
         class_weight: None, a list of K weights, or 'batch' (from the occupied voxels' labels).
         power: exponent of the batch inverse frequency.
+        balance: balanced, class-weighted occupancy BCE (``occupancy_3d_losses``).
     """
 
     def __init__(self, occ_weight: float = 1.0, sem_weight: float = 1.0,
-                 class_weight: Union[None, str, Sequence[float]] = None, power: float = 0.5):
+                 class_weight: Union[None, str, Sequence[float]] = None, power: float = 0.5,
+                 balance: bool = False):
         super().__init__()
         self.occ_weight, self.sem_weight, self.power = occ_weight, sem_weight, power
+        self.balance = bool(balance)
         self.mode = class_weight if isinstance(class_weight, str) else None
         self.register_buffer('class_weight', None if class_weight is None or self.mode else
                              torch.tensor([float(c) for c in class_weight]), persistent=False)
@@ -669,5 +685,6 @@ class Occupancy3DLoss(nn.Module):
             sem = semantics.long()
             occ = (sem != free_label) & (sem != IGNORE)
             cw = class_balanced_weights(sem[occ], scores.shape[-1], self.power)
-        loss_occ, loss_sem = occupancy_3d_losses(density, scores, semantics, free_label, mask, cw)
+        loss_occ, loss_sem = occupancy_3d_losses(density, scores, semantics, free_label, mask, cw,
+                                                 balance=self.balance)
         return self.occ_weight * loss_occ, self.sem_weight * loss_sem

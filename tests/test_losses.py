@@ -133,6 +133,26 @@ def test_occupancy_3d_losses_hand_case():
     assert b.item() == pytest.approx(-0.5 * math.log(0.75 + 1e-6), rel=1e-5)
 
 
+def test_occupancy_3d_balanced_bce_hand_case():
+    # voxels: class 1 (rho 0.5), class 0 (rho 2.0), free (rho 0.1), free (rho 0.3), ignored
+    density = torch.tensor([0.5, 2.0, 0.1, 0.3, 1.0]).reshape(1, 5, 1, 1)
+    scores = torch.ones(1, 5, 1, 1, 2)
+    sem = torch.tensor([1, 0, 2, 2, 255]).reshape(1, 5, 1, 1)
+    pos = [-math.log(1 - math.exp(-0.5)), -math.log(1 - math.exp(-2.0))]
+    neg = [0.1, 0.3]  # -log(1 - q) = rho
+    loss, _ = occupancy_3d_losses(density, scores, sem, 2, balance=True)
+    assert loss.item() == pytest.approx(0.5 * (sum(pos) / 2 + sum(neg) / 2), rel=1e-5)
+    cw = torch.tensor([1.0, 3.0])  # class 1 weighs three times class 0
+    loss, _ = occupancy_3d_losses(density, scores, sem, 2, class_weight=cw, balance=True)
+    assert loss.item() == pytest.approx(
+        0.5 * ((3 * pos[0] + pos[1]) / 4 + sum(neg) / 2), rel=1e-5)
+    # unbalanced: one mean over the four used voxels
+    loss, _ = occupancy_3d_losses(density, scores, sem, 2, class_weight=cw)
+    assert loss.item() == pytest.approx((sum(pos) + sum(neg)) / 4, rel=1e-5)
+    a, _ = Occupancy3DLoss(class_weight=[1.0, 3.0], balance=True)(density, scores, sem, 2)
+    assert a.item() == pytest.approx(0.5 * ((3 * pos[0] + pos[1]) / 4 + sum(neg) / 2), rel=1e-5)
+
+
 def test_auxiliary_ray_weights():
     offset = torch.tensor([[0, -1, 1]])  # current camera, previous frame, next frame
     labels = torch.tensor([[[4, 11, 255], [4, 11, 255], [7, 15, 4]]])  # 4 car, 7 pedestrian
