@@ -75,15 +75,13 @@ def nearest_label_per_cell(gt_depth: torch.Tensor, gt_sem: torch.Tensor, feat_si
     Returns:
         depth [B, N, Hf, Wf] (float), classes [B, N, Hf, Wf] (long).
     """
-    from splattingocc.models.view_transform import depth_labels_min_pool
+    from splattingocc.models.view_transform import depth_labels_min_pool, label_cell_index
 
     B, N, h, w = gt_depth.shape
     Hf, Wf = feat_size
-    target = depth_labels_min_pool(gt_depth, (Hf, Wf))  # [B, N, Hf, Wf]
     dev = gt_depth.device
-    rows = torch.floor((torch.arange(h, device=dev) + 0.5) * Hf / h).long()
-    cols = torch.floor((torch.arange(w, device=dev) + 0.5) * Wf / w).long()
-    cell = (rows[:, None] * Wf + cols[None, :]).reshape(-1).expand(B * N, -1)  # [B*N, h*w]
+    target = depth_labels_min_pool(gt_depth, (Hf, Wf))  # [B, N, Hf, Wf]
+    cell = label_cell_index((h, w), (Hf, Wf), dev).expand(B * N, -1)  # [B*N, h*w]
     d = gt_depth.reshape(B * N, -1)
     nearest = (d > 0) & (d == target.reshape(B * N, -1).gather(1, cell))
     sem = torch.where(nearest, gt_sem.reshape(B * N, -1).long(), torch.full_like(cell, -1))

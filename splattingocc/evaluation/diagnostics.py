@@ -99,6 +99,13 @@ class ClassDiagnostics:
         self.predicted += np.bincount(p, minlength=L)
         np.add.at(self.density_hist, (g, _bin(density[keep], DENSITY_BINS)), 1)
 
+    def _check_labels(self, where: str, labels: np.ndarray) -> int:
+        """The number of labels L; a ValueError naming ``where`` if a label is outside [0, L)."""
+        L = len(self.class_names)
+        if labels.size and (labels.min() < 0 or labels.max() >= L):
+            raise ValueError(f'ClassDiagnostics.{where}: labels outside [0, {L})')
+        return L
+
     def add_pixels(self, labels: np.ndarray, depth: np.ndarray, pred: np.ndarray,
                    pred_depth: np.ndarray) -> None:
         """Labelled pixels, all [M]: class labels, depth labels (m), rendered class (-1: no
@@ -108,9 +115,7 @@ class ClassDiagnostics:
         if not labels.shape == depth.shape == pred.shape == pred_depth.shape:
             raise ValueError('ClassDiagnostics.add_pixels: labels, depth, pred and pred_depth '
                              'must have one shape')
-        L = len(self.class_names)
-        if labels.size and (labels.min() < 0 or labels.max() >= L):
-            raise ValueError(f'ClassDiagnostics.add_pixels: labels outside [0, {L})')
+        L = self._check_labels('add_pixels', labels)
         self.pixels += np.bincount(labels, minlength=L)
         self.pixels_right += np.bincount(labels[pred == labels], minlength=L)
         self.pixels_none += np.bincount(labels[pred < 0], minlength=L)
@@ -124,9 +129,7 @@ class ClassDiagnostics:
         if not labels.shape == near_mass.shape == abs_error.shape:
             raise ValueError('ClassDiagnostics.add_lift: labels, near_mass and abs_error must '
                              'have one shape')
-        L = len(self.class_names)
-        if labels.size and (labels.min() < 0 or labels.max() >= L):
-            raise ValueError(f'ClassDiagnostics.add_lift: labels outside [0, {L})')
+        L = self._check_labels('add_lift', labels)
         self.cells += np.bincount(labels, minlength=L)
         self.cell_near_mass += np.bincount(labels, weights=near_mass, minlength=L)
         np.add.at(self.lift_hist, (labels, _bin(abs_error, DEPTH_BINS)), 1)

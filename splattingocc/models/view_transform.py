@@ -119,6 +119,16 @@ def voxel_pool(points: Tensor,  # [B, M, 3]
     return rearrange(out, '(b x y z) c -> b c x y z', b=B, x=X, y=Y, z=Z)
 
 
+def label_cell_index(label_size: Tuple[int, int], feat_size: Tuple[int, int],
+                     device=None) -> Tensor:
+    """[h*w] flat feature cell of each pixel of an h x w label map (row-major), by the rule in
+    ``depth_labels_min_pool``."""
+    (h, w), (Hf, Wf) = label_size, feat_size
+    rows = torch.floor((torch.arange(h, device=device) + 0.5) * Hf / h).long()  # [h]
+    cols = torch.floor((torch.arange(w, device=device) + 0.5) * Wf / w).long()  # [w]
+    return (rows[:, None] * Wf + cols[None, :]).reshape(-1)
+
+
 def depth_labels_min_pool(gt_depth: Tensor,  # [B, N, h, w]
                           feat_size: Tuple[int, int],
                           ) -> Tensor:
@@ -137,9 +147,7 @@ def depth_labels_min_pool(gt_depth: Tensor,  # [B, N, h, w]
     B, N, h, w = gt_depth.shape
     Hf, Wf = feat_size
     dev = gt_depth.device
-    rows = torch.floor((torch.arange(h, device=dev) + 0.5) * Hf / h).long()  # [h]
-    cols = torch.floor((torch.arange(w, device=dev) + 0.5) * Wf / w).long()  # [w]
-    cell = (rows[:, None] * Wf + cols[None, :]).reshape(-1)  # [h*w]
+    cell = label_cell_index((h, w), (Hf, Wf), dev)  # [h*w]
     d = gt_depth.reshape(B * N, h * w)
     d = torch.where(d > 0, d, torch.full_like(d, float('inf')))
     out = torch.full((B * N, Hf * Wf), float('inf'), device=dev, dtype=d.dtype)
