@@ -329,6 +329,20 @@ def test_render_opacity_power():
         MODELS.build(small_model_cfg(render_opacity_power=0.0))
 
 
+def test_lift_upsample_with_the_lss_depth_loss():
+    """With lift_upsample=2 the LSS depth loss is taken on the upsampled depth distribution
+    (labels min-pooled to its finer cells): the step runs and every parameter trains."""
+    torch.manual_seed(0)
+    cfg = small_model_cfg()
+    cfg['view_transform'] = dict(cfg['view_transform'], lift_upsample=2)
+    model = MODELS.build(cfg)
+    model.train()
+    losses = model(mode='loss', **random_batch())
+    assert torch.isfinite(losses['loss_lss_depth']) and losses['loss_lss_depth'] > 0
+    sum(v for k, v in losses.items() if k.startswith('loss')).backward()
+    assert _check_grads(model) == []
+
+
 def test_tensor_mode_and_bad_mode():
     torch.manual_seed(0)
     model = MODELS.build(small_model_cfg())

@@ -133,3 +133,61 @@ def test_depth_net_receptive_field_grows_with_depth_convs(depth_convs, reach):
 def test_depth_convs_must_be_positive():
     with pytest.raises(ValueError, match='depth_convs'):
         LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, depth_convs=0)
+
+
+def _constant_depth_net(vt, bin_k, ctx_value):
+    """Make the depth net's output constant: all depth mass in bin ``bin_k``, context
+    ``ctx_value`` [C] in every cell."""
+    last = vt.depth_net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-30.0)
+        last.bias[bin_k] = 30.0
+        last.bias[vt.num_bins:] = ctx_value
+
+
+def test_lift_upsample_casts_s_by_s_rays_per_cell_hand_computed():
+    # one camera, a 2 x 4 feature map of a 32 x 64 image, all depth in bin 4 (5.5 m): with
+    # lift_upsample=2 the lift casts the rays of a 4 x 8 map (cell centres every 8 px), each
+    # carrying 1/4 of its cell's context, into the voxels computed by hand below
+    K, cam2ego = _front_camera()
+    c = torch.tensor([1.0, -2.0, 0.5])
+    vols = {}
+    for s in (1, 2):
+        vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_upsample=s).eval()
+        _constant_depth_net(vt, 4, c)
+        vol, depth = vt(torch.randn(1, 1, 4, 2, 4), K, cam2ego, (32, 64))
+        assert depth.shape == (1, 1, 10, 2 * s, 4 * s)
+        vols[s] = vol
+    ref = torch.zeros(1, 3, *GRID)
+    for i, j in itertools.product(range(4), range(8)):
+        u, v = (j + 0.5) * 8, (i + 0.5) * 8
+        x_cam, y_cam = (u - 32) / 20 * 5.5, (v - 16) / 20 * 5.5  # depth 5.5 m
+        ego = (5.5 + 1.0, -x_cam, -y_cam + 1.5)
+        idx = [int((ego[a] - PC_RANGE[a]) // [2.0, 2.0, 1.0][a]) for a in range(3)]
+        if all(0 <= idx[a] < GRID[a] for a in range(3)):
+            ref[0, :, idx[0], idx[1], idx[2]] += c / 4
+    assert torch.allclose(vols[2], ref, atol=1e-5)
+    # more voxels are reached than with one ray per cell; the mass is the same
+    assert (vols[2][0, 0] != 0).sum() > (vols[1][0, 0] != 0).sum()
+    assert torch.allclose(vols[2].sum(), vols[1].sum(), atol=1e-4)
+
+
+def test_lift_upsample_depth_is_the_bilinear_upsampling_and_trains():
+    torch.manual_seed(0)
+    K, cam2ego = _front_camera()
+    vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_upsample=3).eval()
+    feats = torch.randn(1, 1, 4, 2, 4, requires_grad=True)
+    vol, depth = vt(feats, K, cam2ego, (32, 64))
+    logits = torch.nn.functional.interpolate(vt.depth_net(feats[0])[:, :vt.num_bins],
+                                             scale_factor=3, mode='bilinear',
+                                             align_corners=False)
+    assert torch.allclose(depth[0], logits.softmax(1), atol=1e-6)
+    vol.square().sum().backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('bad', [0, 1.5, -2])
+def test_lift_upsample_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match='lift_upsample'):
+        LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_upsample=bad)
