@@ -6,8 +6,9 @@ geometry)?
 
 On the config's val dataset (its pipeline plus the LiDAR-projected 2D labels of the current
 frame), per class: of the ground-truth voxels inside mask_camera, the share predicted occupied and
-predicted right, the median read-out density there, and the voxels predicted as the class; of the
-labelled pixels, the share whose rendered class is right, the share with no rendered surface
+predicted right, the median read-out density there, the voxels predicted as the class and the
+share whose cell of the lifted volume receives any frustum point of the LSS lift ("reach %"); of
+the labelled pixels, the share whose rendered class is right, the share with no rendered surface
 (alpha < 0.5) and the median |rendered depth - label|; of the labelled feature cells (the LSS depth
 target: the nearest label of each cell, by that label's class), the lift's probability within one
 depth bin and the median error of its expected depth (splattingocc/evaluation/diagnostics.py).
@@ -107,6 +108,18 @@ def lift_statistics(view_transform, depth_prob: torch.Tensor, gt_depth: torch.Te
     return cls[keep].cpu().numpy(), near.cpu().numpy(), err.cpu().numpy()
 
 
+def cells_to_grid(cells: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """[B, x, y, z] values of a coarse grid -> [B, X, Y, Z] on a grid that it divides (each
+    voxel takes the value of the cell containing it)."""
+    factors = [g // c for g, c in zip(grid, cells.shape[1:])]
+    if any(f * c != g for f, c, g in zip(factors, cells.shape[1:], grid)):
+        raise ValueError(f'diagnose: the lifted volume {tuple(cells.shape[1:])} does not divide '
+                         f'the Occ3D grid {tuple(grid)}')
+    for axis, f in enumerate(factors, start=1):
+        cells = cells.repeat_interleave(f, dim=axis)
+    return cells
+
+
 @torch.no_grad()
 def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
              progress: bool = True) -> ClassDiagnostics:
@@ -127,10 +140,17 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
         density, _ = model.occ_fields(scene)
         pred = model.predict_semantics(scene)
         mask = data.get('mask_camera')
+        reached = None
+        vt = model.view_transform
+        if depth_prob is not None and hasattr(vt, 'points_per_voxel'):
+            counts = vt.points_per_voxel(data['cam2img'], data['cam2ego'], depth_prob.shape[-2:],
+                                         tuple(data['img'].shape[-2:]))
+            reached = cells_to_grid(counts > 0, tuple(pred.shape[1:]))
         for b in range(pred.shape[0]):
             diag.add_voxels(data['voxel_semantics'][b].cpu().numpy(), pred[b].cpu().numpy(),
                             density[b].float().cpu().numpy(),
-                            None if mask is None else mask[b].cpu().numpy())
+                            None if mask is None else mask[b].cpu().numpy(),
+                            None if reached is None else reached[b].cpu().numpy())
         gt_depth, gt_sem = data['gt_depth'].float(), data['gt_semantics']
         B, C, h, w = gt_depth.shape
         cams = Cameras(viewmats=data['render_viewmats'].float(), Ks=data['render_Ks'].float(),

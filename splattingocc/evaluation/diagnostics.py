@@ -4,8 +4,10 @@ Two views of the same frames, accumulated class by class:
 
 * 3D (the Occ3D read-out, inside ``mask_camera`` when given): of the ground-truth voxels of a
   class, the share the model predicts occupied (any class) and the share it predicts right, the
-  median of the read-out field there (the voxelizer's density for Gaussians), and how many voxels
-  the model predicts as that class.
+  median of the read-out field there (the voxelizer's density for Gaussians), how many voxels
+  the model predicts as that class, and (when given) the share whose cell of the lifted volume
+  receives at least one frustum point of the LSS lift ("lift reach": a voxel outside it gets
+  image features only through the 3D layers' neighbourhood).
 * 2D (the rendered maps against the LiDAR-projected labels): of the labelled pixels of a class,
   the share whose rendered class (argmax of the composited class probabilities, "none" where the
   ray's alpha is under 0.5) is right, and the median absolute error of the rendered depth.
@@ -70,6 +72,8 @@ class ClassDiagnostics:
         self.occupied = np.zeros(L, np.int64)
         self.right = np.zeros(L, np.int64)
         self.predicted = np.zeros(L, np.int64)
+        self.reached = np.zeros(L, np.int64)
+        self.reach_voxels = np.zeros(L, np.int64)
         self.density_hist = np.zeros((L, len(DENSITY_BINS) - 1), np.int64)
         self.pixels = np.zeros(L, np.int64)
         self.pixels_right = np.zeros(L, np.int64)
@@ -80,13 +84,17 @@ class ClassDiagnostics:
         self.lift_hist = np.zeros((L, len(DEPTH_BINS) - 1), np.int64)
 
     def add_voxels(self, gt: np.ndarray, pred: np.ndarray, density: np.ndarray,
-                   mask: Optional[np.ndarray] = None) -> None:
-        """One frame's grids, all [X, Y, Z]: labels, predicted labels, read-out field, and the
-        voxels to count (None: all)."""
+                   mask: Optional[np.ndarray] = None,
+                   reached: Optional[np.ndarray] = None) -> None:
+        """One frame's grids, all [X, Y, Z]: labels, predicted labels, read-out field, the
+        voxels to count (None: all) and whether the lift reaches each voxel (None: not known)."""
         gt, pred, density = np.asarray(gt), np.asarray(pred), np.asarray(density)
         if not gt.shape == pred.shape == density.shape:
             raise ValueError(f'ClassDiagnostics.add_voxels: shapes differ: gt {gt.shape}, pred '
                              f'{pred.shape}, density {density.shape}')
+        if reached is not None and np.shape(reached) != gt.shape:
+            raise ValueError(f'ClassDiagnostics.add_voxels: reached has shape '
+                             f'{np.shape(reached)}, the labels {gt.shape}')
         keep = np.ones(gt.shape, bool) if mask is None else np.asarray(mask).astype(bool)
         L = len(self.class_names)
         g = gt[keep].astype(np.int64)
@@ -98,6 +106,9 @@ class ClassDiagnostics:
         self.right += np.bincount(g[p == g], minlength=L)
         self.predicted += np.bincount(p, minlength=L)
         np.add.at(self.density_hist, (g, _bin(density[keep], DENSITY_BINS)), 1)
+        if reached is not None:
+            self.reach_voxels += np.bincount(g, minlength=L)
+            self.reached += np.bincount(g[np.asarray(reached).astype(bool)[keep]], minlength=L)
 
     def _check_labels(self, where: str, labels: np.ndarray) -> int:
         """The number of labels L; a ValueError naming ``where`` if a label is outside [0, L)."""
@@ -146,6 +157,7 @@ class ClassDiagnostics:
                 occupied=share(self.occupied[c], self.gt_voxels[c]),
                 right=share(self.right[c], self.gt_voxels[c]),
                 median_density=histogram_median(self.density_hist[c], DENSITY_BINS),
+                lift_reach=share(self.reached[c], self.reach_voxels[c]),
                 pixels=int(self.pixels[c]),
                 pixels_right=share(self.pixels_right[c], self.pixels[c]),
                 pixels_none=share(self.pixels_none[c], self.pixels[c]),
@@ -161,13 +173,13 @@ class ClassDiagnostics:
             return format('-', '>' + fmt.split('.')[0]) if v is None else format(v, fmt + 'f')
 
         lines = [f'{"class":22s} {"GT vox":>8s} {"occ %":>6s} {"right %":>7s} {"med dens":>8s} '
-                 f'{"pred vox":>8s} | {"pixels":>7s} {"2D right %":>10s} {"none %":>6s} '
+                 f'{"pred vox":>8s} {"reach %":>7s} | {"pixels":>7s} {"2D right %":>10s} {"none %":>6s} '
                  f'{"med |dz| m":>10s} | {"cells":>6s} {"lift +-1 %":>10s} {"lift |dz| m":>11s}']
         for name, s in self.summary().items():
             lines.append(
                 f'{name:22s} {s["gt_voxels"]:8d} {f(s["occupied"], "6.1")} '
                 f'{f(s["right"], "7.1")} {f(s["median_density"], "8.3")} '
-                f'{s["predicted_voxels"]:8d} | {s["pixels"]:7d} {f(s["pixels_right"], "10.1")} '
+                f'{s["predicted_voxels"]:8d} {f(s["lift_reach"], "7.1")} | {s["pixels"]:7d} {f(s["pixels_right"], "10.1")} '
                 f'{f(s["pixels_none"], "6.1")} {f(s["median_depth_error"], "10.2")} | '
                 f'{s["cells"]:6d} {f(s["lift_near"], "10.1")} {f(s["lift_depth_error"], "11.2")}')
         return lines

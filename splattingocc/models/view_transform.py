@@ -16,6 +16,7 @@ Geometry (Lift-Splat-Shoot, Philion & Fidler 2020):
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence, Tuple
 
 import torch
@@ -202,6 +203,20 @@ class LSSViewTransform(nn.Module):
             raise ValueError('LSSViewTransform: lift_upsample must be an integer >= 1, got '
                              f'{lift_upsample!r}')
         self.lift_upsample = int(lift_upsample)
+
+    @torch.no_grad()
+    def points_per_voxel(self, cam2img: Tensor, cam2ego: Tensor, feat_size: Tuple[int, int],
+                         img_size: Tuple[int, int]) -> Tensor:
+        """[B, X, Y, Z] number of frustum points (rays x depth bins) the lift sends to each voxel
+        for a (B, N) camera rig and an Hf x Wf depth map (the upsampled size where
+        ``lift_upsample`` > 1): 0 marks a voxel that receives no image feature."""
+        pts = frustum_points(cam2img.float(), cam2ego.float(), feat_size, img_size, self.depths)
+        flat = voxel_flat_index(pts, self.pc_range, self.grid_size).flatten(1)  # [B, M]
+        B, V = flat.shape[0], math.prod(self.grid_size)
+        b = torch.arange(B, device=flat.device)[:, None].expand_as(flat)
+        ok = flat >= 0
+        counts = torch.bincount(b[ok] * V + flat[ok], minlength=B * V)
+        return counts.reshape(B, *self.grid_size)
 
     def depth_bin_index(self, depth: Tensor) -> Tensor:
         """Depth [...] -> bin index [...] (long), -1 for 0 (no label) and outside the bins."""

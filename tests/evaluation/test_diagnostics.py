@@ -45,6 +45,29 @@ def test_voxel_statistics_hand_case():
     assert d.summary()['c4']['right'] == pytest.approx(100 / 5)
 
 
+def test_lift_reach_hand_case_and_cells_to_grid():
+    d = ClassDiagnostics(NAMES, free_label=17)
+    gt = np.array([4, 4, 4, 11, 17]).reshape(5, 1, 1)
+    reached = np.array([1, 0, 1, 0, 1]).reshape(5, 1, 1)
+    mask = np.array([1, 1, 1, 1, 0]).reshape(5, 1, 1)
+    d.add_voxels(gt, gt, np.zeros(gt.shape), mask, reached)
+    s = d.summary()
+    assert s['c4']['lift_reach'] == pytest.approx(200 / 3) and s['c11']['lift_reach'] == 0.0
+    assert s['free']['lift_reach'] is None  # its one voxel is outside the mask
+    d.add_voxels(gt, gt, np.zeros(gt.shape), None)  # reach not known: not counted
+    assert d.summary()['c4']['lift_reach'] == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match='reached'):
+        d.add_voxels(gt, gt, np.zeros(gt.shape), None, reached[:4])
+    tool = _tool()
+    cells = torch.tensor([[[[True, False]], [[False, True]]]])  # [1, 2, 1, 2]
+    grid = tool.cells_to_grid(cells, (4, 2, 4))
+    assert grid.shape == (1, 4, 2, 4)
+    assert grid[0, :2, :, :2].all() and not grid[0, :2, :, 2:].any()
+    assert grid[0, 2:, :, 2:].all() and not grid[0, 2:, :, :2].any()
+    with pytest.raises(ValueError, match='divide'):
+        tool.cells_to_grid(cells, (3, 2, 4))
+
+
 def test_pixel_statistics_hand_case():
     d = ClassDiagnostics(NAMES, free_label=17)
     d.add_pixels(labels=np.array([4, 4, 11, 0]), depth=np.array([10.0, 10.0, 5.0, 3.0]),
@@ -173,6 +196,9 @@ def test_diagnose_tool_end_to_end(tmp_path):
     assert sum(summary[n]['cells'] for n in names) > 0
     assert all(summary[n]['lift_near'] is None or 0.0 <= summary[n]['lift_near'] <= 100.0 + 1e-9
                for n in names)
+    # the lift reaches some but not all of the counted voxels
+    reach = [summary[n]['lift_reach'] for n in names if summary[n]['gt_voxels']]
+    assert all(r is not None and 0.0 <= r <= 100.0 for r in reach) and 0 < max(reach)
     for n in names:
         s = summary[n]
         if s['pixels']:

@@ -191,3 +191,22 @@ def test_lift_upsample_depth_is_the_bilinear_upsampling_and_trains():
 def test_lift_upsample_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match='lift_upsample'):
         LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_upsample=bad)
+
+
+@pytest.mark.parametrize('s', [1, 2])
+def test_points_per_voxel_matches_a_loop_over_the_frustum(s):
+    K, cam2ego = _front_camera()
+    K2, e2 = K.expand(2, 2, 3, 3).clone(), cam2ego.expand(2, 2, 4, 4).clone()
+    e2[1, 1, 1, 3] += 3.0  # the second sample's second camera moved 3 m to the left
+    vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_upsample=s)
+    counts = vt.points_per_voxel(K2, e2, (2 * s, 4 * s), (32, 64))
+    assert counts.shape == (2, *GRID)
+    pts = frustum_points(K2, e2, (2 * s, 4 * s), (32, 64), vt.depths)
+    ref = torch.zeros(2, *GRID, dtype=torch.long)
+    for b in range(2):
+        for p in pts[b].reshape(-1, 3).tolist():
+            idx = [int((p[a] - PC_RANGE[a]) // [2.0, 2.0, 1.0][a]) for a in range(3)]
+            if all(0 <= idx[a] < GRID[a] for a in range(3)):
+                ref[b, idx[0], idx[1], idx[2]] += 1
+    assert torch.equal(counts, ref)
+    assert not torch.equal(counts[0], counts[1])
