@@ -36,6 +36,29 @@ def depth_bin_centres(depth_bins: Sequence[float]) -> Tensor:
     return d_min + (torch.arange(num, dtype=torch.float32) + 0.5) * step
 
 
+def camera_rays(cam2img: Tensor,  # [B, N, 3, 3]
+                cam2ego: Tensor,  # [B, N, 4, 4]
+                feat_size: Tuple[int, int],
+                img_size: Tuple[int, int],
+                ) -> Tensor:
+    """Ego-frame direction ``R K^-1 [u, v, 1]`` (camera z = 1, not normalised) of the ray through
+    the centre of every feature cell: [B, N, Hf, Wf, 3]. Its ego z component is the ray's drop
+    per metre of camera depth, so for a camera h metres above a flat ground the ground is at
+    camera depth ``-h / z`` wherever z < 0."""
+    assert cam2img.dim() == 4 and cam2img.shape[-2:] == (3, 3), cam2img.shape
+    assert cam2ego.shape == cam2img.shape[:2] + (4, 4), (cam2ego.shape, cam2img.shape)
+    Hf, Wf = feat_size
+    H, W = img_size
+    dev, dt = cam2img.device, cam2img.dtype
+    u = (torch.arange(Wf, device=dev, dtype=dt) + 0.5) * (W / Wf)  # [Wf]
+    v = (torch.arange(Hf, device=dev, dtype=dt) + 0.5) * (H / Hf)  # [Hf]
+    vv, uu = torch.meshgrid(v, u, indexing='ij')  # [Hf, Wf]
+    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)  # [Hf, Wf, 3]
+    # K is an intrinsic (not a rigid) matrix, so its general inverse is the right tool here
+    rays = torch.einsum('bnij,hwj->bnhwi', torch.linalg.inv(cam2img), pix)  # [B, N, Hf, Wf, 3]
+    return torch.einsum('bnij,bnhwj->bnhwi', cam2ego[..., :3, :3], rays)
+
+
 def frustum_points(cam2img: Tensor,  # [B, N, 3, 3]
                    cam2ego: Tensor,  # [B, N, 4, 4]
                    feat_size: Tuple[int, int],
@@ -53,22 +76,11 @@ def frustum_points(cam2img: Tensor,  # [B, N, 3, 3]
     Returns:
         [B, N, D, Hf, Wf, 3] points in the ego frame.
     """
-    assert cam2img.dim() == 4 and cam2img.shape[-2:] == (3, 3), cam2img.shape
-    assert cam2ego.shape == cam2img.shape[:2] + (4, 4), (cam2ego.shape, cam2img.shape)
     assert depths.dim() == 1, depths.shape
-    Hf, Wf = feat_size
-    H, W = img_size
-    dev, dt = cam2img.device, cam2img.dtype
-    u = (torch.arange(Wf, device=dev, dtype=dt) + 0.5) * (W / Wf)  # [Wf]
-    v = (torch.arange(Hf, device=dev, dtype=dt) + 0.5) * (H / Hf)  # [Hf]
-    vv, uu = torch.meshgrid(v, u, indexing='ij')  # [Hf, Wf]
-    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)  # [Hf, Wf, 3]
-    # K is an intrinsic (not a rigid) matrix, so its general inverse is the right tool here
-    rays = torch.einsum('bnij,hwj->bnhwi', torch.linalg.inv(cam2img), pix)  # [B, N, Hf, Wf, 3]
-    pts = rays[:, :, None] * depths.to(dev, dt)[None, None, :, None, None, None]  # [B,N,D,Hf,Wf,3]
-    R = cam2ego[..., :3, :3]  # [B, N, 3, 3]
+    rays = camera_rays(cam2img, cam2ego, feat_size, img_size)  # [B, N, Hf, Wf, 3]
+    d = depths.to(rays.device, rays.dtype)[None, None, :, None, None, None]
     t = cam2ego[..., :3, 3]  # [B, N, 3]
-    return torch.einsum('bnij,bndhwj->bndhwi', R, pts) + t[:, :, None, None, None, :]
+    return rays[:, :, None] * d + t[:, :, None, None, None, :]
 
 
 def voxel_flat_index(points: Tensor,  # [..., 3]
@@ -179,11 +191,15 @@ class LSSViewTransform(nn.Module):
             grid, s = 1 reaches ~47% of the cells in the camera-visible region, s = 4 ~98%.
             The depth distribution returned (and supervised by the LSS depth loss) is the
             upsampled one.
+        ray_inputs: also feed the depth net, per feature cell, the ego-frame direction of the
+            camera ray through the cell's centre (``camera_rays``, 3 channels after the image
+            features): a convolution cannot tell where in the image a cell is, but the depth of
+            the ground, and of whatever stands on it, follows from that direction and the rig.
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth_bins: Sequence[float],
                  pc_range: Sequence[float], grid_size: Sequence[int], mid_channels: int = None,
-                 depth_convs: int = 1, lift_upsample: int = 1):
+                 depth_convs: int = 1, lift_upsample: int = 1, ray_inputs: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -196,7 +212,9 @@ class LSSViewTransform(nn.Module):
         mid = mid_channels or in_channels
         if int(depth_convs) < 1:
             raise ValueError(f'LSSViewTransform: depth_convs must be >= 1, got {depth_convs}')
-        hidden = [conv_bn_relu(in_channels if i == 0 else mid, mid)
+        self.ray_inputs = bool(ray_inputs)
+        first_in = in_channels + (3 if self.ray_inputs else 0)
+        hidden = [conv_bn_relu(first_in if i == 0 else mid, mid)
                   for i in range(int(depth_convs))]
         self.depth_net = nn.Sequential(*hidden, nn.Conv2d(mid, self.num_bins + out_channels, 1))
         if int(lift_upsample) != lift_upsample or int(lift_upsample) < 1:
@@ -244,7 +262,11 @@ class LSSViewTransform(nn.Module):
         B, N, _, Hf, Wf = feats.shape
         assert cam2img.shape == (B, N, 3, 3), cam2img.shape
         assert cam2ego.shape == (B, N, 4, 4), cam2ego.shape
-        x = self.depth_net(feats.flatten(0, 1))  # [B*N, D+C, Hf, Wf]
+        x = feats.flatten(0, 1)  # [B*N, Cin, Hf, Wf]
+        if self.ray_inputs:
+            rays = camera_rays(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size)
+            x = torch.cat([x, rearrange(rays, 'b n h w c -> (b n) c h w').to(x.dtype)], dim=1)
+        x = self.depth_net(x)  # [B*N, D+C, Hf, Wf]
         s = self.lift_upsample
         if s > 1:
             # output cell centres (j + 0.5) / s - 0.5 in input cells: the frustum geometry below

@@ -1,9 +1,10 @@
 import itertools
+import math
 
 import pytest
 import torch
 
-from splattingocc.models.view_transform import (LSSViewTransform, depth_bin_centres,
+from splattingocc.models.view_transform import (LSSViewTransform, camera_rays, depth_bin_centres,
                                                 depth_labels_min_pool, frustum_points,
                                                 voxel_flat_index, voxel_pool)
 
@@ -210,3 +211,34 @@ def test_points_per_voxel_matches_a_loop_over_the_frustum(s):
                 ref[b, idx[0], idx[1], idx[2]] += 1
     assert torch.equal(counts, ref)
     assert not torch.equal(counts[0], counts[1])
+
+
+def test_camera_rays_hand_computed_and_ground_depth():
+    K, cam2ego = _front_camera()
+    rays = camera_rays(K, cam2ego, (2, 4), (32, 64))
+    assert rays.shape == (1, 1, 2, 4, 3)
+    # cell (1, 2): K^-1 [40, 24, 1] = (0.4, 0.4, 1) -> ego (1, -0.4, -0.4)
+    assert torch.allclose(rays[0, 0, 1, 2], torch.tensor([1.0, -0.4, -0.4]), atol=1e-6)
+    # 1.5 m above the ground: the ground is at camera depth -1.5 / -0.4 = 3.75, and the frustum
+    # point at that depth has ego z = 0
+    pts = frustum_points(K, cam2ego, (2, 4), (32, 64), torch.tensor([3.75]))
+    assert torch.allclose(pts[0, 0, 0, 1, 2], torch.tensor([4.75, -1.5, 0.0]), atol=1e-6)
+
+
+def test_ray_inputs_make_the_depth_depend_on_where_the_camera_looks():
+    # the same image features seen by the same camera pitched down by 10 degrees: without ray
+    # inputs the depth distribution cannot change, with them it does
+    torch.manual_seed(0)
+    K, cam2ego = _front_camera()
+    a = math.radians(10.0)
+    pitch = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    tilted = cam2ego.clone()
+    tilted[0, 0, :3, :3] = pitch @ cam2ego[0, 0, :3, :3]  # ego-frame rotation about y
+    feats = torch.randn(1, 1, 4, 2, 4)
+    for ray_inputs in (False, True):
+        vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID,
+                              ray_inputs=ray_inputs).eval()
+        assert vt.depth_net[0][0].in_channels == 4 + 3 * ray_inputs
+        _, d0 = vt(feats, K, cam2ego, (32, 64))
+        _, d1 = vt(feats, K, tilted, (32, 64))
+        assert torch.equal(d0, d1) != ray_inputs
