@@ -173,13 +173,15 @@ class ClassDiagnostics:
             return format('-', '>' + fmt.split('.')[0]) if v is None else format(v, fmt + 'f')
 
         lines = [f'{"class":22s} {"GT vox":>8s} {"occ %":>6s} {"right %":>7s} {"med dens":>8s} '
-                 f'{"pred vox":>8s} {"reach %":>7s} | {"pixels":>7s} {"2D right %":>10s} {"none %":>6s} '
-                 f'{"med |dz| m":>10s} | {"cells":>6s} {"lift +-1 %":>10s} {"lift |dz| m":>11s}']
+                 f'{"pred vox":>8s} {"reach %":>7s} | {"pixels":>7s} {"2D right %":>10s} '
+                 f'{"none %":>6s} {"med |dz| m":>10s} | {"cells":>6s} {"lift +-1 %":>10s} '
+                 f'{"lift |dz| m":>11s}']
         for name, s in self.summary().items():
             lines.append(
                 f'{name:22s} {s["gt_voxels"]:8d} {f(s["occupied"], "6.1")} '
                 f'{f(s["right"], "7.1")} {f(s["median_density"], "8.3")} '
-                f'{s["predicted_voxels"]:8d} {f(s["lift_reach"], "7.1")} | {s["pixels"]:7d} {f(s["pixels_right"], "10.1")} '
+                f'{s["predicted_voxels"]:8d} {f(s["lift_reach"], "7.1")} | {s["pixels"]:7d} '
+                f'{f(s["pixels_right"], "10.1")} '
                 f'{f(s["pixels_none"], "6.1")} {f(s["median_depth_error"], "10.2")} | '
                 f'{s["cells"]:6d} {f(s["lift_near"], "10.1")} {f(s["lift_depth_error"], "11.2")}')
         return lines
