@@ -22,6 +22,11 @@ Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ig
 * LSS depth loss (BEVDepth's supervision of the lifted depth distribution): per feature cell with a
   label, ``-log(p[bin(gt)] + eps)`` averaged over those cells (the categorical CE; BEVDepth uses
   BCE on the same one-hot target, which for a softmax differs only in the negatives' terms).
+* Image semantic loss (optional, with ``LSSViewTransform(semantic_classes=K)``): the per-cell
+  class logits of the lift, bilinearly upsampled to the label map's size (pixel centres at +0.5,
+  ``align_corners=False``), scored by torch's class-weighted cross entropy against the 2D semantic
+  labels (255 ignored), the class weights as above. A 2D label on the image branch, as the LSS
+  depth loss is.
 * Opacity sparsity (L1): mean opacity over Gaussians, a prior for the regions no ray labels (the
   sky above the LiDAR's reach, space behind surfaces): without it their opacity is whatever the
   network extrapolates, and the voxelizer turns it into false occupancy.
@@ -60,6 +65,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .registry import MODELS
 
@@ -201,6 +207,24 @@ def lss_depth_loss(depth_prob: Tensor,  # [B, N, D, Hf, Wf]
     p = depth_prob.permute(0, 1, 3, 4, 2)[valid]  # [V, D]
     p = p.gather(1, target_bin[valid][:, None])[:, 0]  # [V]
     return -torch.log(p + eps).mean()
+
+
+def image_semantic_ce(logits: Tensor,  # [B, N, K, Hf, Wf]
+                      labels: Tensor,  # [B, N, h, w]
+                      class_weight: Optional[Tensor] = None,  # [K]
+                      ignore_index: int = IGNORE) -> Tensor:
+    """Class-weighted CE of upsampled per-cell logits against label maps (module docstring)."""
+    assert logits.dim() == 5, logits.shape
+    assert labels.dim() == 4 and labels.shape[:2] == logits.shape[:2], \
+        (labels.shape, logits.shape)
+    K = logits.shape[2]
+    _check_labels(labels, K, ignore_index, 'image_semantic_ce')
+    if not bool((labels != ignore_index).any()):
+        return _zero(logits)
+    up = F.interpolate(logits.flatten(0, 1), size=tuple(labels.shape[-2:]), mode='bilinear',
+                       align_corners=False)  # [B*N, K, h, w]
+    cw = None if class_weight is None else class_weight.to(up)
+    return F.cross_entropy(up, labels.flatten(0, 1).long(), weight=cw, ignore_index=ignore_index)
 
 
 def opacity_entropy(opacities: Tensor, eps: float = 1e-6) -> Tensor:
@@ -454,6 +478,31 @@ class LSSDepthLoss(nn.Module):
 
     def forward(self, depth_prob: Tensor, target_bin: Tensor) -> Tensor:
         return self.loss_weight * lss_depth_loss(depth_prob, target_bin)
+
+
+@MODELS.register_module()
+class ImageSemanticLoss(nn.Module):
+    """``loss_weight * image_semantic_ce(logits, labels, class weights)``.
+
+    Args:
+        class_weight: None (uniform), a list of K weights, or 'batch' (per batch from the
+            labels with ``class_balanced_weights(power)``).
+        power: exponent of the batch inverse frequency.
+        loss_weight: multiplier.
+    """
+
+    def __init__(self, class_weight: Union[None, str, Sequence[float]] = 'batch',
+                 power: float = 0.5, loss_weight: float = 1.0):
+        super().__init__()
+        self.mode, fixed = _class_weight_setting('ImageSemanticLoss', class_weight)
+        self.register_buffer('class_weight', fixed, persistent=False)
+        self.power, self.loss_weight = power, loss_weight
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        cw = self.class_weight
+        if self.mode == 'batch':
+            cw = class_balanced_weights(labels, logits.shape[2], self.power)
+        return self.loss_weight * image_semantic_ce(logits, labels, cw)
 
 
 @MODELS.register_module()

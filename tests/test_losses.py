@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from splattingocc.losses import (FreeSpaceLoss, L1DepthLoss, Occupancy3DLoss, OpacitySparsityLoss,
-                                 RayDistortionLoss, RenderedCELoss, SILogLoss, SurfaceLoss,
-                                 auxiliary_ray_weights, class_balanced_weights, free_space_loss,
-                                 l1_depth_loss, lss_depth_loss, occupancy_3d_losses,
+from splattingocc.losses import (FreeSpaceLoss, ImageSemanticLoss, L1DepthLoss, Occupancy3DLoss,
+                                 OpacitySparsityLoss, RayDistortionLoss, RenderedCELoss, SILogLoss,
+                                 SurfaceLoss, auxiliary_ray_weights, class_balanced_weights,
+                                 free_space_loss, image_semantic_ce, l1_depth_loss, lss_depth_loss, occupancy_3d_losses,
                                  opacity_entropy, ray_position_variance, rendered_semantic_ce,
                                  silog_loss, surface_losses)
 
@@ -303,3 +303,33 @@ def test_free_space_surface_samples():
     assert ok.all()
     with pytest.raises(ValueError, match='surface_samples'):
         FreeSpaceLoss(surface_samples=-1)
+
+
+def test_image_semantic_ce_hand_computed_bilinear_case():
+    # one camera, a 1 x 2 cell map of logits a, b upsampled to 1 x 4 labels: with
+    # align_corners=False the 4 pixel centres sit at -0.25, 0.25, 0.75, 1.25 cells, so the
+    # logits are a, 0.75 a + 0.25 b, 0.25 a + 0.75 b, b (the ends clamp)
+    a, b = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([-1.0, 1.0, 0.0])
+    logits = torch.stack([a, b], dim=-1).reshape(1, 1, 3, 1, 2)
+    labels = torch.tensor([0, 255, 1, 2]).reshape(1, 1, 1, 4)
+    rows = [a, 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b, b]
+    nll = [-torch.log_softmax(r, 0)[c] for r, c in zip(rows, [0, 255, 1, 2]) if c != 255]
+    assert torch.allclose(image_semantic_ce(logits, labels), torch.stack(nll).mean())
+    # class weights: torch's weighted mean over the labelled pixels
+    cw = torch.tensor([1.0, 3.0, 0.5])
+    ref = (nll[0] * 1.0 + nll[1] * 3.0 + nll[2] * 0.5) / 4.5
+    assert torch.allclose(image_semantic_ce(logits, labels, cw), ref)
+    loss = ImageSemanticLoss(class_weight=[1.0, 3.0, 0.5], loss_weight=2.0)
+    assert torch.allclose(loss(logits, labels), 2 * ref)
+    # 'batch': one pixel of each class -> equal weights -> the plain mean
+    assert torch.allclose(ImageSemanticLoss()(logits, labels), torch.stack(nll).mean())
+
+
+def test_image_semantic_ce_no_labels_and_bad_labels():
+    logits = torch.randn(1, 2, 3, 2, 2, requires_grad=True)
+    none = torch.full((1, 2, 4, 4), 255)
+    loss = image_semantic_ce(logits, none)
+    assert float(loss.detach()) == 0.0
+    loss.backward()  # stays in the graph
+    with pytest.raises(ValueError, match='class index 3'):
+        image_semantic_ce(logits, torch.full((1, 2, 4, 4), 3))

@@ -118,7 +118,8 @@ def stage_times(model, batch) -> dict:
     feats = model.neck(model.backbone(x)).unflatten(0, (B, N))
     t['backbone+neck'] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    vol, depth = model.view_transform(feats, batch['cam2img'], batch['cam2ego'], (H, W))
+    lifted = model.view_transform(feats, batch['cam2img'], batch['cam2ego'], (H, W))
+    vol, depth = lifted[:2]
     t['view_transform'] = time.perf_counter() - t0
     t0 = time.perf_counter()
     vol = model.volume_encoder(vol)
@@ -127,7 +128,7 @@ def stage_times(model, batch) -> dict:
     scene = model.head(vol)
     t['head'] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    losses = model.loss(scene, depth, batch)
+    losses = model.loss(scene, depth, batch, lifted[2] if len(lifted) > 2 else None)
     t['render+losses'] = time.perf_counter() - t0
     total = sum(v for k, v in losses.items() if k.startswith('loss'))
     t0 = time.perf_counter()

@@ -136,7 +136,7 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
             if key not in data:
                 raise UserError(f'diagnose: sample {i} has no {key!r}; check the 2D label files '
                                 '(tools/create_data.py nuscenes) and the pipeline')
-        scene, depth_prob = model.extract_scene(data['img'], data['cam2img'], data['cam2ego'])
+        scene, depth_prob, _ = model.extract_scene(data['img'], data['cam2img'], data['cam2ego'])
         density, _ = model.occ_fields(scene)
         pred = model.predict_semantics(scene)
         mask = data.get('mask_camera')

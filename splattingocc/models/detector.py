@@ -231,6 +231,8 @@ class SplattingOcc(BaseModel):
         pixel_sampler: config of the ray sampler (rendering/pixels.py), or None for dense renders.
         loss_depth, loss_sem: 2D losses (``SILogLoss`` | ``L1DepthLoss``, ``RenderedCELoss``).
         loss_lss_depth: optional ``LSSDepthLoss`` on the lifted depth distribution.
+        loss_image_sem: optional ``ImageSemanticLoss`` on the lift's per-cell class logits (needs
+            ``view_transform.semantic_classes`` > 0, which in turn needs this loss).
         loss_opacity: optional ``OpacitySparsityLoss`` or ``OpacityEntropyLoss`` on the Gaussians'
             opacities (Gaussian scenes only).
         loss_free_space: optional ``FreeSpaceLoss`` (losses.py) at points before each labelled
@@ -274,6 +276,7 @@ class SplattingOcc(BaseModel):
                  loss_depth: Optional[dict] = dict(type='SILogLoss'),
                  loss_sem: Optional[dict] = dict(type='RenderedCELoss'),
                  loss_lss_depth: Optional[dict] = None,
+                 loss_image_sem: Optional[dict] = None,
                  loss_opacity: Optional[dict] = None,
                  loss_distortion: Optional[dict] = None,
                  loss_free_space: Optional[dict] = None,
@@ -305,6 +308,14 @@ class SplattingOcc(BaseModel):
         self.loss_depth = _build(loss_depth)
         self.loss_sem = _build(loss_sem)
         self.loss_lss_depth = _build(loss_lss_depth)
+        self.loss_image_sem = _build(loss_image_sem)
+        lift_classes = getattr(self.view_transform, 'semantic_classes', 0)
+        if bool(lift_classes) != (self.loss_image_sem is not None):
+            raise ValueError(
+                'SplattingOcc: model.view_transform.semantic_classes (now '
+                f'{lift_classes}) and model.loss_image_sem (now {loss_image_sem!r}) go together: '
+                "set both (e.g. semantic_classes=num_classes - 1 and loss_image_sem=dict("
+                "type='ImageSemanticLoss')) or neither")
         self.loss_opacity = _build(loss_opacity)
         self.loss_distortion = _build(loss_distortion)
         self.loss_free_space = _build(loss_free_space)
@@ -368,7 +379,8 @@ class SplattingOcc(BaseModel):
                       cam2img: Tensor,  # [B, N, 3, 3]
                       cam2ego: Tensor,  # [B, N, 4, 4]
                       ):
-        """Images -> (Gaussians | DensityGrid, LSS depth probabilities [B, N, D, Hf, Wf]).
+        """Images -> (Gaussians | DensityGrid, LSS depth probabilities [B, N, D, Hf, Wf], the
+        lift's class logits [B, N, K, Hf, Wf] or None).
 
         Args:
             img: [B, N, 3, H, W] RGB 0..255.
@@ -382,9 +394,11 @@ class SplattingOcc(BaseModel):
         x = (img.flatten(0, 1).float() - self.img_mean) / self.img_std  # [B*N, 3, H, W]
         feats = self.neck(self.backbone(x))  # [B*N, C, Hf, Wf]
         feats = feats.unflatten(0, (B, N))  # [B, N, C, Hf, Wf]
-        volume, depth_prob = self.view_transform(feats, cam2img, cam2ego, (H, W))
+        lifted = self.view_transform(feats, cam2img, cam2ego, (H, W))
+        volume, depth_prob = lifted[:2]
+        sem_logits = lifted[2] if len(lifted) > 2 else None
         volume = self.volume_encoder(volume)  # [B, C', X, Y, Z]
-        return self.head(volume), depth_prob
+        return self.head(volume), depth_prob, sem_logits
 
     def forward(self, mode: str = 'tensor', **batch):
         """mmengine entry: ``model(**batch, mode=...)`` with the data contract's batch keys."""
@@ -395,9 +409,10 @@ class SplattingOcc(BaseModel):
             if key not in batch:
                 raise KeyError(f'SplattingOcc.forward: the batch has no {key!r} (keys: '
                                f'{sorted(batch)}); check the dataset pipeline\'s packing transform')
-        scene, depth_prob = self.extract_scene(batch['img'], batch['cam2img'], batch['cam2ego'])
+        scene, depth_prob, sem_logits = self.extract_scene(batch['img'], batch['cam2img'],
+                                                           batch['cam2ego'])
         if mode == 'loss':
-            return self.loss(scene, depth_prob, batch)
+            return self.loss(scene, depth_prob, batch, sem_logits)
         if mode == 'predict':
             return self.predict(scene, batch)
         if isinstance(scene, Gaussians):  # 'tensor'
@@ -453,7 +468,8 @@ class SplattingOcc(BaseModel):
         s = self.pixel_sampler(gt_semantics, gt_depth)
         return s.pixels, s.depth, s.semantics, s.mask
 
-    def loss(self, scene, depth_prob: Tensor, batch: dict) -> Dict[str, Tensor]:
+    def loss(self, scene, depth_prob: Tensor, batch: dict,
+             sem_logits: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Loss terms, one key each ('loss_depth', 'loss_sem', ...), plus detached statistics."""
         losses = {}
         if self.use_2d_supervision:
@@ -464,6 +480,13 @@ class SplattingOcc(BaseModel):
             target = depth_labels_min_pool(gt[:, :N], depth_prob.shape[-2:])  # current frame
             bins = self.view_transform.depth_bin_index(target)  # [B, N, Hf, Wf]
             losses['loss_lss_depth'] = self.loss_lss_depth(depth_prob, bins)
+        if self.loss_image_sem is not None:
+            if 'gt_semantics' not in batch:
+                raise KeyError('SplattingOcc: loss_image_sem needs the batch key gt_semantics '
+                               '(LoadLabels2D in the training pipeline)')
+            N = batch['img'].shape[1]
+            losses['loss_image_sem'] = self.loss_image_sem(sem_logits,
+                                                           batch['gt_semantics'][:, :N])
         if self.loss_opacity is not None and isinstance(scene, Gaussians):
             losses['loss_opacity'] = self.loss_opacity(scene.opacities)
         if self.use_3d_supervision:

@@ -195,11 +195,17 @@ class LSSViewTransform(nn.Module):
             camera ray through the cell's centre (``camera_rays``, 3 channels after the image
             features): a convolution cannot tell where in the image a cell is, but the depth of
             the ground, and of whatever stands on it, follows from that direction and the rig.
+        semantic_classes: K >= 1: the depth net also predicts K class logits per cell (to be
+            supervised by the 2D semantic labels, ``ImageSemanticLoss``) and their softmax is
+            lifted with the context, so the volume has ``out_channels + K`` channels, the last K
+            holding per voxel the depth-weighted class mass of the rays through it (an explicit
+            "how much car landed here" for the 3D layers). 0 (default): off.
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth_bins: Sequence[float],
                  pc_range: Sequence[float], grid_size: Sequence[int], mid_channels: int = None,
-                 depth_convs: int = 1, lift_upsample: int = 1, ray_inputs: bool = False):
+                 depth_convs: int = 1, lift_upsample: int = 1, ray_inputs: bool = False,
+                 semantic_classes: int = 0):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -216,7 +222,13 @@ class LSSViewTransform(nn.Module):
         first_in = in_channels + (3 if self.ray_inputs else 0)
         hidden = [conv_bn_relu(first_in if i == 0 else mid, mid)
                   for i in range(int(depth_convs))]
-        self.depth_net = nn.Sequential(*hidden, nn.Conv2d(mid, self.num_bins + out_channels, 1))
+        if int(semantic_classes) != semantic_classes or int(semantic_classes) < 0:
+            raise ValueError('LSSViewTransform: semantic_classes must be an integer >= 0, got '
+                             f'{semantic_classes!r}')
+        self.semantic_classes = int(semantic_classes)
+        self.volume_channels = out_channels + self.semantic_classes
+        self.depth_net = nn.Sequential(
+            *hidden, nn.Conv2d(mid, self.num_bins + out_channels + self.semantic_classes, 1))
         if int(lift_upsample) != lift_upsample or int(lift_upsample) < 1:
             raise ValueError('LSSViewTransform: lift_upsample must be an integer >= 1, got '
                              f'{lift_upsample!r}')
@@ -255,8 +267,9 @@ class LSSViewTransform(nn.Module):
             cam2ego: [B, N, 4, 4] camera -> ego.
             img_size: (H, W) of the input images.
         Returns:
-            volume [B, C, X, Y, Z] and depth probabilities [B, N, D, s*Hf, s*Wf] (s =
-            lift_upsample).
+            volume [B, C + K, X, Y, Z] (K = semantic_classes), depth probabilities
+            [B, N, D, s*Hf, s*Wf] (s = lift_upsample) and, only when K > 0, class logits
+            [B, N, K, s*Hf, s*Wf].
         """
         assert feats.dim() == 5 and feats.shape[2] == self.in_channels, feats.shape
         B, N, _, Hf, Wf = feats.shape
@@ -266,14 +279,18 @@ class LSSViewTransform(nn.Module):
         if self.ray_inputs:
             rays = camera_rays(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size)
             x = torch.cat([x, rearrange(rays, 'b n h w c -> (b n) c h w').to(x.dtype)], dim=1)
-        x = self.depth_net(x)  # [B*N, D+C, Hf, Wf]
+        x = self.depth_net(x)  # [B*N, D+C+K, Hf, Wf]
         s = self.lift_upsample
         if s > 1:
             # output cell centres (j + 0.5) / s - 0.5 in input cells: the frustum geometry below
             x = F.interpolate(x, scale_factor=s, mode='bilinear', align_corners=False)
             Hf, Wf = Hf * s, Wf * s
         depth = x[:, :self.num_bins].softmax(dim=1)  # [B*N, D, Hf, Wf]
-        ctx = x[:, self.num_bins:]  # [B*N, C, Hf, Wf]
+        ctx = x[:, self.num_bins:self.num_bins + self.out_channels]  # [B*N, C, Hf, Wf]
+        sem = None
+        if self.semantic_classes:
+            sem = x[:, self.num_bins + self.out_channels:]  # [B*N, K, Hf, Wf]
+            ctx = torch.cat([ctx, sem.softmax(dim=1)], dim=1)  # [B*N, C+K, Hf, Wf]
         depth = rearrange(depth, '(b n) d h w -> b n d h w', b=B)
         ctx = rearrange(ctx, '(b n) c h w -> b n h w c', b=B)
         with torch.no_grad():
@@ -281,7 +298,9 @@ class LSSViewTransform(nn.Module):
                                  self.depths)  # [B, N, D, Hf, Wf, 3]
         # outer product depth x context, evaluated only for the points inside the box
         volume = self._splat(pts, depth, ctx)
-        return volume, depth
+        if sem is None:
+            return volume, depth
+        return volume, depth, rearrange(sem, '(b n) k h w -> b n k h w', b=B)
 
     def _splat(self, pts: Tensor,  # [B, N, D, Hf, Wf, 3]
                depth: Tensor,  # [B, N, D, Hf, Wf]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from torch.nn import functional as F
 
 import splattingocc.models  # noqa: F401
 from splattingocc.models.detector import density_grid_to_voxels, labels_in_range
@@ -341,6 +342,36 @@ def test_lift_upsample_with_the_lss_depth_loss():
     assert torch.isfinite(losses['loss_lss_depth']) and losses['loss_lss_depth'] > 0
     sum(v for k, v in losses.items() if k.startswith('loss')).backward()
     assert _check_grads(model) == []
+
+
+def test_semantic_lift_with_the_image_semantic_loss():
+    """semantic_classes + loss_image_sem: the loss is the CE of the lift's logits against the
+    current frame's label maps (recomputed here from the returned logits), and every parameter
+    trains; either setting alone is a clear error."""
+    torch.manual_seed(0)
+    cfg = small_model_cfg(loss_image_sem=dict(type='ImageSemanticLoss', class_weight=None))
+    cfg['view_transform'] = dict(cfg['view_transform'], semantic_classes=NUM_CLASSES - 1)
+    cfg['volume_encoder'] = dict(cfg['volume_encoder'], in_channels=8 + NUM_CLASSES - 1)
+    model = MODELS.build(cfg)
+    model.train()
+    batch = random_batch()
+    losses = model(mode='loss', **batch)
+    sum(v for k, v in losses.items() if k.startswith('loss')).backward()
+    assert _check_grads(model) == []
+    model.eval()
+    with torch.no_grad():
+        _, _, logits = model.extract_scene(batch['img'], batch['cam2img'], batch['cam2ego'])
+        again = model(mode='loss', **batch)['loss_image_sem']
+    N = batch['img'].shape[1]
+    lab = batch['gt_semantics'][:, :N]
+    up = F.interpolate(logits.flatten(0, 1), size=lab.shape[-2:], mode='bilinear')
+    ref = F.cross_entropy(up, lab.flatten(0, 1).long(), ignore_index=255)
+    assert torch.isfinite(ref) and torch.allclose(again, ref, atol=1e-5)
+    with pytest.raises(ValueError, match='semantic_classes'):
+        MODELS.build(small_model_cfg(loss_image_sem=dict(type='ImageSemanticLoss')))
+    cfg.pop('loss_image_sem')
+    with pytest.raises(ValueError, match='loss_image_sem'):
+        MODELS.build(cfg)
 
 
 def test_tensor_mode_and_bad_mode():

@@ -242,3 +242,55 @@ def test_ray_inputs_make_the_depth_depend_on_where_the_camera_looks():
         _, d0 = vt(feats, K, cam2ego, (32, 64))
         _, d1 = vt(feats, K, tilted, (32, 64))
         assert torch.equal(d0, d1) != ray_inputs
+
+
+def test_semantic_lift_hand_computed_class_mass():
+    # all depth mass in bin 4 (5.5 m), context c, class logits z in every cell: each voxel the
+    # 2 x 4 rays reach gets (number of rays) x [c, softmax(z)]; the logits come back per cell
+    K, cam2ego = _front_camera()
+    c = torch.tensor([1.0, -2.0, 0.5])
+    z = torch.tensor([2.0, 0.0, -1.0, 0.5])
+    vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, semantic_classes=4).eval()
+    assert vt.volume_channels == 7
+    _constant_depth_net(vt, 4, torch.cat([c, z]))
+    vol, depth, logits = vt(torch.randn(1, 1, 4, 2, 4), K, cam2ego, (32, 64))
+    assert vol.shape == (1, 7, *GRID) and depth.shape == (1, 1, 10, 2, 4)
+    assert logits.shape == (1, 1, 4, 2, 4)
+    assert torch.allclose(logits[0, 0, :, 1, 2], z, atol=1e-5)
+    p = torch.exp(z) / torch.exp(z).sum()
+    ref = torch.zeros(1, 7, *GRID)
+    for i, j in itertools.product(range(2), range(4)):
+        u, v = (j + 0.5) * 16, (i + 0.5) * 16
+        ego = (5.5 + 1.0, -(u - 32) / 20 * 5.5, -(v - 16) / 20 * 5.5 + 1.5)
+        idx = [int((ego[a] - PC_RANGE[a]) // [2.0, 2.0, 1.0][a]) for a in range(3)]
+        if all(0 <= idx[a] < GRID[a] for a in range(3)):
+            ref[0, :, idx[0], idx[1], idx[2]] += torch.cat([c, p])
+    assert ref[0, 3:].sum() > 0
+    assert torch.allclose(vol, ref, atol=1e-5)
+
+
+def test_semantic_lift_keeps_the_context_and_carries_the_depth_mass():
+    # random depth net: the first C channels are the lift without classes (same weights), and
+    # the K class channels sum, per voxel, to the depth probability landing there
+    torch.manual_seed(0)
+    K, cam2ego = _front_camera()
+    vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, semantic_classes=5).eval()
+    plain = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID).eval()
+    state = {k: v[:13] if k.startswith('depth_net.1.') else v
+             for k, v in vt.state_dict().items()}
+    plain.load_state_dict(state)
+    feats = torch.randn(1, 1, 4, 2, 4)
+    vol, depth, _ = vt(feats, K, cam2ego, (32, 64))
+    vol0, depth0 = plain(feats, K, cam2ego, (32, 64))
+    assert torch.allclose(depth, depth0) and torch.allclose(vol[:, :3], vol0, atol=1e-6)
+    pts = frustum_points(K, cam2ego, (2, 4), (32, 64), vt.depths)
+    flat = voxel_flat_index(pts, PC_RANGE, GRID).reshape(-1)
+    ok = flat >= 0
+    mass = torch.zeros(math.prod(GRID)).index_add(0, flat[ok], depth.reshape(-1)[ok])
+    assert torch.allclose(vol[0, 3:].sum(0).reshape(-1), mass, atol=1e-6)
+
+
+@pytest.mark.parametrize('bad', [-1, 2.5])
+def test_semantic_classes_must_be_a_non_negative_integer(bad):
+    with pytest.raises(ValueError, match='semantic_classes'):
+        LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, semantic_classes=bad)
