@@ -20,9 +20,11 @@ model = dict(
     backbone=dict(type='ResNet', depth='tiny', widths=[16, 32, 64, 128], stem_channels=16,
                   out_indices=[2, 3]),
     neck=dict(type='MergeNeck', in_channels=[64, 128], out_channels=64),  # stride 16
-    # LSSViewTransform options tried and left off (log.txt, sessions 9-10): depth_convs=3,
+    # LSSViewTransform options tried and left off (log.txt, sessions 9-11): depth_convs=3,
     # lift_upsample=4 (s x s rays per cell: reaches every voxel, +56% time, no object gain),
-    # ray_inputs=True (camera-ray directions into the depth net)
+    # ray_inputs=True (camera-ray directions into the depth net), semantic_classes=17 with
+    # loss_image_sem=dict(type='ImageSemanticLoss') and volume_encoder in_channels 49 (the
+    # class probabilities of each cell lifted with its context, session 11)
     view_transform=dict(type='LSSViewTransform', in_channels=64, out_channels=context_channels,
                         depth_bins=[1.0, 45.0, 1.0], pc_range=point_cloud_range,  # noqa: F405
                         grid_size=pred_grid_size),
