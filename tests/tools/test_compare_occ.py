@@ -1,0 +1,125 @@
+"""tools/compare_occ.py: vectorised scores against the metric's own functions, the paired bootstrap
+against a loop over the same draws, and the command on small hand-made frames."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from splattingocc.evaluation.dump import dump_prediction
+from splattingocc.evaluation.functional.occ_miou import (geometry_iou_from_confusion,
+                                                         miou_from_confusion, per_class_iou)
+from splattingocc.paths import REPO_ROOT
+
+FREE = 17
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('compare_occ',
+                                                  REPO_ROOT / 'tools' / 'compare_occ.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _random_hists(rng, n):
+    h = rng.integers(0, 50, size=(n, 18, 18))
+    h[:, 3, :] = 0  # class 3 never in the ground truth ...
+    h[:, :, 3] = 0  # ... nor predicted: NaN IoU, left out of the mean
+    h[0, 5, :] = 0  # class 5 absent from one matrix's ground truth only
+    return h
+
+
+def test_scores_of_hists_match_the_metric_functions():
+    tool = _load_tool()
+    h = _random_hists(np.random.default_rng(0), 5)
+    s = tool.scores_of_hists(h, FREE)
+    for r in range(5):
+        assert s['miou'][r] == pytest.approx(miou_from_confusion(h[r], FREE), abs=1e-12)
+        assert s['geometry_iou'][r] == pytest.approx(geometry_iou_from_confusion(h[r], FREE),
+                                                     abs=1e-12)
+        np.testing.assert_allclose(s['iou'][r], per_class_iou(h[r]), equal_nan=True)
+    assert np.isnan(s['iou'][:, 3]).all()
+
+
+def test_paired_bootstrap_equals_a_loop_over_the_same_draws():
+    tool = _load_tool()
+    rng = np.random.default_rng(1)
+    ha, hb = _random_hists(rng, 4), _random_hists(rng, 4)
+    d = tool.paired_bootstrap(ha, hb, FREE, resamples=7, seed=3)
+    draws = np.random.default_rng(3).integers(0, 4, size=(7, 4))
+    for r in range(7):
+        a, b = ha[draws[r]].sum(0), hb[draws[r]].sum(0)
+        assert d['miou'][r] == pytest.approx(
+            miou_from_confusion(a, FREE) - miou_from_confusion(b, FREE), abs=1e-12)
+        assert d['geometry_iou'][r] == pytest.approx(
+            geometry_iou_from_confusion(a, FREE) - geometry_iou_from_confusion(b, FREE),
+            abs=1e-12)
+    same = tool.paired_bootstrap(ha, ha, FREE, resamples=20)
+    assert np.all(same['miou'] == 0) and np.all(same['geometry_iou'] == 0)
+
+
+def _frames(root, rng):
+    """Three 6 x 6 x 4 frames in two scenes: ground truth with classes 0, 4, 11 and free."""
+    gts = {}
+    for scene, token in (('scene-a', 't1'), ('scene-a', 't2'), ('scene-b', 't3')):
+        sem = np.full((6, 6, 4), FREE, np.uint8)
+        sem[:, :, 0] = 11
+        sem[rng.integers(0, 6), :, 1] = 4
+        sem[0, 0, 1] = 0
+        mask = np.ones_like(sem)
+        mask[5] = 0
+        out = root / 'gts' / scene / token
+        out.mkdir(parents=True)
+        np.savez_compressed(out / 'labels.npz', semantics=sem, mask_camera=mask,
+                            mask_lidar=mask)
+        gts[(scene, token)] = sem
+    return gts
+
+
+def test_command_perfect_against_all_free(tmp_path):
+    tool = _load_tool()
+    gts = _frames(tmp_path / 'data', np.random.default_rng(0))
+    for (scene, token), sem in gts.items():
+        dump_prediction(tmp_path / 'a', scene, token, sem)
+        dump_prediction(tmp_path / 'b', scene, token, np.full_like(sem, FREE))
+        half = sem.copy()
+        half[:3] = FREE  # rows 0-2 free: classes there missed
+        dump_prediction(tmp_path / 'c', scene, token, half)
+    out = tmp_path / 'cmp.json'
+    doc = tool.main(['--pred-dir', str(tmp_path / 'a'), '--ref-dir', str(tmp_path / 'b'),
+                     '--data-root', str(tmp_path / 'data'), '--bootstrap', '50',
+                     '--json', str(out)])
+    assert json.loads(out.read_text()) == doc
+    assert doc['frames'] == 3 and doc['units'] == 3
+    assert doc['miou'] == {'a': 100.0, 'b': 0.0, 'difference': 100.0, 'low': 100.0,
+                           'high': 100.0, 'share_a_higher': 1.0}
+    assert doc['per_class_iou']['driveable_surface'] == {'a': 100.0, 'b': 0.0}
+    assert doc['per_class_iou']['car'] == {'a': 100.0, 'b': 0.0}
+    assert doc['per_class_iou']['bus'] == {'a': None, 'b': None}  # absent: NaN -> null
+    # scene units; B = half the grid free: per-class IoU by hand inside the mask (rows 0-4)
+    doc = tool.main(['--pred-dir', str(tmp_path / 'a'), '--ref-dir', str(tmp_path / 'c'),
+                     '--data-root', str(tmp_path / 'data'), '--unit', 'scene',
+                     '--bootstrap', '30'])
+    assert doc['units'] == 2
+    gt_all = np.stack([g[:5] for g in gts.values()])
+    n11 = (gt_all == 11).sum()
+    assert doc['per_class_iou']['driveable_surface']['b'] == pytest.approx(
+        100 * (gt_all[:, 3:] == 11).sum() / n11, abs=1e-3)
+    assert doc['per_class_iou']['others']['b'] == 0.0  # the one class-0 voxel is in row 0
+    assert doc['miou']['difference'] > 0 and doc['miou']['low'] > 0
+
+
+def test_command_errors(tmp_path):
+    tool = _load_tool()
+    gts = _frames(tmp_path / 'data', np.random.default_rng(0))
+    for i, ((scene, token), sem) in enumerate(gts.items()):
+        dump_prediction(tmp_path / 'a', scene, token, sem)
+        if i:
+            dump_prediction(tmp_path / 'b', scene, token, sem)
+    with pytest.raises(SystemExit, match='scene-a/t1'):
+        tool.main(['--pred-dir', str(tmp_path / 'a'), '--ref-dir', str(tmp_path / 'b'),
+                   '--data-root', str(tmp_path / 'data')])
+    with pytest.raises(SystemExit, match='bootstrap'):
+        tool.main(['--pred-dir', str(tmp_path / 'a'), '--ref-dir', str(tmp_path / 'a'),
+                   '--data-root', str(tmp_path / 'data'), '--bootstrap', '-1'])
