@@ -6,9 +6,10 @@ import torch
 from splattingocc.losses import (FreeSpaceLoss, ImageSemanticLoss, L1DepthLoss, Occupancy3DLoss,
                                  OpacitySparsityLoss, RayDistortionLoss, RenderedCELoss, SILogLoss,
                                  SurfaceLoss, auxiliary_ray_weights, class_balanced_weights,
-                                 free_space_loss, image_semantic_ce, l1_depth_loss, lss_depth_loss, occupancy_3d_losses,
-                                 opacity_entropy, ray_position_variance, rendered_semantic_ce,
-                                 silog_loss, surface_losses)
+                                 free_space_loss, image_semantic_ce, l1_depth_loss,
+                                 lss_depth_loss, occupancy_3d_losses, opacity_entropy,
+                                 ray_position_variance, rendered_semantic_ce, silog_loss,
+                                 surface_losses)
 
 
 def test_silog_hand_computed():
