@@ -265,6 +265,11 @@ class SplattingOcc(BaseModel):
             Above 1, faint Gaussians fade more than opaque ones in the render, so a stack of
             faint Gaussians along a ray costs more than one opaque one; the voxelizer still reads
             the opacity itself. Pruning (``render_min_opacity``) applies to the opacity itself.
+        oracle_lift_depth: DIAGNOSTIC ONLY (default False): the LSS lift takes the LiDAR depth
+            label's bin in every feature cell that has one (``LSSViewTransform``'s
+            ``oracle_depth``), in training and at test, so the test pipeline must load the 2D
+            labels too (``configs/splattingocc/splattingocc-tiny-synthetic-oracle-depth.py``).
+            It measures what a perfect lift would give; its scores are not results.
         density_grid_threshold: DensityGrid -> labels: a voxel is occupied where the opacity
             over one voxel edge, 1 - exp(-density * voxel_size), is at least this.
         img_mean, img_std: RGB normalisation of the 0..255 input images.
@@ -292,6 +297,7 @@ class SplattingOcc(BaseModel):
                  render_min_opacity: float = 1.0 / 255.0,
                  render_opacity_power: float = 1.0,
                  density_grid_threshold: float = 0.5,
+                 oracle_lift_depth: bool = False,
                  img_mean: Sequence[float] = _IMAGENET_MEAN,
                  img_std: Sequence[float] = _IMAGENET_STD,
                  data_preprocessor: Optional[dict] = None,
@@ -357,6 +363,7 @@ class SplattingOcc(BaseModel):
                              f'z1), got {label_range!r}')
         self.label_range = None if label_range is None else tuple(float(x) for x in label_range)
         self.density_grid_threshold = float(density_grid_threshold)
+        self.oracle_lift_depth = bool(oracle_lift_depth)
         self._render_clock = RenderClock()  # logged as time_render (see render_clock.py)
         self.register_buffer('img_mean', torch.tensor(img_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('img_std', torch.tensor(img_std).view(1, 3, 1, 1), persistent=False)
@@ -378,6 +385,7 @@ class SplattingOcc(BaseModel):
     def extract_scene(self, img: Tensor,  # [B, N, 3, H, W]
                       cam2img: Tensor,  # [B, N, 3, 3]
                       cam2ego: Tensor,  # [B, N, 4, 4]
+                      oracle_depth: Optional[Tensor] = None,  # [B, N, h, w] (diagnostic)
                       ):
         """Images -> (Gaussians | DensityGrid, LSS depth probabilities [B, N, D, Hf, Wf], the
         lift's class logits [B, N, K, Hf, Wf] or None).
@@ -394,7 +402,11 @@ class SplattingOcc(BaseModel):
         x = (img.flatten(0, 1).float() - self.img_mean) / self.img_std  # [B*N, 3, H, W]
         feats = self.neck(self.backbone(x))  # [B*N, C, Hf, Wf]
         feats = feats.unflatten(0, (B, N))  # [B, N, C, Hf, Wf]
-        lifted = self.view_transform(feats, cam2img, cam2ego, (H, W))
+        if oracle_depth is None:
+            lifted = self.view_transform(feats, cam2img, cam2ego, (H, W))
+        else:
+            lifted = self.view_transform(feats, cam2img, cam2ego, (H, W),
+                                         oracle_depth=oracle_depth)
         volume, depth_prob = lifted[:2]
         sem_logits = lifted[2] if len(lifted) > 2 else None
         volume = self.volume_encoder(volume)  # [B, C', X, Y, Z]
@@ -409,8 +421,16 @@ class SplattingOcc(BaseModel):
             if key not in batch:
                 raise KeyError(f'SplattingOcc.forward: the batch has no {key!r} (keys: '
                                f'{sorted(batch)}); check the dataset pipeline\'s packing transform')
+        oracle = None
+        if self.oracle_lift_depth:
+            if 'gt_depth' not in batch:
+                raise KeyError('SplattingOcc: oracle_lift_depth=True needs the batch key '
+                               f"gt_depth in mode {mode!r}: add LoadLabels2D to this pipeline "
+                               '(see configs/splattingocc/'
+                               'splattingocc-tiny-synthetic-oracle-depth.py)')
+            oracle = batch['gt_depth'][:, :batch['img'].shape[1]]  # the current frame
         scene, depth_prob, sem_logits = self.extract_scene(batch['img'], batch['cam2img'],
-                                                           batch['cam2ego'])
+                                                           batch['cam2ego'], oracle)
         if mode == 'loss':
             return self.loss(scene, depth_prob, batch, sem_logits)
         if mode == 'predict':

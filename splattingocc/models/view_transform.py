@@ -17,7 +17,7 @@ Geometry (Lift-Splat-Shoot, Philion & Fidler 2020):
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from einops import rearrange
@@ -258,7 +258,8 @@ class LSSViewTransform(nn.Module):
     def forward(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
                 cam2img: Tensor,  # [B, N, 3, 3]
                 cam2ego: Tensor,  # [B, N, 4, 4]
-                img_size: Tuple[int, int]):
+                img_size: Tuple[int, int],
+                oracle_depth: Optional[Tensor] = None):  # [B, N, h, w]
         """Lift and splat.
 
         Args:
@@ -266,6 +267,12 @@ class LSSViewTransform(nn.Module):
             cam2img: [B, N, 3, 3] intrinsics of the input images.
             cam2ego: [B, N, 4, 4] camera -> ego.
             img_size: (H, W) of the input images.
+            oracle_depth: DIAGNOSTIC ONLY. LiDAR depth label maps of the N cameras (0 = none):
+                every lifted cell with a label (``depth_labels_min_pool``, the LSS depth loss's
+                target) lifts its context at that label's bin alone (one-hot) instead of the
+                predicted distribution; cells without one keep the prediction. The returned
+                depth is still the prediction. A model that sees its labels is not a result,
+                only a measure of what a perfect lift would give.
         Returns:
             volume [B, C + K, X, Y, Z] (K = semantic_classes), depth probabilities
             [B, N, D, s*Hf, s*Wf] (s = lift_upsample) and, only when K > 0, class logits
@@ -296,8 +303,15 @@ class LSSViewTransform(nn.Module):
         with torch.no_grad():
             pts = frustum_points(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size,
                                  self.depths)  # [B, N, D, Hf, Wf, 3]
+        lifted = depth
+        if oracle_depth is not None:
+            assert oracle_depth.shape[:2] == (B, N), (oracle_depth.shape, B, N)
+            bins = self.depth_bin_index(depth_labels_min_pool(
+                oracle_depth.to(depth.device, depth.dtype), (Hf, Wf)))  # [B, N, Hf, Wf]
+            onehot = F.one_hot(bins.clamp_min(0), self.num_bins).permute(0, 1, 4, 2, 3)
+            lifted = torch.where((bins >= 0)[:, :, None], onehot.to(depth.dtype), depth)
         # outer product depth x context, evaluated only for the points inside the box
-        volume = self._splat(pts, depth, ctx)
+        volume = self._splat(pts, lifted, ctx)
         if sem is None:
             return volume, depth
         return volume, depth, rearrange(sem, '(b n) k h w -> b n k h w', b=B)

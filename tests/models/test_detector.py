@@ -227,6 +227,7 @@ def test_configs_build():
     names = ['splattingocc/splattingocc-tiny-synthetic', 'splattingocc/splattingocc-Nframe',
              'splattingocc/splattingocc-tiny-synthetic-3d',
              'splattingocc/splattingocc-tiny-synthetic-2d3d',
+             'splattingocc/splattingocc-tiny-synthetic-oracle-depth',
              'renderocc/renderocc-tiny-synthetic', 'renderocc/renderocc-Nframe']
     cfgs = {n: Config.fromfile(f'configs/{n}.py') for n in names}
     tiny = MODELS.build(cfgs['splattingocc/splattingocc-tiny-synthetic'].model)
@@ -234,6 +235,12 @@ def test_configs_build():
     assert MODELS.build(cfgs['renderocc/renderocc-tiny-synthetic'].model).scene_type == 'density'
     assert cfgs['splattingocc/splattingocc-tiny-synthetic-3d'].model.use_2d_supervision is False
     assert cfgs['splattingocc/splattingocc-tiny-synthetic-2d3d'].model.use_3d_supervision is True
+    # the oracle-depth diagnostic: the tiny model plus the switch, labels loaded at test
+    oracle = cfgs['splattingocc/splattingocc-tiny-synthetic-oracle-depth']
+    mo = oracle.model.to_dict()
+    assert mo.pop('oracle_lift_depth') is True
+    assert mo == cfgs['splattingocc/splattingocc-tiny-synthetic'].model.to_dict()
+    assert 'LoadLabels2D' in [t['type'] for t in oracle.test_dataloader.dataset.pipeline]
     # renderocc variants differ from their splatting configs only in the renderer
     for a, b in [('splattingocc/splattingocc-tiny-synthetic', 'renderocc/renderocc-tiny-synthetic'),
                  ('splattingocc/splattingocc-Nframe', 'renderocc/renderocc-Nframe')]:
@@ -372,6 +379,26 @@ def test_semantic_lift_with_the_image_semantic_loss():
     cfg.pop('loss_image_sem')
     with pytest.raises(ValueError, match='loss_image_sem'):
         MODELS.build(cfg)
+
+
+def test_oracle_lift_depth_reaches_the_lift_and_needs_labels():
+    """oracle_lift_depth (diagnostic): with depth labels the Gaussians change, without any label
+    they equal the plain model's; a batch without gt_depth is a clear error."""
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(oracle_lift_depth=True)).eval()
+    batch = random_batch()
+    with torch.no_grad():
+        out = model(mode='tensor', **batch)
+        model.oracle_lift_depth = False
+        plain = model(mode='tensor', **batch)
+        model.oracle_lift_depth = True
+        empty = dict(batch, gt_depth=torch.zeros_like(batch['gt_depth']))
+        none = model(mode='tensor', **empty)
+    assert not torch.allclose(out['opacities'], plain['opacities'])
+    assert torch.equal(none['opacities'], plain['opacities'])
+    batch.pop('gt_depth')
+    with pytest.raises(KeyError, match='LoadLabels2D'):
+        model(mode='predict', **batch)
 
 
 def test_tensor_mode_and_bad_mode():

@@ -294,3 +294,30 @@ def test_semantic_lift_keeps_the_context_and_carries_the_depth_mass():
 def test_semantic_classes_must_be_a_non_negative_integer(bad):
     with pytest.raises(ValueError, match='semantic_classes'):
         LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, semantic_classes=bad)
+
+
+def test_oracle_depth_lifts_labelled_cells_at_their_label_bin():
+    # predicted: all mass in bin 0 (1.5 m) everywhere; one label of 5.7 m in cell (row 1, col 2)
+    # (label map 4 x 8: pixel (2..3, 4..5) belong to that cell; the cell's nearest label wins)
+    K, cam2ego = _front_camera()
+    c = torch.tensor([1.0, -2.0, 0.5])
+    vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID).eval()
+    _constant_depth_net(vt, 0, c)
+    feats = torch.randn(1, 1, 4, 2, 4)
+    labels = torch.zeros(1, 1, 4, 8)
+    labels[0, 0, 2, 4] = 5.7
+    labels[0, 0, 3, 5] = 8.2
+    vol_pred, depth = vt(feats, K, cam2ego, (32, 64))
+    vol, depth_o = vt(feats, K, cam2ego, (32, 64), oracle_depth=labels)
+    assert torch.equal(depth, depth_o)  # the returned depth stays the prediction
+    # the cell's bin-0 point (ego (2.5, -0.6, 0.9) -> voxel (6, 4, 2)) loses c, its bin-4 point
+    # at 5.5 m (ego (6.5, -2.2, -0.7) -> voxel (8, 3, 1), as in the test above) gains it
+    diff = vol - vol_pred
+    assert torch.allclose(diff[0, :, 6, 4, 2], -c, atol=1e-5)
+    assert torch.allclose(diff[0, :, 8, 3, 1], c, atol=1e-5)
+    diff[0, :, 6, 4, 2] = 0
+    diff[0, :, 8, 3, 1] = 0
+    assert diff.abs().max() < 1e-5
+    # no labels: the prediction
+    vol_none, _ = vt(feats, K, cam2ego, (32, 64), oracle_depth=torch.zeros(1, 1, 4, 8))
+    assert torch.allclose(vol_none, vol_pred)
