@@ -1,6 +1,5 @@
 """tools/compare_occ.py: vectorised scores against the metric's own functions, the paired bootstrap
 against a loop over the same draws, and the command on small hand-made frames."""
-import importlib.util
 import json
 
 import numpy as np
@@ -9,17 +8,8 @@ import pytest
 from splattingocc.evaluation.dump import dump_prediction
 from splattingocc.evaluation.functional.occ_miou import (geometry_iou_from_confusion,
                                                          miou_from_confusion, per_class_iou)
-from splattingocc.paths import REPO_ROOT
 
 FREE = 17
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('compare_occ',
-                                                  REPO_ROOT / 'tools' / 'compare_occ.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _random_hists(rng, n):
@@ -30,8 +20,8 @@ def _random_hists(rng, n):
     return h
 
 
-def test_scores_of_hists_match_the_metric_functions():
-    tool = _load_tool()
+def test_scores_of_hists_match_the_metric_functions(load_tool):
+    tool = load_tool('compare_occ')
     h = _random_hists(np.random.default_rng(0), 5)
     s = tool.scores_of_hists(h, FREE)
     for r in range(5):
@@ -42,8 +32,8 @@ def test_scores_of_hists_match_the_metric_functions():
     assert np.isnan(s['iou'][:, 3]).all()
 
 
-def test_paired_bootstrap_equals_a_loop_over_the_same_draws():
-    tool = _load_tool()
+def test_paired_bootstrap_equals_a_loop_over_the_same_draws(load_tool):
+    tool = load_tool('compare_occ')
     rng = np.random.default_rng(1)
     ha, hb = _random_hists(rng, 4), _random_hists(rng, 4)
     d = tool.paired_bootstrap(ha, hb, FREE, resamples=7, seed=3)
@@ -77,8 +67,8 @@ def _frames(root, rng):
     return gts
 
 
-def test_command_perfect_against_all_free(tmp_path):
-    tool = _load_tool()
+def test_command_perfect_against_all_free(tmp_path, load_tool):
+    tool = load_tool('compare_occ')
     gts = _frames(tmp_path / 'data', np.random.default_rng(0))
     for (scene, token), sem in gts.items():
         dump_prediction(tmp_path / 'a', scene, token, sem)
@@ -110,8 +100,8 @@ def test_command_perfect_against_all_free(tmp_path):
     assert doc['miou']['difference'] > 0 and doc['miou']['low'] > 0
 
 
-def test_command_errors(tmp_path):
-    tool = _load_tool()
+def test_command_errors(tmp_path, load_tool):
+    tool = load_tool('compare_occ')
     gts = _frames(tmp_path / 'data', np.random.default_rng(0))
     for i, ((scene, token), sem) in enumerate(gts.items()):
         dump_prediction(tmp_path / 'a', scene, token, sem)

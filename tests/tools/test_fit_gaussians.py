@@ -1,6 +1,5 @@
 """tools/fit_gaussians.py: Gaussians fitted straight to labels reproduce them (hand case), the
 tool scores the real Occ3D frame's fit with the metric, and bad arguments are clear errors."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,14 +8,6 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location('fit_gaussians_tool',
-                                                  REPO_ROOT / 'tools' / 'fit_gaussians.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _small_head_and_voxelizer():
@@ -29,14 +20,14 @@ def _small_head_and_voxelizer():
     return head, vox
 
 
-def test_fit_reproduces_a_hand_made_scene():
+def test_fit_reproduces_a_hand_made_scene(load_tool):
     # a road layer (class 11) on the floor and a 2 x 2 x 2-voxel "car" (class 4) on it: every
     # voxel right after fitting, and nothing occupied before (initial opacity 0.1)
     head, vox = _small_head_and_voxelizer()
     sem = torch.full((8, 8, 4), 17, dtype=torch.long)
     sem[:, :, 0] = 11
     sem[2:4, 4:6, 1:3] = 4
-    tool = _tool()
+    tool = load_tool('fit_gaussians')
     before = tool.fit_frame(head, vox, sem, None, steps=0)
     assert (before == 17).all()
     torch.manual_seed(0)
@@ -48,19 +39,19 @@ def test_fit_reproduces_a_hand_made_scene():
         assert inter / union >= 0.9, (c, inter, union)
 
 
-def test_fit_loss_ignores_voxels_outside_the_mask():
+def test_fit_loss_ignores_voxels_outside_the_mask(load_tool):
     # the mask leaves out the car: the fit is never told about it and leaves it free
     head, vox = _small_head_and_voxelizer()
     sem = torch.full((8, 8, 4), 17, dtype=torch.long)
     sem[:, :, 0] = 11
     sem[2:4, 4:6, 1:3] = 4
     mask = sem != 4
-    out = _tool().fit_frame(head, vox, sem, mask, steps=150, lr=0.1)
+    out = load_tool('fit_gaussians').fit_frame(head, vox, sem, mask, steps=150, lr=0.1)
     assert (out[2:4, 4:6, 1:3] != 4).all()
     assert (out[:, :, 0] == 11).float().mean() >= 0.9
 
 
-def test_tool_end_to_end_on_a_tiny_dataset(tmp_path):
+def test_tool_end_to_end_on_a_tiny_dataset(tmp_path, load_tool):
     from splattingocc.datasets.nuscenes_converter import create_nuscenes_infos
     from splattingocc.datasets.synthetic import make_tiny_dataset
     root = tmp_path / 'data'
@@ -70,7 +61,7 @@ def test_tool_end_to_end_on_a_tiny_dataset(tmp_path):
     config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
     opts = ['--cfg-options', f'val_dataloader.dataset.data_root={root}/']
     out = tmp_path / 'fit.json'
-    tool = _tool()
+    tool = load_tool('fit_gaussians')
     zero = tool.main([config, '--frames', '0', '--steps', '0', *opts])
     scores = tool.main([config, '--frames', '0', '--steps', '20', '--lr', '0.1', '--json',
                         str(out), *opts])
