@@ -200,13 +200,22 @@ class LSSViewTransform(nn.Module):
             lifted with the context, so the volume has ``out_channels + K`` channels, the last K
             holding per voxel the depth-weighted class mass of the rays through it (an explicit
             "how much car landed here" for the 3D layers). 0 (default): off.
+        lift_mode: 'soft' (default): each cell's context is spread over its depth bins with the
+            predicted probabilities (LSS). 'hard': each cell lifts its context to its most
+            probable bin alone (one-hot of the argmax, no gradient through the choice), so the
+            depth net is trained by the LSS depth loss only and the splat handles one point per
+            ray instead of D.
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth_bins: Sequence[float],
                  pc_range: Sequence[float], grid_size: Sequence[int], mid_channels: int = None,
                  depth_convs: int = 1, lift_upsample: int = 1, ray_inputs: bool = False,
-                 semantic_classes: int = 0):
+                 semantic_classes: int = 0, lift_mode: str = 'soft'):
         super().__init__()
+        if lift_mode not in ('soft', 'hard'):
+            raise ValueError(f"LSSViewTransform: lift_mode must be 'soft' or 'hard', got "
+                             f'{lift_mode!r}')
+        self.lift_mode = lift_mode
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.depth_bins = tuple(float(v) for v in depth_bins)
@@ -304,6 +313,10 @@ class LSSViewTransform(nn.Module):
             pts = frustum_points(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size,
                                  self.depths)  # [B, N, D, Hf, Wf, 3]
         lifted = depth
+        if self.lift_mode == 'hard':
+            with torch.no_grad():
+                lifted = F.one_hot(depth.argmax(2), self.num_bins).permute(0, 1, 4, 2, 3)
+                lifted = lifted.to(depth.dtype)
         if oracle_depth is not None:
             assert oracle_depth.shape[:2] == (B, N), (oracle_depth.shape, B, N)
             bins = self.depth_bin_index(depth_labels_min_pool(
@@ -324,7 +337,8 @@ class LSSViewTransform(nn.Module):
         C = ctx.shape[-1]
         X, Y, Z = self.grid_size
         flat = voxel_flat_index(pts, self.pc_range, self.grid_size)  # [B, N, D, Hf, Wf]
-        b, n, d, i, j = (flat >= 0).nonzero(as_tuple=True)  # [V] each: only points in the box
+        # only points in the box, and of those only the ones with weight (a hard lift's one bin)
+        b, n, d, i, j = ((flat >= 0) & (depth > 0)).nonzero(as_tuple=True)  # [V] each
         contrib = depth[b, n, d, i, j, None] * ctx[b, n, i, j]  # [V, C]
         if self.lift_upsample > 1:
             contrib = contrib * (1.0 / self.lift_upsample ** 2)

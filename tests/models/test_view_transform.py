@@ -321,3 +321,34 @@ def test_oracle_depth_lifts_labelled_cells_at_their_label_bin():
     # no labels: the prediction
     vol_none, _ = vt(feats, K, cam2ego, (32, 64), oracle_depth=torch.zeros(1, 1, 4, 8))
     assert torch.allclose(vol_none, vol_pred)
+
+
+def test_hard_lift_puts_each_cells_context_at_its_most_probable_bin_only():
+    K, cam2ego = _front_camera()
+    torch.manual_seed(0)
+    vt = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_mode='hard').eval()
+    feats = torch.randn(1, 1, 4, 2, 4)
+    vol, depth = vt(feats, K, cam2ego, (32, 64))
+    assert depth.max() < 0.99  # the returned distribution is the soft prediction
+    # reference: one point per cell (its argmax bin's centre) carrying the cell's full context
+    with torch.no_grad():
+        ctx = vt.depth_net(feats[0])[0, vt.num_bins:]  # [C, 2, 4]
+    k = depth[0, 0].argmax(0)  # [2, 4]
+    pts = frustum_points(K, cam2ego, (2, 4), (32, 64), vt.depths)[0, 0]  # [D, 2, 4, 3]
+    p = pts.gather(0, k[None, :, :, None].expand(1, 2, 4, 3))[0]  # [2, 4, 3]
+    ref = voxel_pool(p.reshape(1, -1, 3), ctx.permute(1, 2, 0).reshape(1, -1, 3), PC_RANGE,
+                     GRID)
+    assert torch.allclose(vol, ref, atol=1e-6)
+    soft = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID).eval()
+    soft.load_state_dict(vt.state_dict())
+    assert not torch.allclose(soft(feats, K, cam2ego, (32, 64))[0], vol, atol=1e-3)
+    # no gradient through the choice: the depth logits' output weights get none from the volume
+    vt.train()
+    vt(feats, K, cam2ego, (32, 64))[0].square().sum().backward()
+    g = vt.depth_net[-1].weight.grad  # [D + C, mid, 1, 1]
+    assert g[:vt.num_bins].abs().max() == 0 and g[vt.num_bins:].abs().max() > 0
+
+
+def test_lift_mode_must_be_soft_or_hard():
+    with pytest.raises(ValueError, match="lift_mode must be 'soft' or 'hard'"):
+        LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_mode='argmax')
