@@ -309,27 +309,36 @@ class LSSViewTransform(nn.Module):
             ctx = torch.cat([ctx, sem.softmax(dim=1)], dim=1)  # [B*N, C+K, Hf, Wf]
         depth = rearrange(depth, '(b n) d h w -> b n d h w', b=B)
         ctx = rearrange(ctx, '(b n) c h w -> b n h w c', b=B)
-        with torch.no_grad():
-            pts = frustum_points(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size,
-                                 self.depths)  # [B, N, D, Hf, Wf, 3]
-        lifted = depth
-        if self.lift_mode == 'hard':
-            with torch.no_grad():
-                lifted = F.one_hot(depth.argmax(2), self.num_bins).permute(0, 1, 4, 2, 3)
-                lifted = lifted.to(depth.dtype)
+        bins = None
         if oracle_depth is not None:
             assert oracle_depth.shape[:2] == (B, N), (oracle_depth.shape, B, N)
             bins = self.depth_bin_index(depth_labels_min_pool(
                 oracle_depth.to(depth.device, depth.dtype), (Hf, Wf)))  # [B, N, Hf, Wf]
-            onehot = F.one_hot(bins.clamp_min(0), self.num_bins).permute(0, 1, 4, 2, 3)
-            lifted = torch.where((bins >= 0)[:, :, None], onehot.to(depth.dtype), depth)
+        with torch.no_grad():
+            if self.lift_mode == 'hard':
+                # one point per cell, at its chosen bin's centre (frustum_points' formula)
+                k = depth.argmax(2)  # [B, N, Hf, Wf]
+                if bins is not None:
+                    k = torch.where(bins >= 0, bins, k)
+                rays = camera_rays(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size)
+                d = self.depths.to(rays.dtype)[k]  # [B, N, Hf, Wf]
+                pts = (rays * d[..., None] + cam2ego[:, :, None, None, :3, 3].float())[:, :, None]
+                lifted = torch.ones_like(d, dtype=depth.dtype)[:, :, None]  # [B, N, 1, Hf, Wf]
+            else:
+                pts = frustum_points(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size,
+                                     self.depths)  # [B, N, D, Hf, Wf, 3]
+        if self.lift_mode == 'soft':
+            lifted = depth
+            if bins is not None:
+                onehot = F.one_hot(bins.clamp_min(0), self.num_bins).permute(0, 1, 4, 2, 3)
+                lifted = torch.where((bins >= 0)[:, :, None], onehot.to(depth.dtype), depth)
         # outer product depth x context, evaluated only for the points inside the box
         volume = self._splat(pts, lifted, ctx)
         if sem is None:
             return volume, depth
         return volume, depth, rearrange(sem, '(b n) k h w -> b n k h w', b=B)
 
-    def _splat(self, pts: Tensor,  # [B, N, D, Hf, Wf, 3]
+    def _splat(self, pts: Tensor,  # [B, N, D, Hf, Wf, 3] (D = 1 for a hard lift)
                depth: Tensor,  # [B, N, D, Hf, Wf]
                ctx: Tensor,  # [B, N, Hf, Wf, C]
                ) -> Tensor:

@@ -342,6 +342,13 @@ def test_hard_lift_puts_each_cells_context_at_its_most_probable_bin_only():
     soft = LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID).eval()
     soft.load_state_dict(vt.state_dict())
     assert not torch.allclose(soft(feats, K, cam2ego, (32, 64))[0], vol, atol=1e-3)
+    # with the oracle: a labelled cell takes its label's bin (as the soft lift does), the others
+    # keep their argmax
+    full = torch.full((1, 1, 4, 8), 5.7)
+    assert torch.allclose(vt(feats, K, cam2ego, (32, 64), oracle_depth=full)[0],
+                          soft(feats, K, cam2ego, (32, 64), oracle_depth=full)[0], atol=1e-6)
+    none = torch.zeros(1, 1, 4, 8)
+    assert torch.allclose(vt(feats, K, cam2ego, (32, 64), oracle_depth=none)[0], vol)
     # no gradient through the choice: the depth logits' output weights get none from the volume
     vt.train()
     vt(feats, K, cam2ego, (32, 64))[0].square().sum().backward()
