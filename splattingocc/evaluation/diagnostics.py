@@ -25,9 +25,14 @@ Medians come from fixed histograms (``DENSITY_BINS``, ``DEPTH_BINS``): exact to 
 """
 from __future__ import annotations
 
+import copy
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
+
+from ..engine.errors import UserError
+from ..models.view_transform import depth_labels_min_pool, label_cell_index
 
 __all__ = ['ClassDiagnostics', 'DENSITY_BINS', 'DEPTH_BINS', 'histogram_median']
 
@@ -185,3 +190,62 @@ class ClassDiagnostics:
                 f'{f(s["pixels_none"], "6.1")} {f(s["median_depth_error"], "10.2")} | '
                 f'{s["cells"]:6d} {f(s["lift_near"], "10.1")} {f(s["lift_depth_error"], "11.2")}')
         return lines
+
+
+def val_pipeline_with_labels(pipeline: Sequence[dict], require_occ: bool = True) -> list:
+    """The val pipeline with ``LoadLabels2D`` (current frame only) after the image loader (a
+    copy; the config's list is left as it is). ``require_occ``: it must load the Occ3D ground
+    truth too (tools/diagnose.py's 3D half)."""
+    pipeline = [copy.deepcopy(dict(t)) for t in pipeline]
+    types = [t['type'] for t in pipeline]
+    if require_occ and 'LoadOcc3DLabels' not in types:
+        raise UserError('the val pipeline has no LoadOcc3DLabels: the 3D diagnosis needs '
+                        'the Occ3D ground truth')
+    if 'LoadLabels2D' in types:
+        return pipeline
+    if 'LoadMultiViewImages' not in types:
+        raise UserError('the val pipeline has no LoadMultiViewImages to put '
+                        'LoadLabels2D after')
+    i = types.index('LoadMultiViewImages')
+    labels = dict(type='LoadLabels2D', camera_names=pipeline[i]['camera_names'],
+                  load_adjacent=False)
+    return pipeline[:i + 1] + [labels] + pipeline[i + 1:]
+
+
+def nearest_label_per_cell(gt_depth: torch.Tensor, gt_sem: torch.Tensor, feat_size):
+    """The LSS depth target of every feature cell (``depth_labels_min_pool``: the nearest label,
+    0 where none) and that label's class (-1 where none; of tied labels the largest class).
+
+    Args:
+        gt_depth, gt_sem: [B, N, h, w] depth (0 = none) and class labels.
+    Returns:
+        depth [B, N, Hf, Wf] (float), classes [B, N, Hf, Wf] (long).
+    """
+    B, N, h, w = gt_depth.shape
+    Hf, Wf = feat_size
+    dev = gt_depth.device
+    target = depth_labels_min_pool(gt_depth, (Hf, Wf))  # [B, N, Hf, Wf]
+    cell = label_cell_index((h, w), (Hf, Wf), dev).expand(B * N, -1)  # [B*N, h*w]
+    d = gt_depth.reshape(B * N, -1)
+    nearest = (d > 0) & (d == target.reshape(B * N, -1).gather(1, cell))
+    sem = torch.where(nearest, gt_sem.reshape(B * N, -1).long(), torch.full_like(cell, -1))
+    cls = torch.full((B * N, Hf * Wf), -1, dtype=torch.long, device=dev)
+    cls = cls.scatter_reduce(1, cell, sem, reduce='amax', include_self=True)
+    return target, cls.reshape(B, N, Hf, Wf)
+
+
+def lift_statistics(view_transform, depth_prob: torch.Tensor, gt_depth: torch.Tensor,
+                    gt_sem: torch.Tensor):
+    """Per labelled feature cell of the current frame's cameras: (class, the lift's probability
+    within one bin of the label, |expected depth - label|) as numpy arrays [M] each."""
+    B, N, D, Hf, Wf = depth_prob.shape
+    target, cls = nearest_label_per_cell(gt_depth[:, :N], gt_sem[:, :N], (Hf, Wf))
+    bins = view_transform.depth_bin_index(target)  # [B, N, Hf, Wf], -1 = none / out of range
+    keep = (bins >= 0) & (cls >= 0)
+    p = depth_prob.float().permute(0, 1, 3, 4, 2)[keep]  # [M, D]
+    k = bins[keep]
+    near = sum(p.gather(1, (k + o).clamp(0, D - 1)[:, None])[:, 0] * ((k + o >= 0) & (k + o < D))
+               for o in (-1, 0, 1))
+    expected = (p * view_transform.depths.to(p)).sum(-1)
+    err = (expected - target[keep].float()).abs()
+    return cls[keep].cpu().numpy(), near.cpu().numpy(), err.cpu().numpy()

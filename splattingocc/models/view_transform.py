@@ -264,28 +264,17 @@ class LSSViewTransform(nn.Module):
         ok = (depth > 0) & (k >= 0) & (k < self.num_bins)
         return torch.where(ok, k, torch.full_like(k, -1))
 
-    def forward(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
-                cam2img: Tensor,  # [B, N, 3, 3]
-                cam2ego: Tensor,  # [B, N, 4, 4]
-                img_size: Tuple[int, int],
-                oracle_depth: Optional[Tensor] = None):  # [B, N, h, w]
-        """Lift and splat.
+    def depth_outputs(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
+                      cam2img: Tensor,  # [B, N, 3, 3]
+                      cam2ego: Tensor,  # [B, N, 4, 4]
+                      img_size: Tuple[int, int]):
+        """The depth net's per-cell outputs, before any lifting (``tools/probe_depth.py`` trains
+        and scores the depth alone with this).
 
-        Args:
-            feats: [B, N, Cin, Hf, Wf] image features of N cameras.
-            cam2img: [B, N, 3, 3] intrinsics of the input images.
-            cam2ego: [B, N, 4, 4] camera -> ego.
-            img_size: (H, W) of the input images.
-            oracle_depth: DIAGNOSTIC ONLY. LiDAR depth label maps of the N cameras (0 = none):
-                every lifted cell with a label (``depth_labels_min_pool``, the LSS depth loss's
-                target) lifts its context at that label's bin alone (one-hot) instead of the
-                predicted distribution; cells without one keep the prediction. The returned
-                depth is still the prediction. A model that sees its labels is not a result,
-                only a measure of what a perfect lift would give.
         Returns:
-            volume [B, C + K, X, Y, Z] (K = semantic_classes), depth probabilities
-            [B, N, D, s*Hf, s*Wf] (s = lift_upsample) and, only when K > 0, class logits
-            [B, N, K, s*Hf, s*Wf].
+            depth probabilities [B, N, D, s*Hf, s*Wf] (s = lift_upsample), the context to lift
+            [B, N, s*Hf, s*Wf, C + K] (the class probabilities last when K = semantic_classes >
+            0) and the class logits [B, N, K, s*Hf, s*Wf] (None when K = 0).
         """
         assert feats.dim() == 5 and feats.shape[2] == self.in_channels, feats.shape
         B, N, _, Hf, Wf = feats.shape
@@ -309,6 +298,36 @@ class LSSViewTransform(nn.Module):
             ctx = torch.cat([ctx, sem.softmax(dim=1)], dim=1)  # [B*N, C+K, Hf, Wf]
         depth = rearrange(depth, '(b n) d h w -> b n d h w', b=B)
         ctx = rearrange(ctx, '(b n) c h w -> b n h w c', b=B)
+        if sem is not None:
+            sem = rearrange(sem, '(b n) k h w -> b n k h w', b=B)
+        return depth, ctx, sem
+
+    def forward(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
+                cam2img: Tensor,  # [B, N, 3, 3]
+                cam2ego: Tensor,  # [B, N, 4, 4]
+                img_size: Tuple[int, int],
+                oracle_depth: Optional[Tensor] = None):  # [B, N, h, w]
+        """Lift and splat.
+
+        Args:
+            feats: [B, N, Cin, Hf, Wf] image features of N cameras.
+            cam2img: [B, N, 3, 3] intrinsics of the input images.
+            cam2ego: [B, N, 4, 4] camera -> ego.
+            img_size: (H, W) of the input images.
+            oracle_depth: DIAGNOSTIC ONLY. LiDAR depth label maps of the N cameras (0 = none):
+                every lifted cell with a label (``depth_labels_min_pool``, the LSS depth loss's
+                target) lifts its context at that label's bin alone (one-hot) instead of the
+                predicted distribution; cells without one keep the prediction. The returned
+                depth is still the prediction. A model that sees its labels is not a result,
+                only a measure of what a perfect lift would give.
+        Returns:
+            volume [B, C + K, X, Y, Z] (K = semantic_classes), depth probabilities
+            [B, N, D, s*Hf, s*Wf] (s = lift_upsample) and, only when K > 0, class logits
+            [B, N, K, s*Hf, s*Wf].
+        """
+        B, N = feats.shape[:2]
+        depth, ctx, sem = self.depth_outputs(feats, cam2img, cam2ego, img_size)
+        Hf, Wf = depth.shape[-2:]
         bins = None
         if oracle_depth is not None:
             assert oracle_depth.shape[:2] == (B, N), (oracle_depth.shape, B, N)
@@ -336,7 +355,7 @@ class LSSViewTransform(nn.Module):
         volume = self._splat(pts, lifted, ctx)
         if sem is None:
             return volume, depth
-        return volume, depth, rearrange(sem, '(b n) k h w -> b n k h w', b=B)
+        return volume, depth, sem
 
     def _splat(self, pts: Tensor,  # [B, N, D, Hf, Wf, 3] (D = 1 for a hard lift)
                depth: Tensor,  # [B, N, D, Hf, Wf]
