@@ -42,3 +42,16 @@ def load_tool():
         spec.loader.exec_module(mod)
         return mod
     return load
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory):
+    """A tiny synthetic dataset (2 scenes x 2 keyframes, 96 x 54 images) with its info pkls and
+    2D label files, made once per session; tests only read it."""
+    from splattingocc.datasets.nuscenes_converter import create_nuscenes_infos
+    from splattingocc.datasets.synthetic import make_tiny_dataset
+    root = tmp_path_factory.mktemp('tiny') / 'data'
+    make_tiny_dataset(root, scenes=2, samples_per_scene=2, image_size=(96, 54))
+    create_nuscenes_infos(root, 'v1.0-mini', out_dir=root, sweeps=1, progress=False,
+                          prefix='nuscenes', dataset='synthetic')
+    return root

@@ -158,20 +158,15 @@ def test_pipeline_gets_the_2d_labels():
         tool.val_pipeline_with_labels(pipe[:1])
 
 
-def test_diagnose_tool_end_to_end(tmp_path):
+def test_diagnose_tool_end_to_end(tmp_path, tiny_dataset):
     """Random-weight tiny model on a tiny synthetic dataset: the per-class voxel counts are those
     of the val frames' labels.npz inside mask_camera, every voxel gets one prediction, and the
     pixel shares are consistent."""
-    from splattingocc.datasets.nuscenes_converter import create_nuscenes_infos
-    from splattingocc.datasets.synthetic import make_tiny_dataset
     from splattingocc.models import SplattingOcc  # noqa: F401  (registers the model)
     from splattingocc.registry import MODELS
     from splattingocc.engine.launch import load_config
 
-    root = tmp_path / 'data'
-    make_tiny_dataset(root, scenes=2, samples_per_scene=2, image_size=(96, 54))
-    create_nuscenes_infos(root, 'v1.0-mini', out_dir=root, sweeps=1, progress=False,
-                          prefix='nuscenes', dataset='synthetic')
+    root = tiny_dataset
     config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
     options = [f'val_dataloader.dataset.data_root={root}/']
     cfg = load_config(config)

@@ -51,13 +51,8 @@ def test_fit_loss_ignores_voxels_outside_the_mask(load_tool):
     assert (out[:, :, 0] == 11).float().mean() >= 0.9
 
 
-def test_tool_end_to_end_on_a_tiny_dataset(tmp_path, load_tool):
-    from splattingocc.datasets.nuscenes_converter import create_nuscenes_infos
-    from splattingocc.datasets.synthetic import make_tiny_dataset
-    root = tmp_path / 'data'
-    make_tiny_dataset(root, scenes=2, samples_per_scene=2, image_size=(96, 54))
-    create_nuscenes_infos(root, 'v1.0-mini', out_dir=root, sweeps=1, progress=False,
-                          prefix='nuscenes', dataset='synthetic')
+def test_tool_end_to_end_on_a_tiny_dataset(tmp_path, tiny_dataset, load_tool):
+    root = tiny_dataset
     config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
     opts = ['--cfg-options', f'val_dataloader.dataset.data_root={root}/']
     out = tmp_path / 'fit.json'

@@ -33,16 +33,11 @@ def test_depth_scores_hand_computed(load_tool):
         tool.depth_scores(cls, hit[:2], mass, err, NAMES)
 
 
-def test_probe_depth_end_to_end(tmp_path, load_tool):
-    from splattingocc.datasets.nuscenes_converter import create_nuscenes_infos
-    from splattingocc.datasets.synthetic import make_tiny_dataset
+def test_probe_depth_end_to_end(tmp_path, tiny_dataset, load_tool):
     from splattingocc.engine.launch import load_config
     from splattingocc.registry import MODELS
 
-    root = tmp_path / 'data'
-    make_tiny_dataset(root, scenes=2, samples_per_scene=2, image_size=(96, 54))
-    create_nuscenes_infos(root, 'v1.0-mini', out_dir=root, sweeps=1, progress=False,
-                          prefix='nuscenes', dataset='synthetic')
+    root = tiny_dataset
     config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
     options = [f'train_dataloader.dataset.data_root={root}/',
                f'val_dataloader.dataset.data_root={root}/', 'train_dataloader.num_workers=0',
