@@ -170,6 +170,30 @@ def depth_labels_min_pool(gt_depth: Tensor,  # [B, N, h, w]
     return out.reshape(B, N, Hf, Wf)
 
 
+def ground_contact_scan(ground_depth: Tensor,  # [..., Hf, Wf]
+                        ground_prob: Tensor,  # [..., Hf, Wf]
+                        ) -> Tensor:
+    """Depth of each cell's ground contact: the ground depth of the nearest ground cell below it
+    in its column, read softly with the ground probabilities g: walking up from the bottom row,
+    ``c[r] = g[r] * ground_depth[r] + (1 - g[r]) * c[r + 1]`` and ``c[H-1] = ground_depth[H-1]``
+    (the ground continues below the image). [..., Hf, Wf], rows top to bottom."""
+    assert ground_depth.shape == ground_prob.shape, (ground_depth.shape, ground_prob.shape)
+    rows = [ground_depth[..., -1, :]]
+    for r in range(ground_depth.shape[-2] - 2, -1, -1):
+        g = ground_prob[..., r, :]
+        rows.append(g * ground_depth[..., r, :] + (1 - g) * rows[-1])
+    return torch.stack(rows[::-1], dim=-2)
+
+
+def keep_labels_at_random(bins: Tensor, prob: float) -> Tensor:
+    """Each label of ``bins`` (>= 0; -1 = none) kept with probability ``prob`` (torch's global
+    generator), else set to -1; ``prob`` >= 1 returns ``bins`` itself."""
+    if prob >= 1.0:
+        return bins
+    keep = torch.rand(bins.shape, device=bins.device) < prob
+    return torch.where(keep, bins, torch.full_like(bins, -1))
+
+
 @MODELS.register_module()
 class LSSViewTransform(nn.Module):
     """Predicts a depth distribution and context features per feature cell and splats them.
@@ -205,12 +229,26 @@ class LSSViewTransform(nn.Module):
             probable bin alone (one-hot of the argmax, no gradient through the choice), so the
             depth net is trained by the LSS depth loss only and the splat handles one point per
             ray instead of D.
+        ground_contact: mix into each cell's depth distribution a prior from its ground contact
+            (off by default): the camera depth of the flat ground ``z = ground_height`` (ego
+            frame) is known per cell from the rig; a cell is read as ground with the probability
+            its own (detached) distribution puts within one bin of that depth; walking up each
+            column (``ground_contact_scan``) a cell gets the ground depth of the nearest ground
+            cell below it, where an upright surface standing on the ground (a car's back, a
+            facade, a trunk) meets it, and so, for a level camera, its own depth. The lifted
+            distribution is ``m * q + (1 - m) * p``: p the depth net's, q a Gaussian of width
+            ``contact_sigma`` metres over the bin centres at the contact depth, m a per-cell
+            gate in (0, 1) from one more output channel of the depth net.
+        ground_height: ego-frame z of the ground for ``ground_contact`` (metres, default 0).
+        contact_sigma: width of ``ground_contact``'s prior in metres (default 1).
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth_bins: Sequence[float],
                  pc_range: Sequence[float], grid_size: Sequence[int], mid_channels: int = None,
                  depth_convs: int = 1, lift_upsample: int = 1, ray_inputs: bool = False,
-                 semantic_classes: int = 0, lift_mode: str = 'soft'):
+                 semantic_classes: int = 0, lift_mode: str = 'soft',
+                 ground_contact: bool = False, ground_height: float = 0.0,
+                 contact_sigma: float = 1.0):
         super().__init__()
         if lift_mode not in ('soft', 'hard'):
             raise ValueError(f"LSSViewTransform: lift_mode must be 'soft' or 'hard', got "
@@ -236,8 +274,14 @@ class LSSViewTransform(nn.Module):
                              f'{semantic_classes!r}')
         self.semantic_classes = int(semantic_classes)
         self.volume_channels = out_channels + self.semantic_classes
+        self.ground_contact = bool(ground_contact)
+        self.ground_height = float(ground_height)
+        if not contact_sigma > 0:
+            raise ValueError(f'LSSViewTransform: contact_sigma must be > 0, got {contact_sigma}')
+        self.contact_sigma = float(contact_sigma)
         self.depth_net = nn.Sequential(
-            *hidden, nn.Conv2d(mid, self.num_bins + out_channels + self.semantic_classes, 1))
+            *hidden, nn.Conv2d(mid, self.num_bins + out_channels + self.semantic_classes
+                               + int(self.ground_contact), 1))
         if int(lift_upsample) != lift_upsample or int(lift_upsample) < 1:
             raise ValueError('LSSViewTransform: lift_upsample must be an integer >= 1, got '
                              f'{lift_upsample!r}')
@@ -290,11 +334,15 @@ class LSSViewTransform(nn.Module):
             # output cell centres (j + 0.5) / s - 0.5 in input cells: the frustum geometry below
             x = F.interpolate(x, scale_factor=s, mode='bilinear', align_corners=False)
             Hf, Wf = Hf * s, Wf * s
-        depth = x[:, :self.num_bins].softmax(dim=1)  # [B*N, D, Hf, Wf]
-        ctx = x[:, self.num_bins:self.num_bins + self.out_channels]  # [B*N, C, Hf, Wf]
+        D, C, K = self.num_bins, self.out_channels, self.semantic_classes
+        depth = x[:, :D].softmax(dim=1)  # [B*N, D, Hf, Wf]
+        if self.ground_contact:
+            depth = self._mix_contact_prior(depth, torch.sigmoid(x[:, D + C + K]), cam2img,
+                                            cam2ego, img_size)
+        ctx = x[:, D:D + C]  # [B*N, C, Hf, Wf]
         sem = None
-        if self.semantic_classes:
-            sem = x[:, self.num_bins + self.out_channels:]  # [B*N, K, Hf, Wf]
+        if K:
+            sem = x[:, D + C:D + C + K]  # [B*N, K, Hf, Wf]
             ctx = torch.cat([ctx, sem.softmax(dim=1)], dim=1)  # [B*N, C+K, Hf, Wf]
         depth = rearrange(depth, '(b n) d h w -> b n d h w', b=B)
         ctx = rearrange(ctx, '(b n) c h w -> b n h w c', b=B)
@@ -302,11 +350,38 @@ class LSSViewTransform(nn.Module):
             sem = rearrange(sem, '(b n) k h w -> b n k h w', b=B)
         return depth, ctx, sem
 
+    def _mix_contact_prior(self, depth: Tensor,  # [B*N, D, Hf, Wf]
+                           gate: Tensor,  # [B*N, Hf, Wf]
+                           cam2img: Tensor, cam2ego: Tensor,
+                           img_size: Tuple[int, int]) -> Tensor:
+        """``m * q + (1 - m) * p`` of the ``ground_contact`` option (class docstring)."""
+        Hf, Wf = depth.shape[-2:]
+        d_min, _, step = self.depth_bins
+        d_top = d_min + self.num_bins * step
+        rays = camera_rays(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size).flatten(0, 1)
+        height = (cam2ego[..., 2, 3].float() - self.ground_height).flatten(0, 1)  # [B*N]
+        drop = rays[..., 2]  # [B*N, Hf, Wf]: ego z per metre of camera depth
+        ground = height[:, None, None] / (-drop).clamp_min(1e-6)
+        sees_ground = (drop < 0) & (ground >= d_min) & (ground < d_top)
+        ground = ground.clamp(d_min, d_top)  # rays that miss the ground in range: only the
+        # bottom row's value is ever read for them, as a fallback
+        with torch.no_grad():
+            k = torch.floor((ground - d_min) / step).long()  # [B*N, Hf, Wf]
+            bins = torch.arange(self.num_bins, device=depth.device)[None, :, None, None]
+            band = (bins - k[:, None]).abs() <= 1  # [B*N, D, Hf, Wf]
+            g = (depth * band).sum(1) * sees_ground  # [B*N, Hf, Wf]
+        contact = ground_contact_scan(ground, g.to(ground.dtype))  # [B*N, Hf, Wf]
+        centres = self.depths.to(contact.dtype)[None, :, None, None]
+        q = (-0.5 * ((centres - contact[:, None]) / self.contact_sigma) ** 2).softmax(dim=1)
+        m = gate[:, None].to(depth.dtype)
+        return m * q.to(depth.dtype) + (1 - m) * depth
+
     def forward(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
                 cam2img: Tensor,  # [B, N, 3, 3]
                 cam2ego: Tensor,  # [B, N, 4, 4]
                 img_size: Tuple[int, int],
-                oracle_depth: Optional[Tensor] = None):  # [B, N, h, w]
+                oracle_depth: Optional[Tensor] = None,  # [B, N, h, w]
+                oracle_prob: float = 1.0):
         """Lift and splat.
 
         Args:
@@ -320,6 +395,9 @@ class LSSViewTransform(nn.Module):
                 predicted distribution; cells without one keep the prediction. The returned
                 depth is still the prediction. A model that sees its labels is not a result,
                 only a measure of what a perfect lift would give.
+            oracle_prob: each labelled cell takes its label with this probability (drawn per
+                cell from torch's global generator), else keeps the prediction (the detector's
+                training-only ``label_lift_prob``).
         Returns:
             volume [B, C + K, X, Y, Z] (K = semantic_classes), depth probabilities
             [B, N, D, s*Hf, s*Wf] (s = lift_upsample) and, only when K > 0, class logits
@@ -333,6 +411,7 @@ class LSSViewTransform(nn.Module):
             assert oracle_depth.shape[:2] == (B, N), (oracle_depth.shape, B, N)
             bins = self.depth_bin_index(depth_labels_min_pool(
                 oracle_depth.to(depth.device, depth.dtype), (Hf, Wf)))  # [B, N, Hf, Wf]
+            bins = keep_labels_at_random(bins, oracle_prob)
         with torch.no_grad():
             if self.lift_mode == 'hard':
                 # one point per cell, at its chosen bin's centre (frustum_points' formula)

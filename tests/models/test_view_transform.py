@@ -359,3 +359,77 @@ def test_hard_lift_puts_each_cells_context_at_its_most_probable_bin_only():
 def test_lift_mode_must_be_soft_or_hard():
     with pytest.raises(ValueError, match="lift_mode must be 'soft' or 'hard'"):
         LSSViewTransform(4, 3, (1.0, 11.0, 1.0), PC_RANGE, GRID, lift_mode='argmax')
+
+
+def test_ground_contact_scan_hand_computed():
+    from splattingocc.models.view_transform import ground_contact_scan
+    # one column, rows top to bottom; ground depth 50, 20, 15, 10
+    ground = torch.tensor([50.0, 20.0, 15.0, 10.0])[:, None]
+    g = torch.tensor([0.0, 1.0, 0.0, 1.0])[:, None]
+    # bottom row: its own ground depth; row 2 (not ground) carries 10; row 1 is ground (20);
+    # row 0 carries 20
+    assert ground_contact_scan(ground, g)[:, 0].tolist() == [20.0, 20.0, 10.0, 10.0]
+    g = torch.tensor([0.0, 0.0, 0.5, 0.0])[:, None]
+    # row 2 half ground: 0.5 * 15 + 0.5 * 10 = 12.5, carried up
+    assert ground_contact_scan(ground, g)[:, 0].tolist() == [12.5, 12.5, 12.5, 10.0]
+
+
+def _gaussian_over_bins(centres, d, sigma):
+    w = torch.exp(-0.5 * ((centres - d) / sigma) ** 2)
+    return w / w.sum()
+
+
+def test_ground_contact_prior_hand_computed():
+    """_front_camera (f = 20, horizon at v = 16, 1.5 m up), 8 x 4 cells of a 32 x 64 image:
+    rows 4..7 (v = 18, 22, 26, 30) see the ground at 1.5 * 20 / (v - 16) = 15, 5, 3, 2.14 m."""
+    K, cam2ego = _front_camera()
+    vt = LSSViewTransform(4, 3, (1.0, 21.0, 1.0), PC_RANGE, GRID, ground_contact=True,
+                          contact_sigma=0.7)
+    D = vt.num_bins
+    ground = [None, None, None, None, 15.0, 5.0, 3.0, 30.0 / 14.0]
+    depth = torch.zeros(1, D, 8, 4)
+    for r in range(8):
+        # rows 5..7 put their mass at their ground bin (ground); rows 0..4 at bin 18 (19.5 m:
+        # row 4's ground is at 15 m, more than a bin away, so it is not read as ground)
+        k = 18 if r < 5 else int(ground[r] - 1.0)
+        depth[0, k, r] = 1.0
+    centres = depth_bin_centres((1.0, 21.0, 1.0))
+    for m in (0.0, 1.0, 0.25):
+        gate = torch.full((1, 8, 4), m)
+        out = vt._mix_contact_prior(depth, gate, K, cam2ego, (32, 64))
+        for r in range(8):
+            contact = 5.0 if r < 5 else ground[r]  # rows above row 5 stand on row 5's ground
+            q = _gaussian_over_bins(centres, contact, 0.7)
+            want = m * q + (1 - m) * depth[0, :, r, 0]
+            for c in range(4):
+                assert torch.allclose(out[0, :, r, c], want, atol=1e-5), (m, r, c)
+    with pytest.raises(ValueError, match='contact_sigma'):
+        LSSViewTransform(4, 3, (1.0, 21.0, 1.0), PC_RANGE, GRID, ground_contact=True,
+                         contact_sigma=0.0)
+
+
+def test_ground_contact_gate_is_one_more_output_and_trains():
+    K, cam2ego = _front_camera()
+    plain = LSSViewTransform(4, 3, (1.0, 21.0, 1.0), PC_RANGE, GRID)
+    vt = LSSViewTransform(4, 3, (1.0, 21.0, 1.0), PC_RANGE, GRID, ground_contact=True)
+    assert vt.depth_net[-1].out_channels == plain.depth_net[-1].out_channels + 1
+    feats = torch.randn(1, 1, 4, 8, 4)
+    volume, depth = vt(feats, K, cam2ego, (32, 64))
+    assert torch.allclose(depth.sum(2), torch.ones(1, 1, 8, 4), atol=1e-5)
+    (-torch.log(depth[:, :, 5] + 1e-6).mean()).backward()
+    # the gate (the last output channel) receives a gradient
+    assert vt.depth_net[-1].weight.grad[-1].abs().sum() > 0
+
+
+def test_keep_labels_at_random():
+    from splattingocc.models.view_transform import keep_labels_at_random
+    bins = torch.full((4000,), 3)
+    bins[::2] = -1  # half unlabelled
+    assert keep_labels_at_random(bins, 1.0) is bins
+    torch.manual_seed(0)
+    kept = keep_labels_at_random(bins, 0.3)
+    assert bool((kept[::2] == -1).all())  # no label appears where there was none
+    assert set(kept[1::2].tolist()) == {-1, 3}
+    # 2,000 labels kept with p = 0.3: 600 expected, sd 20.5
+    assert abs(int((kept == 3).sum()) - 600) < 100
+    assert bool((keep_labels_at_random(bins, 0.0) == -1).all())
