@@ -270,6 +270,12 @@ class SplattingOcc(BaseModel):
             ``oracle_depth``), in training and at test, so the test pipeline must load the 2D
             labels too (``configs/splattingocc/splattingocc-tiny-synthetic-oracle-depth.py``).
             It measures what a perfect lift would give; its scores are not results.
+        label_lift_prob: in training only (mode 'loss'; off at 0, the default), each feature
+            cell with a LiDAR depth label lifts its context at that label's bin with this
+            probability instead of at the predicted distribution (teacher forcing of the lift,
+            the LSS depth loss's target; the depth loss still trains the prediction). Inference
+            lifts the prediction, so the scores are results: the labels are the 2D training
+            labels, seen in training only.
         density_grid_threshold: DensityGrid -> labels: a voxel is occupied where the opacity
             over one voxel edge, 1 - exp(-density * voxel_size), is at least this.
         img_mean, img_std: RGB normalisation of the 0..255 input images.
@@ -298,6 +304,7 @@ class SplattingOcc(BaseModel):
                  render_opacity_power: float = 1.0,
                  density_grid_threshold: float = 0.5,
                  oracle_lift_depth: bool = False,
+                 label_lift_prob: float = 0.0,
                  img_mean: Sequence[float] = _IMAGENET_MEAN,
                  img_std: Sequence[float] = _IMAGENET_STD,
                  data_preprocessor: Optional[dict] = None,
@@ -364,6 +371,10 @@ class SplattingOcc(BaseModel):
         self.label_range = None if label_range is None else tuple(float(x) for x in label_range)
         self.density_grid_threshold = float(density_grid_threshold)
         self.oracle_lift_depth = bool(oracle_lift_depth)
+        if not 0.0 <= label_lift_prob <= 1.0:
+            raise ValueError('SplattingOcc: label_lift_prob must be in [0, 1], got '
+                             f'{label_lift_prob!r}')
+        self.label_lift_prob = float(label_lift_prob)
         self._render_clock = RenderClock()  # logged as time_render (see render_clock.py)
         self.register_buffer('img_mean', torch.tensor(img_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('img_std', torch.tensor(img_std).view(1, 3, 1, 1), persistent=False)
@@ -386,6 +397,7 @@ class SplattingOcc(BaseModel):
                       cam2img: Tensor,  # [B, N, 3, 3]
                       cam2ego: Tensor,  # [B, N, 4, 4]
                       oracle_depth: Optional[Tensor] = None,  # [B, N, h, w] (diagnostic)
+                      oracle_prob: float = 1.0,
                       ):
         """Images -> (Gaussians | DensityGrid, LSS depth probabilities [B, N, D, Hf, Wf], the
         lift's class logits [B, N, K, Hf, Wf] or None).
@@ -406,7 +418,7 @@ class SplattingOcc(BaseModel):
             lifted = self.view_transform(feats, cam2img, cam2ego, (H, W))
         else:
             lifted = self.view_transform(feats, cam2img, cam2ego, (H, W),
-                                         oracle_depth=oracle_depth)
+                                         oracle_depth=oracle_depth, oracle_prob=oracle_prob)
         volume, depth_prob = lifted[:2]
         sem_logits = lifted[2] if len(lifted) > 2 else None
         volume = self.volume_encoder(volume)  # [B, C', X, Y, Z]
@@ -429,8 +441,15 @@ class SplattingOcc(BaseModel):
                                '(see configs/splattingocc/'
                                'splattingocc-tiny-synthetic-oracle-depth.py)')
             oracle = batch['gt_depth'][:, :batch['img'].shape[1]]  # the current frame
+        oracle_prob = 1.0
+        if oracle is None and mode == 'loss' and self.label_lift_prob > 0:
+            if 'gt_depth' not in batch:
+                raise KeyError('SplattingOcc: label_lift_prob > 0 needs the batch key gt_depth '
+                               'in training: add LoadLabels2D to the train pipeline')
+            oracle = batch['gt_depth'][:, :batch['img'].shape[1]]
+            oracle_prob = self.label_lift_prob
         scene, depth_prob, sem_logits = self.extract_scene(batch['img'], batch['cam2img'],
-                                                           batch['cam2ego'], oracle)
+                                                           batch['cam2ego'], oracle, oracle_prob)
         if mode == 'loss':
             return self.loss(scene, depth_prob, batch, sem_logits)
         if mode == 'predict':

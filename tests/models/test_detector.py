@@ -707,3 +707,36 @@ def test_sky_free_space_term_and_training():
     assert torch.isfinite(losses['loss_free_sky'])
     with pytest.raises(ValueError, match='sky_rays'):
         MODELS.build(small_model_cfg(loss_free_space=dict(type='FreeSpaceLoss', sky_rays=-1)))
+
+
+def test_label_lift_prob_acts_in_training_only():
+    """label_lift_prob: the loss at p = 1 is the oracle's (every labelled cell at its label), at
+    p = 0 the plain model's; predictions never use the labels; bad values and a training batch
+    without gt_depth are clear errors."""
+    torch.manual_seed(0)
+    model = MODELS.build(small_model_cfg(label_lift_prob=1.0))
+    batch = random_batch()
+
+    def loss(**flags):
+        for k, v in flags.items():
+            setattr(model, k, v)
+        torch.manual_seed(1)  # the pixel sampler's draws
+        out = model(mode='loss', **batch)
+        model.oracle_lift_depth, model.label_lift_prob = False, 1.0
+        return sum(v for k, v in out.items() if k.startswith('loss'))
+
+    with torch.no_grad():
+        taught = loss()
+        oracle = loss(oracle_lift_depth=True)
+        plain = loss(label_lift_prob=0.0)
+        assert torch.allclose(taught, oracle) and not torch.allclose(taught, plain)
+        model.eval()
+        out = model(mode='tensor', **batch)
+        model.label_lift_prob = 0.0
+        assert torch.equal(out['opacities'], model(mode='tensor', **batch)['opacities'])
+    with pytest.raises(ValueError, match='label_lift_prob'):
+        MODELS.build(small_model_cfg(label_lift_prob=1.5))
+    model.label_lift_prob = 0.5
+    batch.pop('gt_depth')
+    with pytest.raises(KeyError, match='LoadLabels2D'):
+        model(mode='loss', **batch)
