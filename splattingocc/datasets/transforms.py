@@ -5,6 +5,7 @@ A typical pipeline (all grid/class/camera settings come from configs/_base_/data
     dict(type='LoadMultiViewImages', camera_names=camera_names),
     dict(type='LoadLabels2D', camera_names=camera_names),           # current + adjacent frames
     dict(type='ResizeCropImages', final_size=(704, 256), scale_range=(0.94, 1.11)),  # training
+    dict(type='RandomMirrorScene', prob=0.5),                        # optional, training
     dict(type='PhotoMetricDistortion'),                              # optional, training
     dict(type='LoadOcc3DLabels', occ_size=occ_size, num_classes=num_classes),
     dict(type='PackOccInputs', label_downsample=1),
@@ -153,6 +154,10 @@ class LoadLabels2D:
 
     def __call__(self, results: dict) -> dict:
         _require(results, 'label2d_path', 'LoadLabels2D', 'the dataset (Occ3DNuScenesDataset)')
+        if results.get('mirrored'):
+            raise ValueError('LoadLabels2D: RandomMirrorScene ran before it, so the labels would '
+                             'not be mirrored; put RandomMirrorScene after LoadLabels2D and '
+                             'ResizeCropImages in the pipeline')
         ego_cur2global = np.asarray(results['ego2global'], dtype=np.float64)
         views = self._frame_views(results, 0, ego_cur2global, is_adj=False)
         if self.load_adjacent:
@@ -273,6 +278,64 @@ class ResizeCropImages:
                 f'crop_x_range={self.crop_x_range})')
 
 
+def mirror_grid_y(grid: np.ndarray) -> np.ndarray:
+    """[X, Y, Z] -> the same grid reflected in y (index j -> Y - 1 - j), for a grid whose y
+    range is symmetric about the ego origin (Occ3D: -40 .. 40 m)."""
+    return np.ascontiguousarray(grid[:, ::-1])
+
+
+@TRANSFORMS.register_module()
+class RandomMirrorScene:
+    """With probability ``prob``, mirror the whole sample left-right (training augmentation).
+
+    The scene is reflected in the ego x-z plane (ego y -> -y), which every camera sees as its
+    image flipped horizontally: image column u -> W - u, the camera's x axis reversed. So the
+    images and the label points are flipped, and each camera (current and adjacent render views)
+    becomes ``cam2ego' = M cam2ego F`` with ``M = diag(1, -1, 1)`` (ego) and ``F = diag(-1, 1, 1)``
+    (camera x), a proper rotation again, and ``K' = P K F`` with ``P`` the pixel flip, so fx stays
+    positive and cx -> W - cx. Depth (camera z) is unchanged. Occ3D arrays, when loaded, are
+    reversed along y, which assumes a grid symmetric in y (Occ3D: -40 .. 40 m). Put it after
+    ``ResizeCropImages`` (it flips the images at their final size) and before ``PackOccInputs``;
+    ``results['mirrored']`` records the draw. A mirrored world drives on the other side of the
+    road, the cost of doubling what the cameras see (BEVDet flips for the same reason).
+    """
+
+    def __init__(self, prob: float = 0.5):
+        if not 0.0 <= float(prob) <= 1.0:
+            raise ValueError(f'RandomMirrorScene: prob must be in [0, 1], got {prob!r}')
+        self.prob = float(prob)
+
+    @staticmethod
+    def _pixel_flip(W: float) -> np.ndarray:
+        return np.array([[-1.0, 0.0, W], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+    def __call__(self, results: dict) -> dict:
+        _require(results, 'img', 'RandomMirrorScene', 'LoadMultiViewImages')
+        mirror = bool(np.random.rand() < self.prob)
+        results['mirrored'] = mirror
+        if not mirror:
+            return results
+        M4, F4 = np.diag([1.0, -1.0, 1.0, 1.0]), np.diag([-1.0, 1.0, 1.0, 1.0])
+        F3 = F4[:3, :3]
+        for i, img in enumerate(results['img']):
+            P = self._pixel_flip(img.shape[1])
+            results['img'][i] = np.ascontiguousarray(img[:, ::-1])
+            results['cam2img'][i] = P @ results['cam2img'][i] @ F3
+            results['cam2ego'][i] = M4 @ results['cam2ego'][i] @ F4
+            results['img_aug'][i] = P @ results['img_aug'][i]
+        views = results.get('render_views')
+        if views is not None:
+            P = self._pixel_flip(views['size'][0])
+            for v in range(len(views['Ks'])):
+                views['Ks'][v] = P @ views['Ks'][v] @ F3
+                views['viewmats'][v] = F4 @ views['viewmats'][v] @ M4
+                views['points'][v]['x'] = views['size'][0] - views['points'][v]['x']
+        for key in ('voxel_semantics', 'mask_camera', 'mask_lidar'):
+            if key in results:  # loaded before; LoadOcc3DLabels mirrors them when loaded after
+                results[key] = mirror_grid_y(results[key])
+        return results
+
+
 @TRANSFORMS.register_module()
 class PhotoMetricDistortion:
     """Random brightness, contrast and saturation per camera (geometry untouched).
@@ -332,6 +395,9 @@ class LoadOcc3DLabels:
         results['voxel_semantics'] = gt['semantics']
         results['mask_lidar'] = gt['mask_lidar']
         results['mask_camera'] = gt['mask_camera']
+        if results.get('mirrored'):  # RandomMirrorScene ran before: mirror these too
+            for key in ('voxel_semantics', 'mask_lidar', 'mask_camera'):
+                results[key] = mirror_grid_y(results[key])
         return results
 
     def __repr__(self):

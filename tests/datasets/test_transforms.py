@@ -80,3 +80,74 @@ def test_photometric_distortion_stays_in_range_and_changes_pixels():
     assert np.abs(out - img).max() > 1
     same = PhotoMetricDistortion(prob=0.0)(dict(img=[img.copy()]))['img'][0]
     np.testing.assert_array_equal(same, img.astype(np.float32))
+
+
+def _yawed_camera(yaw_deg=55.0):
+    """cam2ego of a camera looking along ego (cos yaw, sin yaw, 0), 1.6 m up (OpenCV axes)."""
+    a = np.deg2rad(yaw_deg)
+    fwd, left = np.array([np.cos(a), np.sin(a), 0.0]), np.array([-np.sin(a), np.cos(a), 0.0])
+    T = np.eye(4)
+    T[:3, :3] = np.stack([-left, [0.0, 0.0, -1.0], fwd], axis=1)  # columns: camera x, y, z
+    T[:3, 3] = [1.5, 0.5, 1.6]
+    return T
+
+
+def _project(K, cam2ego, p_ego):
+    p_cam = np.linalg.inv(cam2ego) @ np.append(p_ego, 1.0)
+    uvw = K @ p_cam[:3]
+    return uvw[:2] / uvw[2], p_cam[2]
+
+
+def test_mirror_scene_reflects_images_cameras_labels_and_grids(monkeypatch):
+    from splattingocc.datasets import transforms as T
+    K = np.array([[10.0, 0, 3.0], [0, 10.0, 2.0], [0, 0, 1]])  # cx off-centre: W - cx = 5
+    cam2ego = _yawed_camera()
+    p = np.array([6.0, 4.0, 0.7])  # an ego point in front of the camera
+    (u, v), z = _project(K, cam2ego, p)
+    img = np.zeros((4, 8, 3), np.uint8)
+    img[1, 2] = 255
+    res = _results(img, K)
+    res['cam2ego'][0] = cam2ego
+    res['render_views']['viewmats'][0] = np.linalg.inv(cam2ego)
+    res['render_views']['points'][0].update(x=np.array([u]), y=np.array([v]), depth=np.array([z]))
+    grid = np.arange(2 * 3 * 2).reshape(2, 3, 2).astype(np.uint8)
+    res['voxel_semantics'] = grid.copy()
+    out = T.RandomMirrorScene(prob=1.0)(res)
+    assert out['mirrored'] is True
+    K2, c2e2 = out['cam2img'][0], out['cam2ego'][0]
+    np.testing.assert_allclose(K2, [[10.0, 0, 5.0], [0, 10.0, 2.0], [0, 0, 1]])
+    assert np.isclose(np.linalg.det(c2e2[:3, :3]), 1.0)  # still a rotation
+    # the mirrored point (y -> -y) is where the flipped image shows it, at the same depth
+    (u2, v2), z2 = _project(K2, c2e2, p * [1, -1, 1])
+    np.testing.assert_allclose([u2, v2, z2], [8 - u, v, z], atol=1e-9)
+    views = out['render_views']
+    np.testing.assert_allclose(views['Ks'][0], K2)
+    np.testing.assert_allclose(views['viewmats'][0], np.linalg.inv(c2e2), atol=1e-12)
+    np.testing.assert_allclose(views['points'][0]['x'], [8 - u])
+    assert views['points'][0]['depth'][0] == z
+    assert np.argwhere(out['img'][0][..., 0]).tolist() == [[1, 5]]  # column 2 -> 7 - 2
+    np.testing.assert_array_equal(out['voxel_semantics'], grid[:, ::-1])
+    # mirroring twice gives the sample back
+    again = T.RandomMirrorScene(prob=1.0)(out)
+    np.testing.assert_allclose(again['cam2img'][0], K)
+    np.testing.assert_allclose(again['cam2ego'][0], cam2ego, atol=1e-12)
+    np.testing.assert_array_equal(again['voxel_semantics'], grid)
+    # Occ3D labels loaded after the mirror are mirrored when loaded
+    monkeypatch.setattr(T, 'load_occ3d_labels', lambda *a: dict(
+        semantics=grid.copy(), mask_lidar=grid.copy(), mask_camera=grid.copy()))
+    loaded = T.LoadOcc3DLabels((2, 3, 2), 18)(dict(occ_path='x', mirrored=True))
+    np.testing.assert_array_equal(loaded['mask_camera'], grid[:, ::-1])
+    with pytest.raises(ValueError, match='after LoadLabels2D'):
+        T.LoadLabels2D(['CAM_FRONT'])(dict(label2d_path='x', mirrored=True))
+
+
+def test_mirror_scene_prob_zero_and_bad_prob():
+    from splattingocc.datasets.transforms import RandomMirrorScene
+    K = np.array([[10.0, 0, 3.0], [0, 10.0, 2.0], [0, 0, 1]])
+    img = np.arange(4 * 8 * 3, dtype=np.uint8).reshape(4, 8, 3)
+    out = RandomMirrorScene(prob=0.0)(_results(img.copy(), K))
+    assert out['mirrored'] is False
+    np.testing.assert_array_equal(out['img'][0], img)
+    np.testing.assert_allclose(out['cam2img'][0], K)
+    with pytest.raises(ValueError, match='prob'):
+        RandomMirrorScene(prob=1.5)
