@@ -66,7 +66,8 @@ class RenderClock:
         self._bwd_start = self._bwd_end = None
 
     def _mark_fields(self, obj, kind: str):
-        """The dataclass ``obj`` with every tensor field that requires grad passed through a mark."""
+        """The dataclass ``obj`` with every tensor field that requires grad passed through a
+        mark."""
         changes = {}
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
