@@ -25,7 +25,9 @@ model = dict(
     # ray_inputs=True (camera-ray directions into the depth net), semantic_classes=17 with
     # loss_image_sem=dict(type='ImageSemanticLoss') and volume_encoder in_channels 49 (the
     # class probabilities of each cell lifted with its context, session 11), lift_mode='hard'
-    # (each cell at its argmax bin only) and a depth-pretrained lift (session 12)
+    # (each cell at its argmax bin only) and a depth-pretrained lift (session 12),
+    # ground_contact=True (a ground-contact depth prior) and the detector's label_lift_prob
+    # (teacher forcing of the lift, session 13)
     view_transform=dict(type='LSSViewTransform', in_channels=64, out_channels=context_channels,
                         depth_bins=[1.0, 45.0, 1.0], pc_range=point_cloud_range,  # noqa: F405
                         grid_size=pred_grid_size),
