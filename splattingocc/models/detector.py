@@ -433,21 +433,19 @@ class SplattingOcc(BaseModel):
             if key not in batch:
                 raise KeyError(f'SplattingOcc.forward: the batch has no {key!r} (keys: '
                                f'{sorted(batch)}); check the dataset pipeline\'s packing transform')
+        # the lift takes depth labels: always with the oracle (diagnostic), in training with
+        # label_lift_prob
+        oracle_prob = 1.0 if self.oracle_lift_depth else (
+            self.label_lift_prob if mode == 'loss' else 0.0)
         oracle = None
-        if self.oracle_lift_depth:
+        if oracle_prob > 0:
             if 'gt_depth' not in batch:
-                raise KeyError('SplattingOcc: oracle_lift_depth=True needs the batch key '
-                               f"gt_depth in mode {mode!r}: add LoadLabels2D to this pipeline "
-                               '(see configs/splattingocc/'
-                               'splattingocc-tiny-synthetic-oracle-depth.py)')
+                switch = ('oracle_lift_depth=True' if self.oracle_lift_depth
+                          else 'label_lift_prob > 0')
+                raise KeyError(f'SplattingOcc: {switch} needs the batch key gt_depth in mode '
+                               f'{mode!r}: add LoadLabels2D to this pipeline (see configs/'
+                               'splattingocc/splattingocc-tiny-synthetic-oracle-depth.py)')
             oracle = batch['gt_depth'][:, :batch['img'].shape[1]]  # the current frame
-        oracle_prob = 1.0
-        if oracle is None and mode == 'loss' and self.label_lift_prob > 0:
-            if 'gt_depth' not in batch:
-                raise KeyError('SplattingOcc: label_lift_prob > 0 needs the batch key gt_depth '
-                               'in training: add LoadLabels2D to the train pipeline')
-            oracle = batch['gt_depth'][:, :batch['img'].shape[1]]
-            oracle_prob = self.label_lift_prob
         scene, depth_prob, sem_logits = self.extract_scene(batch['img'], batch['cam2img'],
                                                            batch['cam2ego'], oracle, oracle_prob)
         if mode == 'loss':

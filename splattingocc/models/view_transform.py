@@ -357,19 +357,19 @@ class LSSViewTransform(nn.Module):
         """``m * q + (1 - m) * p`` of the ``ground_contact`` option (class docstring)."""
         Hf, Wf = depth.shape[-2:]
         d_min, _, step = self.depth_bins
-        d_top = d_min + self.num_bins * step
         rays = camera_rays(cam2img.float(), cam2ego.float(), (Hf, Wf), img_size).flatten(0, 1)
         height = (cam2ego[..., 2, 3].float() - self.ground_height).flatten(0, 1)  # [B*N]
         drop = rays[..., 2]  # [B*N, Hf, Wf]: ego z per metre of camera depth
         ground = height[:, None, None] / (-drop).clamp_min(1e-6)
-        sees_ground = (drop < 0) & (ground >= d_min) & (ground < d_top)
-        ground = ground.clamp(d_min, d_top)  # rays that miss the ground in range: only the
-        # bottom row's value is ever read for them, as a fallback
         with torch.no_grad():
-            k = torch.floor((ground - d_min) / step).long()  # [B*N, Hf, Wf]
+            # the ground's bin, -1 where the ray misses the ground within the bins
+            k = self.depth_bin_index(torch.where(drop < 0, ground, torch.zeros_like(ground)))
             bins = torch.arange(self.num_bins, device=depth.device)[None, :, None, None]
             band = (bins - k[:, None]).abs() <= 1  # [B*N, D, Hf, Wf]
-            g = (depth * band).sum(1) * sees_ground  # [B*N, Hf, Wf]
+            g = (depth * band).sum(1) * (k >= 0)  # [B*N, Hf, Wf]
+        # rays that miss the ground in range: only the bottom row's value is ever read for
+        # them, as a fallback
+        ground = ground.clamp(d_min, d_min + self.num_bins * step)
         contact = ground_contact_scan(ground, g.to(ground.dtype))  # [B*N, Hf, Wf]
         centres = self.depths.to(contact.dtype)[None, :, None, None]
         q = (-0.5 * ((centres - contact[:, None]) / self.contact_sigma) ** 2).softmax(dim=1)
