@@ -56,8 +56,8 @@ train_dataloader.update(  # noqa: F405
     batch_size=1, num_workers=2, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True))
 # num_adjacent=1 (auxiliary rays into the cameras of t-1 and t+1, as the real-data config) gave
-# 17.16 / 43.42 against 17.26 / 41.79 (both 1,500 iterations) at 1.5x the time per iteration
-# (log.txt, session 14)
+# 17.16 / 43.42 against 17.34 / 42.85 (both 1,500 iterations, same machine) at 1.5x the time per
+# iteration (log.txt, session 14)
 train_dataloader.dataset.update(  # noqa: F405
     data_root=data_root, pipeline=train_pipeline, num_adjacent=0)
 val_dataloader.update(num_workers=1, persistent_workers=False)  # noqa: F405
