@@ -3,7 +3,7 @@ interval for the difference of their Occ3D scores.
 
     python tools/compare_occ.py --pred-dir A --ref-dir B --data-root DATA \
         [--mask camera|lidar|none] [--bootstrap 2000] [--unit frame|scene] [--seed 0] \
-        [--json FILE]
+        [--info PKL] [--json FILE]
 
 Both folders are read as ``tools/eval_occ.py`` reads one (DIR/<scene>/<token>/pred.npz, e.g. from
 ``tools/test.py --dump-dir`` or ``tools/baselines.py``). The frames must be the same in both (a
@@ -19,6 +19,9 @@ frame missing from one is an error naming it).
   ground truth and predictions is left out of its mIoU (NaN-mean, as in Occ3D). Reported: the
   2.5 and 97.5 percentiles of the differences (a 95% percentile interval) and the share of
   resamples in which A scores higher.
+* With ``--info PKL`` (the info pkl with the poses of the split's keyframes, as for
+  ``tools/eval_occ.py --metric ray``), RayIoU too (SparseOcc's metric: it casts LiDAR-like rays
+  and needs no camera mask): its per-frame ray counts are summed over the same resamples.
 
 The interval says how much the score of these predictions depends on which frames were drawn; it
 says nothing about training noise (rerun with other seeds for that).
@@ -37,6 +40,9 @@ for p in (TOOLS, TOOLS.parent):
         sys.path.insert(0, str(p))
 
 import eval_occ  # noqa: E402  (tools/eval_occ.py)
+from splattingocc.evaluation.functional.ray_iou import (lidar_ray_directions,  # noqa: E402
+                                                        rayiou_from_stats)
+from splattingocc.evaluation.ray_origins import load_infos, ray_origins_by_token  # noqa: E402
 
 
 def scores_of_hists(hists: np.ndarray,  # [R, C, C] (rows ground truth)
@@ -63,21 +69,52 @@ def scores_of_hists(hists: np.ndarray,  # [R, C, C] (rows ground truth)
     return {'miou': miou, 'geometry_iou': geo, 'iou': iou}
 
 
+def rayiou_of_stats(tp: np.ndarray,  # [R, T, C]
+                    gt_count: np.ndarray,  # [R, C]
+                    pred_count: np.ndarray,  # [R, C]
+                    free_label: int) -> np.ndarray:
+    """RayIoU (fraction) of each of R sets of summed ray counts at once, with the definition of
+    ``ray_iou.rayiou_from_stats``: the NaN-ignoring mean over thresholds and non-free classes."""
+    tp = np.asarray(tp, dtype=np.float64)
+    both = (np.asarray(gt_count, dtype=np.float64) + np.asarray(pred_count, dtype=np.float64))
+    assert tp.ndim == 3 and both.shape == (tp.shape[0], tp.shape[2]), (tp.shape, both.shape)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        iou = tp / (both[:, None, :] - tp)  # [R, T, C], NaN for 0 / 0
+    iou = np.delete(iou, free_label, axis=2).reshape(tp.shape[0], -1)
+    present = np.isfinite(iou)
+    n = present.sum(1)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return np.where(n > 0, np.where(present, iou, 0.0).sum(1) / n, np.nan)
+
+
+def bootstrap_weights(units: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """[R, U] how often each of U units is drawn in each of R resamples with replacement."""
+    draws = np.random.default_rng(seed).integers(0, units, size=(int(resamples), units))
+    weights = np.zeros((int(resamples), units))
+    np.add.at(weights, (np.arange(int(resamples))[:, None], draws), 1.0)
+    return weights
+
+
 def paired_bootstrap(hists_a: np.ndarray,  # [U, C, C]
                      hists_b: np.ndarray,  # [U, C, C]
-                     free_label: int, resamples: int, seed: int = 0) -> dict:
+                     free_label: int, resamples: int, seed: int = 0,
+                     ray_a: dict | None = None, ray_b: dict | None = None) -> dict:
     """Differences A - B of mIoU and geometry IoU over ``resamples`` paired resamples of the U
-    units (module docstring): {'miou': [R], 'geometry_iou': [R]} (fractions)."""
+    units (module docstring): {'miou': [R], 'geometry_iou': [R]} (fractions). With ``ray_a``
+    and ``ray_b`` ({'tp' [U, T, C], 'gt_count' [U, C], 'pred_count' [U, C]}: each unit's ray
+    counts), also 'rayiou' [R] over the same resamples."""
     hists_a, hists_b = np.asarray(hists_a), np.asarray(hists_b)
     assert hists_a.shape == hists_b.shape and hists_a.ndim == 3, (hists_a.shape, hists_b.shape)
-    U = hists_a.shape[0]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, U, size=(int(resamples), U))  # [R, U]
-    weights = np.zeros((int(resamples), U))
-    np.add.at(weights, (np.arange(int(resamples))[:, None], draws), 1.0)  # times each unit drawn
+    weights = bootstrap_weights(hists_a.shape[0], resamples, seed)
     sa = scores_of_hists(np.einsum('ru,ucd->rcd', weights, hists_a), free_label)
     sb = scores_of_hists(np.einsum('ru,ucd->rcd', weights, hists_b), free_label)
-    return {k: sa[k] - sb[k] for k in ('miou', 'geometry_iou')}
+    out = {k: sa[k] - sb[k] for k in ('miou', 'geometry_iou')}
+    if ray_a is not None and ray_b is not None:
+        ra, rb = (rayiou_of_stats(np.einsum('ru,utc->rtc', weights, r['tp']),
+                                  weights @ r['gt_count'], weights @ r['pred_count'], free_label)
+                  for r in (ray_a, ray_b))
+        out['rayiou'] = ra - rb
+    return out
 
 
 def _interval(d: np.ndarray) -> dict:
@@ -101,17 +138,29 @@ def parse_args(argv=None):
     parser.add_argument('--unit', default='frame', choices=['frame', 'scene'],
                         help='what is resampled')
     parser.add_argument('--seed', type=int, default=0, help='seed of the resampling')
+    parser.add_argument('--info', default=None,
+                        help='info pkl with the poses of every keyframe of the split: adds RayIoU')
     parser.add_argument('--json', default=None, help='write the comparison to this JSON file')
     parser.add_argument('--dataset-config', default=str(eval_occ.DEFAULT_DATASET_CONFIG),
                         help='config with class_names and free_label')
     return parser.parse_args(argv)
 
 
-def _frame_hists(items, state, what: str):
+def _frame_results(items, state, what: str):
+    """{(scene, token): eval_occ's per-frame result ('hist' and, with RayIoU, 'ray')}."""
     from tqdm import tqdm
     eval_occ._init_worker(state)
-    return {(scene, token): eval_occ._evaluate_one((scene, token, p, g))['hist']
+    return {(scene, token): eval_occ._evaluate_one((scene, token, p, g))
             for scene, token, p, g in tqdm(items, desc=what, unit='frame')}
+
+
+def _stack_units(results: dict, keys, groups, field):
+    """Per unit (a group of frame keys), the sum of ``field`` of its frames' results: the
+    confusion matrices ('hist', [U, C, C]) or the ray counts ('ray', a dict of [U, ...])."""
+    if field == 'hist':
+        return np.stack([sum(results[k]['hist'] for k in g) for g in groups])
+    return {name: np.stack([sum(results[k]['ray'][name] for k in g) for g in groups])
+            for name in ('tp', 'gt_count', 'pred_count')}
 
 
 def main(argv=None):
@@ -125,14 +174,28 @@ def main(argv=None):
         raise SystemExit(f'--dataset-config {cfg_path} does not exist')
     cfg = Config.fromfile(str(cfg_path))
     class_names, free_label = list(cfg.class_names), int(cfg.free_label)
+    want_ray = args.info is not None
+    if want_ray:
+        for key in ('point_cloud_range', 'voxel_size'):
+            if key not in cfg:
+                raise SystemExit(f'{cfg_path} has no key {key!r} (needed for RayIoU, --info)')
     data_root = Path(args.data_root)
-    state = dict(mask=args.mask, ray=False, origins={}, info=None,
+    state = dict(mask=args.mask, ray=want_ray, origins={}, info=args.info,
                  num_classes=len(class_names), free_label=free_label,
-                 ignore_label=int(cfg.get('ignore_label', 255)), pc_range=None,
-                 voxel_size=None, dirs=None)
+                 ignore_label=int(cfg.get('ignore_label', 255)),
+                 pc_range=list(cfg.point_cloud_range) if want_ray else None,
+                 voxel_size=list(cfg.voxel_size) if want_ray else None,
+                 dirs=lidar_ray_directions() if want_ray else None)
     try:
         items_a = eval_occ.find_predictions(Path(args.pred_dir), data_root)
         items_b = eval_occ.find_predictions(Path(args.ref_dir), data_root)
+        if want_ray:
+            state['origins'] = ray_origins_by_token(load_infos(args.info))
+            missing = [t for _, t, _, _ in items_a if t not in state['origins']]
+            if missing:
+                raise ValueError(f'{len(missing)} predicted samples are not in --info '
+                                 f'{args.info} (e.g. {missing[0]}); pass the info file of '
+                                 'this split')
         keys_a = {(s, t) for s, t, _, _ in items_a}
         keys_b = {(s, t) for s, t, _, _ in items_b}
         for keys, name, other in ((keys_a - keys_b, args.pred_dir, args.ref_dir),
@@ -142,21 +205,27 @@ def main(argv=None):
                 raise ValueError(f'{len(keys)} frames of {name} are not in {other} (e.g. '
                                  f'{s}/{t}): compare predictions of the same frames')
         print(f'[compare_occ] {len(items_a)} frames; A = {args.pred_dir}, B = {args.ref_dir}; '
-              f'mask={args.mask}')
-        ha = _frame_hists(items_a, state, 'A')
-        hb = _frame_hists(items_b, state, 'B')
+              f"mask={args.mask}{'; RayIoU' if want_ray else ''}")
+        ra = _frame_results(items_a, state, 'A')
+        rb = _frame_results(items_b, state, 'B')
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise SystemExit(f'compare_occ: {eval_occ._message(e)}')
-    keys = sorted(ha)
+    keys = sorted(ra)
     if args.unit == 'scene':
-        scenes = sorted({s for s, _ in keys})
-        units_a = np.stack([sum(ha[k] for k in keys if k[0] == s) for s in scenes])
-        units_b = np.stack([sum(hb[k] for k in keys if k[0] == s) for s in scenes])
+        groups = [[k for k in keys if k[0] == s] for s in sorted({s for s, _ in keys})]
     else:
-        units_a = np.stack([ha[k] for k in keys])
-        units_b = np.stack([hb[k] for k in keys])
+        groups = [[k] for k in keys]
+    units_a = _stack_units(ra, keys, groups, 'hist')
+    units_b = _stack_units(rb, keys, groups, 'hist')
     point_a = scores_of_hists(units_a.sum(0, keepdims=True), free_label)
     point_b = scores_of_hists(units_b.sum(0, keepdims=True), free_label)
+    ray_a = ray_b = None
+    if want_ray:
+        ray_a = _stack_units(ra, keys, groups, 'ray')
+        ray_b = _stack_units(rb, keys, groups, 'ray')
+        point_a['rayiou'], point_b['rayiou'] = (
+            rayiou_of_stats(r['tp'].sum(0)[None], r['gt_count'].sum(0)[None],
+                            r['pred_count'].sum(0)[None], free_label) for r in (ray_a, ray_b))
 
     def pct(v):
         v = float(v)
@@ -165,21 +234,34 @@ def main(argv=None):
     doc = {'frames': len(keys), 'units': int(units_a.shape[0]), 'unit': args.unit,
            'mask': args.mask, 'bootstrap': int(args.bootstrap), 'seed': int(args.seed),
            'a': str(args.pred_dir), 'b': str(args.ref_dir)}
-    for key in ('miou', 'geometry_iou'):
+    score_keys = ('miou', 'geometry_iou') + (('rayiou', ) if want_ray else ())
+    for key in score_keys:
         a, b = pct(point_a[key][0]), pct(point_b[key][0])
         doc[key] = {'a': a, 'b': b,
                     'difference': None if a is None or b is None else round(a - b, 4)}
     doc['per_class_iou'] = {
         n: {'a': pct(point_a['iou'][0, i]), 'b': pct(point_b['iou'][0, i])}
         for i, n in enumerate(class_names) if i != free_label}
+    if want_ray:
+        doc['per_class_rayiou'] = {}
+        for r, side in ((ray_a, 'a'), (ray_b, 'b')):
+            per = rayiou_from_stats(r['tp'].sum(0), r['gt_count'].sum(0), r['pred_count'].sum(0),
+                                    free_label)['per_class']  # [T, C - 1]
+            names = [n for i, n in enumerate(class_names) if i != free_label]
+            for j, n in enumerate(names):
+                col = per[:, j]
+                doc['per_class_rayiou'].setdefault(n, {})[side] = (
+                    pct(np.nanmean(col)) if np.isfinite(col).any() else None)
     if args.bootstrap:
-        diffs = paired_bootstrap(units_a, units_b, free_label, args.bootstrap, args.seed)
-        for key in ('miou', 'geometry_iou'):
+        diffs = paired_bootstrap(units_a, units_b, free_label, args.bootstrap, args.seed,
+                                 ray_a, ray_b)
+        for key in score_keys:
             doc[key].update(_interval(diffs[key]))
 
     print(f"{'score':<14}{'A':>9}{'B':>9}{'A - B':>9}   95% interval of A - B   A higher in")
-    for key, label in (('miou', 'mIoU'), ('geometry_iou', 'geometry IoU')):
-        r = doc[key]
+    labels = {'miou': 'mIoU', 'geometry_iou': 'geometry IoU', 'rayiou': 'RayIoU'}
+    for key in score_keys:
+        label, r = labels[key], doc[key]
 
         def f(v):
             return '-' if v is None else f'{v:.2f}'

@@ -5,10 +5,10 @@
 #   3. data preparation           (tools/create_data.py nuscenes: info pkls + 2D labels)
 #   4. picture of one sample      (tools/visualization/visual_data.py)
 #   5. training, 2D labels only   (tools/train.py, tiny CPU config)
-#   6. evaluation                 (tools/test.py --eval segm, Occ3D mIoU; trivial baselines
-#                                  scored the same way: tools/baselines.py; the model against
-#                                  the per-voxel baseline with a bootstrap interval:
-#                                  tools/compare_occ.py)
+#   6. evaluation                 (tools/test.py --eval segm ray: Occ3D mIoU and RayIoU;
+#                                  trivial baselines scored the same way: tools/baselines.py;
+#                                  the model against the per-voxel baseline with bootstrap
+#                                  intervals: tools/compare_occ.py)
 #   7. prediction vs ground truth (tools/visualization/visual.py)
 # Settings (environment): DATA (default data/synthetic-nuscenes), OUT (default outputs/demo),
 # CONFIG (default configs/splattingocc/splattingocc-tiny-synthetic.py), DEMO_ITERS (training
@@ -63,15 +63,15 @@ EXTRA=(--cfg-options "${OPTS[@]}")
 CKPT="$(cat "$WORK_DIR/last_checkpoint" 2>/dev/null || true)"
 [ -f "$CKPT" ] || fail "no checkpoint found in $WORK_DIR (last_checkpoint)"
 
-step "6/7 evaluation on the val split: tools/test.py --eval segm"
-"$PY" tools/test.py "$CONFIG" "$CKPT" --eval segm --work-dir "$WORK_DIR" --dump-dir "$OUT/pred" \
+step "6/7 evaluation on the val split: tools/test.py --eval segm ray"
+"$PY" tools/test.py "$CONFIG" "$CKPT" --eval segm ray --work-dir "$WORK_DIR" --dump-dir "$OUT/pred" \
   || fail "evaluation failed"
 echo "[demo] trivial baselines on the same frames (all free; most frequent train label per voxel)"
-"$PY" tools/baselines.py --data-root "$DATA" --out "$OUT/baselines" --json "$OUT/baselines.json" \
+"$PY" tools/baselines.py --data-root "$DATA" --out "$OUT/baselines" --ray --json "$OUT/baselines.json" \
   > "$OUT/baselines.log" 2>&1 || { cat "$OUT/baselines.log"; fail "tools/baselines.py failed"; }
 echo "[demo] model minus the per-voxel baseline, paired bootstrap over the val frames"
 "$PY" tools/compare_occ.py --pred-dir "$OUT/pred" --ref-dir "$OUT/baselines/voxel-mode" \
-  --data-root "$DATA" --json "$OUT/compare_voxel_mode.json" 2> "$OUT/compare.log" \
+  --data-root "$DATA" --info "$DATA/nuscenes_infos_val.pkl" --json "$OUT/compare_voxel_mode.json" 2> "$OUT/compare.log" \
   || { cat "$OUT/compare.log"; fail "tools/compare_occ.py failed"; }
 
 step "7/7 prediction vs ground truth pictures in $OUT/vis"
@@ -89,10 +89,12 @@ echo "[demo] metrics:      $METRICS"
 import json, sys
 model = json.load(open(sys.argv[1]))['metrics']
 base = json.load(open(sys.argv[2]))
-print('[demo]   mIoU / geometry IoU on the val split (mask_camera):')
-print(f"[demo]     trained model (2D labels only) {model['mIoU']:6.2f} / {model['geometry_IoU']:6.2f}")
+print('[demo]   val split: mIoU / geometry IoU (mask_camera) / RayIoU (no mask):')
+print(f"[demo]     trained model (2D labels only) {model['mIoU']:6.2f} / "
+      f"{model['geometry_IoU']:6.2f} / {model['RayIoU']:6.2f}")
 for name, r in base.items():
-    print(f"[demo]     baseline {name:<21s} {r['miou']:6.2f} / {r['geometry_iou']:6.2f}")
+    print(f"[demo]     baseline {name:<21s} {r['miou']:6.2f} / {r['geometry_iou']:6.2f} / "
+          f"{r['rayiou']:6.2f}")
 PYEOF
 echo "[demo] predictions:  $OUT/pred  pictures: $OUT/vis"
 echo "[demo] total time:   $(( $(date +%s) - T0 )) s"
