@@ -154,7 +154,7 @@ def _frame_results(items, state, what: str):
             for scene, token, p, g in tqdm(items, desc=what, unit='frame')}
 
 
-def _stack_units(results: dict, keys, groups, field):
+def _stack_units(results: dict, groups, field):
     """Per unit (a group of frame keys), the sum of ``field`` of its frames' results: the
     confusion matrices ('hist', [U, C, C]) or the ray counts ('ray', a dict of [U, ...])."""
     if field == 'hist':
@@ -215,14 +215,14 @@ def main(argv=None):
         groups = [[k for k in keys if k[0] == s] for s in sorted({s for s, _ in keys})]
     else:
         groups = [[k] for k in keys]
-    units_a = _stack_units(ra, keys, groups, 'hist')
-    units_b = _stack_units(rb, keys, groups, 'hist')
+    units_a = _stack_units(ra, groups, 'hist')
+    units_b = _stack_units(rb, groups, 'hist')
     point_a = scores_of_hists(units_a.sum(0, keepdims=True), free_label)
     point_b = scores_of_hists(units_b.sum(0, keepdims=True), free_label)
     ray_a = ray_b = None
     if want_ray:
-        ray_a = _stack_units(ra, keys, groups, 'ray')
-        ray_b = _stack_units(rb, keys, groups, 'ray')
+        ray_a = _stack_units(ra, groups, 'ray')
+        ray_b = _stack_units(rb, groups, 'ray')
         point_a['rayiou'], point_b['rayiou'] = (
             rayiou_of_stats(r['tp'].sum(0)[None], r['gt_count'].sum(0)[None],
                             r['pred_count'].sum(0)[None], free_label) for r in (ray_a, ray_b))
@@ -243,15 +243,11 @@ def main(argv=None):
         n: {'a': pct(point_a['iou'][0, i]), 'b': pct(point_b['iou'][0, i])}
         for i, n in enumerate(class_names) if i != free_label}
     if want_ray:
-        doc['per_class_rayiou'] = {}
-        for r, side in ((ray_a, 'a'), (ray_b, 'b')):
-            per = rayiou_from_stats(r['tp'].sum(0), r['gt_count'].sum(0), r['pred_count'].sum(0),
-                                    free_label)['per_class']  # [T, C - 1]
-            names = [n for i, n in enumerate(class_names) if i != free_label]
-            for j, n in enumerate(names):
-                col = per[:, j]
-                doc['per_class_rayiou'].setdefault(n, {})[side] = (
-                    pct(np.nanmean(col)) if np.isfinite(col).any() else None)
+        per_a, per_b = (eval_occ.per_class_rayiou_json(
+            rayiou_from_stats(r['tp'].sum(0), r['gt_count'].sum(0), r['pred_count'].sum(0),
+                              free_label)['per_class'], class_names, free_label)
+            for r in (ray_a, ray_b))
+        doc['per_class_rayiou'] = {n: {'a': per_a[n], 'b': per_b[n]} for n in per_a}
     if args.bootstrap:
         diffs = paired_bootstrap(units_a, units_b, free_label, args.bootstrap, args.seed,
                                  ray_a, ray_b)

@@ -142,6 +142,14 @@ def _pct(v):
     return None if v is None or not math.isfinite(v) else round(100.0 * float(v), 4)
 
 
+def per_class_rayiou_json(per_class: np.ndarray, class_names, free_label: int) -> dict:
+    """{class name: RayIoU in percent over the thresholds, null where never seen} from the
+    [T, C - 1] 'per_class' array of ``rayiou_from_stats`` (free left out)."""
+    names = [n for i, n in enumerate(class_names) if i != free_label]
+    return {n: _pct(float(np.nanmean(per_class[:, k])))
+            if np.isfinite(per_class[:, k]).any() else None for k, n in enumerate(names)}
+
+
 def scores_json(summary: dict, class_names, free_label: int) -> dict:
     """The JSON document of ``tools/eval_occ.py`` (percent; null where undefined)."""
     ray = summary.get('ray')
@@ -157,10 +165,7 @@ def scores_json(summary: dict, class_names, free_label: int) -> dict:
     for j, t in enumerate(ray['thresholds'] if ray else (1, 2, 4)):
         out[f'rayiou_{t:g}m'] = _pct(ray['rayiou_at'][j]) if ray else None
     if ray:
-        names = [n for i, n in enumerate(class_names) if i != free_label]
-        out['per_class_rayiou'] = {n: _pct(float(np.nanmean(ray['per_class'][:, k])))
-                                   if np.isfinite(ray['per_class'][:, k]).any() else None
-                                   for k, n in enumerate(names)}
+        out['per_class_rayiou'] = per_class_rayiou_json(ray['per_class'], class_names, free_label)
     return out
 
 
