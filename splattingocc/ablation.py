@@ -66,7 +66,7 @@ from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
 
 from splattingocc.engine.checkpoint import atomic_write_bytes, atomic_write_text
-from splattingocc.engine.errors import UserError
+from splattingocc.errors import UserError
 from splattingocc.paths import REPO_ROOT
 from splattingocc.registry import HOOKS
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 
@@ -143,17 +142,4 @@ class RenderOutput:
     intersections: Optional[int] = None
 
 
-def rigid_inverse(T: Tensor) -> Tensor:
-    """Inverse of rigid transforms [..., 4, 4] as [R^T, -R^T t] (never ``torch.inverse``)."""
-    assert T.shape[-2:] == (4, 4), T.shape
-    R = T[..., :3, :3]
-    t = T[..., :3, 3:]
-    Rt = R.transpose(-1, -2)
-    out = torch.zeros_like(T)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3:] = -Rt @ t
-    out[..., 3, 3] = 1
-    return out
-
-
-__all__ = ['Gaussians', 'DensityGrid', 'Cameras', 'RenderOutput', 'rigid_inverse', 'replace']
+__all__ = ['Gaussians', 'DensityGrid', 'Cameras', 'RenderOutput', 'replace']

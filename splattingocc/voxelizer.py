@@ -47,12 +47,12 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from splattingocc.registry import MODELS
-from splattingocc.structures import Gaussians
+from .geometry import quat_to_rotmat
+from .registry import MODELS
+from .structures import Gaussians
 
 SCORE_MODES = ('softmax', 'raw')
 # default pairs per chunk: cache-sized on the CPU (measured fastest there), large on CUDA
@@ -103,24 +103,6 @@ def _grid_spec(pc_range: Sequence[float], occ_size: Sequence[int],
                              f'{pc_range!r} / occ_size {occ_size!r} (= {vs}); fix the dataset '
                              'config')
     return lo, vs, size
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices from quaternions [w, x, y, z] (normalised here).
-
-    Args:
-        quats: [..., 4]
-    Returns:
-        [..., 3, 3]
-    """
-    assert quats.shape[-1] == 4, quats.shape
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1)  # [..., 9]
-    return R.reshape(quats.shape[:-1] + (3, 3))  # [..., 3, 3]
 
 
 def voxelize_gaussians(
@@ -648,4 +630,4 @@ def gaussians_from_voxels(
 
 
 __all__ = ['GaussianVoxelizer', 'VoxelizerOutput', 'voxelize_gaussians', 'scores_to_semantics',
-           'quat_to_rotmat', 'gaussians_from_voxels', 'grid_gaussian_density']
+           'gaussians_from_voxels', 'grid_gaussian_density']

@@ -20,7 +20,7 @@ from splattingocc.ablation import (AblationRunner, Budget, CommandResult, TimeBu
                                    apply_overrides, arm_changes, config_diff,
                                    iterations_for_minutes, load_base_config, parse_arms,
                                    schedule_overrides, seconds_per_iter_from_calibration)
-from splattingocc.engine.errors import UserError
+from splattingocc.errors import UserError
 from splattingocc.paths import REPO_ROOT
 
 BASE = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')

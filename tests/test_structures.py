@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from splattingocc.structures import Cameras, Gaussians, rigid_inverse
+from splattingocc.geometry import rigid_inverse
+from splattingocc.structures import Cameras, Gaussians
 
 
 def _random_rigid(n, generator):

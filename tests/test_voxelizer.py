@@ -8,10 +8,10 @@ from scipy.spatial.transform import Rotation
 
 from splattingocc.registry import MODELS
 from splattingocc.structures import Gaussians
+from splattingocc.geometry import quat_to_rotmat
 from splattingocc.voxelizer import (GaussianVoxelizer, gaussians_from_voxels,
                                     grid_gaussian_density, grid_gaussian_fields,
-                                    quat_to_rotmat, scores_to_semantics,
-                                    voxelize_gaussians)
+                                    scores_to_semantics, voxelize_gaussians)
 
 # a small grid with unequal voxel sizes (0.4, 0.5, 0.3) and an off-origin box
 PC_RANGE = (-2.0, -1.5, -0.9, 2.0, 1.5, 0.6)

@@ -33,7 +33,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 from splattingocc.paths import realdata_root  # noqa: E402
 from splattingocc.registry import MODELS  # noqa: E402
-from splattingocc.structures import rigid_inverse  # noqa: E402
+from splattingocc.geometry import rigid_inverse  # noqa: E402
 
 
 def _find(pipeline, type_name):

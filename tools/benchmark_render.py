@@ -60,7 +60,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splattingocc.paths import REPO_ROOT, realdata_root  # noqa: E402
-from splattingocc.structures import Cameras, DensityGrid, Gaussians, rigid_inverse  # noqa: E402
+from splattingocc.geometry import rigid_inverse  # noqa: E402
+from splattingocc.structures import Cameras, DensityGrid, Gaussians  # noqa: E402
 
 OCC_FILE = 'occ3d/29796060110c4163b07f06eff4af0753.labels.npz'
 CAM_FILE = 'nuscenes-keyframe/n015-2018-07-24-11-22-45+0800.pkl'
@@ -162,10 +163,10 @@ def exact_depth(sem: np.ndarray, ds: dict, cams: Cameras, pixels) -> np.ndarray:
     """Camera depth of the first occupied voxel entry along every pixel ray; nan where none.
     Returns [C, H, W] (dense) or [C, P] (sampled)."""
     from splattingocc.evaluation.functional.ray_casting import first_hit
-    from splattingocc.rendering.volume_renderer import dense_pixel_centres, pixel_rays
+    from splattingocc.geometry import pixel_centres, pixel_rays
     C, W, H = cams.num_cameras, cams.width, cams.height
     if pixels is None:
-        px = dense_pixel_centres(W, H, dtype=torch.float64).expand(1, C, H * W, 2)
+        px = pixel_centres(H, W, dtype=torch.float64).expand(1, C, H * W, 2)
     else:
         px = pixels.cpu().double()
     o, d = pixel_rays(cams.viewmats.cpu().double(), cams.Ks.cpu().double(), px)

@@ -32,7 +32,8 @@ if str(REPO_ROOT) not in sys.path:
 from mmengine.config import DictAction  # noqa: E402
 
 import splattingocc.engine  # noqa: F401,E402  (allow-list for torch.load)
-from splattingocc.engine.launch import (UserError, atomic_write_json, load_config,  # noqa: E402
+from splattingocc.errors import UserError  # noqa: E402
+from splattingocc.engine.launch import (atomic_write_json, load_config,  # noqa: E402
                                         run_main)
 from splattingocc.evaluation.diagnostics import (ClassDiagnostics, lift_statistics,  # noqa: E402,F401
                                                  nearest_label_per_cell,

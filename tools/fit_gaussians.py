@@ -31,7 +31,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from mmengine.config import DictAction  # noqa: E402
 
-from splattingocc.engine.launch import UserError, atomic_write_json, load_config, run_main  # noqa: E402,E501
+from splattingocc.errors import UserError  # noqa: E402
+from splattingocc.engine.launch import atomic_write_json, load_config, run_main  # noqa: E402,E501
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -36,7 +36,8 @@ if str(REPO_ROOT) not in sys.path:
 from mmengine.config import DictAction  # noqa: E402
 
 import splattingocc.engine  # noqa: F401,E402  (allow-list for torch.load)
-from splattingocc.engine.launch import (UserError, atomic_write_json, load_config,  # noqa: E402
+from splattingocc.errors import UserError  # noqa: E402
+from splattingocc.engine.launch import (atomic_write_json, load_config,  # noqa: E402
                                         run_main)
 from splattingocc.evaluation.diagnostics import (lift_statistics,  # noqa: E402
                                                  val_pipeline_with_labels)
@@ -99,7 +100,7 @@ def train_depth(model, dataset, iters: int, lr: float, seed: int, log_every: int
     from mmengine.dataset import default_collate
 
     from splattingocc.losses import lss_depth_loss
-    from splattingocc.models.view_transform import depth_labels_min_pool
+    from splattingocc.geometry import depth_labels_min_pool
 
     vt = model.view_transform
     parts = [model.backbone, model.neck, vt]

@@ -21,7 +21,8 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401  (allow-list for torch.load, hooks)
-from splattingocc.engine.launch import (UserError, add_common_arguments, apply_randomness_args,
+from splattingocc.errors import UserError
+from splattingocc.engine.launch import (add_common_arguments, apply_randomness_args,
                                         atomic_write_json, build_runner_from_cfg,
                                         evaluator_metric_cfgs, load_tool_config,
                                         normalize_evaluators, run_main)

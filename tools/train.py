@@ -17,7 +17,8 @@ from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401  (allow-list for torch.load, hooks, atomic checkpoints)
 from splattingocc.engine.checkpoint import resolve_resume_checkpoint
-from splattingocc.engine.launch import (UserError, add_common_arguments, apply_randomness_args,
+from splattingocc.errors import UserError
+from splattingocc.engine.launch import (add_common_arguments, apply_randomness_args,
                                         build_runner_from_cfg, enable_amp, load_tool_config,
                                         normalize_evaluators, run_main)
 

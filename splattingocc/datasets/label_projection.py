@@ -20,20 +20,7 @@ from typing import Tuple
 
 import numpy as np
 
-
-def rigid_inverse_np(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid transforms [..., 4, 4] as [R^T, -R^T t] (numpy twin of
-    ``splattingocc.structures.rigid_inverse``)."""
-    T = np.asarray(T, dtype=np.float64)
-    assert T.shape[-2:] == (4, 4), T.shape
-    R = T[..., :3, :3]
-    t = T[..., :3, 3:]
-    Rt = np.swapaxes(R, -1, -2)
-    out = np.zeros_like(T)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3:] = -Rt @ t
-    out[..., 3, 3] = 1.0
-    return out
+from ..geometry import rigid_inverse_np
 
 
 def lidar_to_camera(lidar2ego: np.ndarray,  # [4, 4]

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from ..registry import TRANSFORMS
-from .label_projection import rasterize_point_labels, rigid_inverse_np
+from ..geometry import rigid_inverse_np
+from .label_projection import rasterize_point_labels
 from .nuscenes_converter import load_labels2d
 from .occ3d import load_occ3d_labels
 

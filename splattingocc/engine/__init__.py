@@ -8,7 +8,7 @@ from .checkpoint import (AtomicCheckpointHook, AtomicLocalBackend, atomic_open, 
                          atomic_write_bytes, atomic_write_text, register_checkpoint_safe_globals,
                          resolve_resume_checkpoint)
 from .hooks import DumpPredictionHook, FiniteLossHook, RandomStateHook, TrainingSummaryHook
-from .launch import (CPUCompatibleDDP, UserError, atomic_write_json, default_work_dir, enable_amp,
+from .launch import (CPUCompatibleDDP, atomic_write_json, default_work_dir, enable_amp,
                      load_config, resolve_dist_backend, setup_distributed)
 from .preemption import PreemptibleEpochBasedTrainLoop, PreemptionHook  # noqa: F401
 
@@ -18,6 +18,6 @@ __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'atomic_open', 'atomic_torch_save',
     'atomic_write_bytes', 'atomic_write_text', 'register_checkpoint_safe_globals',
     'resolve_resume_checkpoint', 'DumpPredictionHook', 'FiniteLossHook', 'RandomStateHook',
-    'TrainingSummaryHook', 'CPUCompatibleDDP', 'UserError', 'atomic_write_json',
+    'TrainingSummaryHook', 'CPUCompatibleDDP', 'atomic_write_json',
     'default_work_dir', 'enable_amp', 'load_config', 'resolve_dist_backend', 'setup_distributed'
 ]

@@ -39,7 +39,7 @@ from mmengine.logging import HistoryBuffer
 
 from splattingocc.registry import HOOKS
 
-from .errors import UserError
+from ..errors import UserError
 
 #: name of the atomic local file backend (``backend_args=dict(backend=ATOMIC_BACKEND)``)
 ATOMIC_BACKEND = 'atomic_local'

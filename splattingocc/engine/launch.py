@@ -33,7 +33,7 @@ from mmengine.utils import import_modules_from_strings
 from splattingocc.registry import MODEL_WRAPPERS
 
 from .checkpoint import atomic_write_text
-from .errors import UserError
+from ..errors import UserError
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:

@@ -31,8 +31,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..engine.errors import UserError
-from ..models.view_transform import depth_labels_min_pool, label_cell_index
+from ..errors import UserError
+from ..geometry import depth_labels_min_pool, label_cell_index
 
 __all__ = ['ClassDiagnostics', 'DENSITY_BINS', 'DEPTH_BINS', 'histogram_median']
 

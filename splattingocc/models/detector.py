@@ -34,11 +34,10 @@ from torch import Tensor
 
 from ..losses import IGNORE, auxiliary_ray_weights
 from ..registry import MODELS
-from ..structures import Cameras, DensityGrid, Gaussians, replace, rigid_inverse
+from ..geometry import backproject, depth_labels_min_pool, in_box, pixel_centres, voxel_centres
+from ..structures import Cameras, DensityGrid, Gaussians, replace
 from ..voxelizer import grid_gaussian_density, grid_gaussian_fields, voxelize_gaussians
-from .gaussian_head import voxel_centres
 from .render_clock import RenderClock
-from .view_transform import depth_labels_min_pool
 
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 (torchvision's ImageNet statistics)
 _IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -83,13 +82,6 @@ def downsample_mask(mask: Tensor, factors: Sequence[int]) -> Tensor:
     return m.any(6).any(4).any(2)
 
 
-def pixel_centres(h: int, w: int, device=None) -> Tensor:
-    """[h * w, 2] (u, v) = (column + 0.5, row + 0.5), row-major."""
-    v, u = torch.meshgrid(torch.arange(h, device=device) + 0.5,
-                          torch.arange(w, device=device) + 0.5, indexing='ij')
-    return torch.stack([u, v], -1).reshape(h * w, 2)
-
-
 def open_sky_mask(gt_depth: Tensor,  # [B, C, h, w]
                   column_window: int = 5, margin_rows: int = 1) -> Tensor:
     """Pixels above every LiDAR return of their image column and its neighbours: [B, C, h, w]
@@ -125,45 +117,6 @@ def sample_mask_pixels(mask: Tensor,  # [B, C, h, w]
     top, idx = score.topk(num, dim=-1)  # [B, C, num]
     pixels = torch.stack([(idx % w).float() + 0.5, (idx // w).float() + 0.5], -1)
     return pixels, top >= 0
-
-
-def backproject(pixels: Tensor,  # [B, C, P, 2]
-                depth: Tensor,  # [B, C, P]
-                viewmats: Tensor,  # [B, C, 4, 4]
-                Ks: Tensor,  # [B, C, 3, 3]
-                ) -> Tensor:
-    """World points ``viewmat^-1 @ [d K^-1 (u, v, 1), 1]`` of pixels (u, v) at camera depth d,
-    [B, C, P, 3] in the dtype of ``depth``."""
-    dt = depth.dtype
-    uv1 = torch.cat([pixels.to(dt), torch.ones_like(pixels[..., :1], dtype=dt)], -1)
-    rays = uv1 @ torch.linalg.inv(Ks.to(dt)).transpose(-1, -2)  # [B, C, P, 3], z = 1
-    cam2world = rigid_inverse(viewmats.to(dt))  # [B, C, 4, 4]
-    pts = (rays * depth[..., None]) @ cam2world[..., :3, :3].transpose(-1, -2)
-    return pts + cam2world[..., None, :3, 3]
-
-
-def in_box(points: Tensor, box: Sequence[float]) -> Tensor:
-    """[..., 3] -> [...] bool: x0 <= x < x1, y0 <= y < y1, z0 <= z < z1."""
-    lo = points.new_tensor([float(x) for x in box[:3]])
-    hi = points.new_tensor([float(x) for x in box[3:]])
-    return ((points >= lo) & (points < hi)).all(-1)
-
-
-def labels_in_range(depth: Tensor,  # [B, C, h, w]
-                    viewmats: Tensor,  # [B, C, 4, 4]
-                    Ks: Tensor,  # [B, C, 3, 3]
-                    box: Sequence[float]) -> Tensor:
-    """Which label pixels' 3D points lie inside ``box`` (x0, y0, z0, x1, y1, z1, world frame).
-
-    A pixel (row i, column j) with depth d (camera z) back-projects to
-    ``viewmat^-1 @ [d K^-1 (j + 0.5, i + 0.5, 1), 1]``; pixels without depth (d <= 0) give False.
-    Returns [B, C, h, w] bool.
-    """
-    B, C, h, w = depth.shape
-    pix = pixel_centres(h, w, depth.device).expand(B, C, h * w, 2)
-    d = depth.to(torch.float64).reshape(B, C, h * w)
-    inside = in_box(backproject(pix, d, viewmats, Ks), box).reshape(B, C, h, w)
-    return inside & (depth > 0)
 
 
 def _build(cfg):

@@ -29,19 +29,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..geometry import voxel_centres
 from ..registry import MODELS
 from ..structures import DensityGrid, Gaussians
-
-
-def voxel_centres(pc_range: Sequence[float], grid_size: Sequence[int],
-                  device=None, dtype=torch.float32) -> Tensor:
-    """[X, Y, Z, 3] voxel centres pc_min + voxel_size * (index + 0.5)."""
-    X, Y, Z = (int(g) for g in grid_size)
-    axes = []
-    for a, n in enumerate((X, Y, Z)):
-        lo, hi = float(pc_range[a]), float(pc_range[a + 3])
-        axes.append(lo + (hi - lo) / n * (torch.arange(n, device=device, dtype=dtype) + 0.5))
-    return torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1)
 
 
 def _per_axis(v: Union[float, Sequence[float]]) -> list:

@@ -24,6 +24,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..geometry import (camera_rays, depth_labels_min_pool, frustum_points,
+                        voxel_flat_index)
 from ..registry import MODELS
 from .neck import conv_bn_relu
 
@@ -34,77 +36,6 @@ def depth_bin_centres(depth_bins: Sequence[float]) -> Tensor:
     num = int(round((d_max - d_min) / step))
     assert num > 0, depth_bins
     return d_min + (torch.arange(num, dtype=torch.float32) + 0.5) * step
-
-
-def camera_rays(cam2img: Tensor,  # [B, N, 3, 3]
-                cam2ego: Tensor,  # [B, N, 4, 4]
-                feat_size: Tuple[int, int],
-                img_size: Tuple[int, int],
-                ) -> Tensor:
-    """Ego-frame direction ``R K^-1 [u, v, 1]`` (camera z = 1, not normalised) of the ray through
-    the centre of every feature cell: [B, N, Hf, Wf, 3]. Its ego z component is the ray's drop
-    per metre of camera depth, so for a camera h metres above a flat ground the ground is at
-    camera depth ``-h / z`` wherever z < 0."""
-    assert cam2img.dim() == 4 and cam2img.shape[-2:] == (3, 3), cam2img.shape
-    assert cam2ego.shape == cam2img.shape[:2] + (4, 4), (cam2ego.shape, cam2img.shape)
-    Hf, Wf = feat_size
-    H, W = img_size
-    dev, dt = cam2img.device, cam2img.dtype
-    u = (torch.arange(Wf, device=dev, dtype=dt) + 0.5) * (W / Wf)  # [Wf]
-    v = (torch.arange(Hf, device=dev, dtype=dt) + 0.5) * (H / Hf)  # [Hf]
-    vv, uu = torch.meshgrid(v, u, indexing='ij')  # [Hf, Wf]
-    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)  # [Hf, Wf, 3]
-    # K is an intrinsic (not a rigid) matrix, so its general inverse is the right tool here
-    rays = torch.einsum('bnij,hwj->bnhwi', torch.linalg.inv(cam2img), pix)  # [B, N, Hf, Wf, 3]
-    return torch.einsum('bnij,bnhwj->bnhwi', cam2ego[..., :3, :3], rays)
-
-
-def frustum_points(cam2img: Tensor,  # [B, N, 3, 3]
-                   cam2ego: Tensor,  # [B, N, 4, 4]
-                   feat_size: Tuple[int, int],
-                   img_size: Tuple[int, int],
-                   depths: Tensor,  # [D]
-                   ) -> Tensor:
-    """Ego-frame positions of the frustum points of every camera.
-
-    Args:
-        cam2img: [B, N, 3, 3] intrinsics of the input image.
-        cam2ego: [B, N, 4, 4] camera -> ego rigid transforms.
-        feat_size: (Hf, Wf) of the feature map.
-        img_size: (H, W) of the input image.
-        depths: [D] camera-z of the depth bins.
-    Returns:
-        [B, N, D, Hf, Wf, 3] points in the ego frame.
-    """
-    assert depths.dim() == 1, depths.shape
-    rays = camera_rays(cam2img, cam2ego, feat_size, img_size)  # [B, N, Hf, Wf, 3]
-    d = depths.to(rays.device, rays.dtype)[None, None, :, None, None, None]
-    t = cam2ego[..., :3, 3]  # [B, N, 3]
-    return rays[:, :, None] * d + t[:, :, None, None, None, :]
-
-
-def voxel_flat_index(points: Tensor,  # [..., 3]
-                     pc_range: Sequence[float],
-                     grid_size: Sequence[int],
-                     ) -> Tensor:
-    """Index ``(ix * Y + iy) * Z + iz`` of the voxel holding each point, -1 outside the box.
-
-    Args:
-        points: [..., 3] positions in metres.
-        pc_range: (x_min, y_min, z_min, x_max, y_max, z_max).
-        grid_size: (X, Y, Z).
-    Returns:
-        [...] long.
-    """
-    assert points.shape[-1] == 3, points.shape
-    X, Y, Z = (int(g) for g in grid_size)
-    lo = points.new_tensor([float(v) for v in pc_range[:3]])
-    hi = points.new_tensor([float(v) for v in pc_range[3:]])
-    size = torch.tensor([X, Y, Z], device=points.device)
-    idx = torch.floor((points - lo) / ((hi - lo) / size.to(points.dtype))).long()  # [..., 3]
-    valid = ((idx >= 0) & (idx < size)).all(-1)  # [...]
-    flat = (idx[..., 0] * Y + idx[..., 1]) * Z + idx[..., 2]
-    return torch.where(valid, flat, torch.full_like(flat, -1))
 
 
 def voxel_pool(points: Tensor,  # [B, M, 3]
@@ -131,43 +62,6 @@ def voxel_pool(points: Tensor,  # [B, M, 3]
     out = feats.new_zeros(B * X * Y * Z, C)
     out = out.index_add(0, b * (X * Y * Z) + flat[b, m], feats[b, m])  # [B*X*Y*Z, C]
     return rearrange(out, '(b x y z) c -> b c x y z', b=B, x=X, y=Y, z=Z)
-
-
-def label_cell_index(label_size: Tuple[int, int], feat_size: Tuple[int, int],
-                     device=None) -> Tensor:
-    """[h*w] flat feature cell of each pixel of an h x w label map (row-major), by the rule in
-    ``depth_labels_min_pool``."""
-    (h, w), (Hf, Wf) = label_size, feat_size
-    rows = torch.floor((torch.arange(h, device=device) + 0.5) * Hf / h).long()  # [h]
-    cols = torch.floor((torch.arange(w, device=device) + 0.5) * Wf / w).long()  # [w]
-    return (rows[:, None] * Wf + cols[None, :]).reshape(-1)
-
-
-def depth_labels_min_pool(gt_depth: Tensor,  # [B, N, h, w]
-                          feat_size: Tuple[int, int],
-                          ) -> Tensor:
-    """Nearest LiDAR depth per feature cell (BEVDepth's depth target), 0 where a cell has none.
-
-    Label pixel (r, c) of an h x w map has its centre at the fraction ((c + 0.5) / w, (r + 0.5) / h)
-    of the image, so it belongs to feature cell (floor((r + 0.5) Hf / h), floor((c + 0.5) Wf / w)).
-
-    Args:
-        gt_depth: [B, N, h, w] depth labels (0 = no label).
-        feat_size: (Hf, Wf).
-    Returns:
-        [B, N, Hf, Wf] minimum positive depth of the cell's labels, 0 if none.
-    """
-    assert gt_depth.dim() == 4, gt_depth.shape
-    B, N, h, w = gt_depth.shape
-    Hf, Wf = feat_size
-    dev = gt_depth.device
-    cell = label_cell_index((h, w), (Hf, Wf), dev)  # [h*w]
-    d = gt_depth.reshape(B * N, h * w)
-    d = torch.where(d > 0, d, torch.full_like(d, float('inf')))
-    out = torch.full((B * N, Hf * Wf), float('inf'), device=dev, dtype=d.dtype)
-    out = out.scatter_reduce(1, cell.expand(B * N, -1), d, reduce='amin', include_self=True)
-    out = torch.where(torch.isinf(out), torch.zeros_like(out), out)
-    return out.reshape(B, N, Hf, Wf)
 
 
 def ground_contact_scan(ground_depth: Tensor,  # [..., Hf, Wf]

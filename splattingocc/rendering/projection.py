@@ -24,6 +24,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ..geometry import quat_to_rotmat
+
 # gsplat 1.5.3, gsplat/cuda/include/Common.h: ALPHA_THRESHOLD = 1/255
 ALPHA_THRESHOLD = 1.0 / 255.0
 # gsplat 1.5.3, ProjectionEWA3DGSFused.cu: default extent of the screen box in standard deviations
@@ -47,28 +49,6 @@ class Projection(NamedTuple):
     means2d: Tensor
     depths: Tensor
     conics: Tensor
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices of quaternions (w, x, y, z), normalised first (zero -> identity).
-
-    Args:
-        quats: [..., 4].
-
-    Returns:
-        [..., 3, 3].
-    """
-    assert quats.shape[-1] == 4, quats.shape
-    # a zero quaternion has no direction: normalising it like F.normalize gives zeros -> identity,
-    # and the clamp keeps the gradient finite (0, not 0/0)
-    norm = quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = (quats / norm).unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]
-    return torch.stack(rows, dim=-1).unflatten(-1, (3, 3))  # [..., 3, 3]
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
@@ -190,5 +170,5 @@ def project_gaussians(
     return Projection(radii=radii, means2d=means2d, depths=means_c[..., 2], conics=conics)
 
 
-__all__ = ['Projection', 'quat_to_rotmat', 'quat_scale_to_covar', 'project_gaussians',
+__all__ = ['Projection', 'quat_scale_to_covar', 'project_gaussians',
            'ALPHA_THRESHOLD', 'RADIUS_SIGMAS']

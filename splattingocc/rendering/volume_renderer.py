@@ -44,53 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
+from ..geometry import pixel_centres, pixel_rays
 from ..registry import MODELS
-from ..structures import Cameras, DensityGrid, RenderOutput, rigid_inverse
+from ..structures import Cameras, DensityGrid, RenderOutput
 
-__all__ = ['VolumeRenderer', 'pixel_rays', 'ray_box_intersect', 'dense_pixel_centres']
-
-
-def dense_pixel_centres(width: int, height: int, device=None, dtype=torch.float32) -> Tensor:
-    """Continuous (u, v) centres of every pixel of a ``width`` x ``height`` image, row-major.
-
-    Returns:
-        [H * W, 2] with pixel (row i, column j) at (j + 0.5, i + 0.5).
-    """
-    v, u = torch.meshgrid(torch.arange(height, device=device, dtype=dtype) + 0.5,
-                          torch.arange(width, device=device, dtype=dtype) + 0.5, indexing='ij')
-    return torch.stack([u, v], dim=-1).reshape(-1, 2)  # [H * W, 2]
-
-
-def pixel_rays(viewmats: Tensor,  # [B, C, 4, 4]
-               Ks: Tensor,  # [B, C, 3, 3]
-               pixels: Tensor,  # [B, C, P, 2]
-               ) -> Tuple[Tensor, Tensor]:
-    """World-frame rays through pixel coordinates.
-
-    Args:
-        viewmats: [B, C, 4, 4] world-to-camera rigid transforms (OpenCV axes).
-        Ks:       [B, C, 3, 3] pinhole intrinsics (skew allowed).
-        pixels:   [B, C, P, 2] continuous (u, v) image coordinates.
-
-    Returns:
-        origins:    [B, C, 3] camera centres in the world frame (-R^T t).
-        directions: [B, C, P, 3] world directions ``R^T K^-1 [u, v, 1]``, not normalised: a point
-            ``origin + t * direction`` has camera-space depth ``t``.
-    """
-    B, C = viewmats.shape[:2]
-    assert viewmats.shape == (B, C, 4, 4), viewmats.shape
-    assert Ks.shape == (B, C, 3, 3), Ks.shape
-    assert pixels.dim() == 4 and pixels.shape[:2] == (B, C) and pixels.shape[-1] == 2, pixels.shape
-    cam2world = rigid_inverse(viewmats)  # [B, C, 4, 4]
-    R_c2w = cam2world[..., :3, :3]  # [B, C, 3, 3]
-    origins = cam2world[..., :3, 3]  # [B, C, 3]
-    fx, fy = Ks[..., 0, 0, None], Ks[..., 1, 1, None]  # [B, C, 1]
-    cx, cy, skew = Ks[..., 0, 2, None], Ks[..., 1, 2, None], Ks[..., 0, 1, None]
-    y = (pixels[..., 1] - cy) / fy  # [B, C, P]
-    x = (pixels[..., 0] - cx - skew * y) / fx  # [B, C, P]
-    d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [B, C, P, 3]
-    directions = torch.einsum('bcij,bcpj->bcpi', R_c2w, d_cam)  # [B, C, P, 3]
-    return origins, directions
+__all__ = ['VolumeRenderer', 'ray_box_intersect']
 
 
 def ray_box_intersect(origins: Tensor,  # [R, 3]
@@ -235,7 +193,7 @@ class VolumeRenderer(nn.Module):
         dense = pixels is None
         if dense:
             H, W = int(cameras.height), int(cameras.width)
-            pixels = dense_pixel_centres(W, H, device=device, dtype=dtype)  # [H * W, 2]
+            pixels = pixel_centres(H, W, device=device, dtype=dtype)  # [H * W, 2]
             pixels = pixels.expand(B, C, H * W, 2)  # [B, C, P, 2]
         assert pixels.dim() == 4 and pixels.shape[:2] == (B, C) and pixels.shape[-1] == 2, (
             pixels.shape, (B, C))

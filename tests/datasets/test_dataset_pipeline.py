@@ -9,11 +9,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from splattingocc.datasets.label_projection import (lidar_to_camera, project_points_to_image,
-                                                    rigid_inverse_np)
+from splattingocc.datasets.label_projection import lidar_to_camera, project_points_to_image
 from splattingocc.datasets.nuscenes_converter import (NuScenesDataError, atomic_savez,
                                                       create_nuscenes_infos, load_lidar_bin,
                                                       project_sample_labels)
+from splattingocc.geometry import rigid_inverse_np
 from splattingocc.paths import REPO_ROOT
 from splattingocc.registry import DATASETS
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from splattingocc.datasets.label_projection import (lidar_to_camera, project_points_to_image,
-                                                    rasterize_point_labels, rigid_inverse_np)
+                                                    rasterize_point_labels)
+from splattingocc.geometry import rigid_inverse_np
 
 W_REAL, H_REAL = 1600, 900
 

@@ -153,7 +153,7 @@ def test_pipeline_gets_the_2d_labels():
                                        'LoadOcc3DLabels', 'PackOccInputs']
     assert out[1]['camera_names'] == ['A', 'B'] and out[1]['load_adjacent'] is False
     assert len(pipe) == 3  # the config's list is left as it was
-    from splattingocc.engine.errors import UserError
+    from splattingocc.errors import UserError
     with pytest.raises(UserError, match='LoadOcc3DLabels'):
         tool.val_pipeline_with_labels(pipe[:1])
 
@@ -202,7 +202,7 @@ def test_diagnose_tool_end_to_end(tmp_path, tiny_dataset):
             assert s['right'] <= s['occupied'] + 1e-9 or n == 'free'
     assert out_json.is_file()
     # a checkpoint of another network is an error naming it, not a partial load
-    from splattingocc.engine.errors import UserError
+    from splattingocc.errors import UserError
     with pytest.raises(UserError, match='does not fit the network'):
         _tool().main([config, str(ckpt), '--max-samples', '1', '--cfg-options', *options,
                       'model.volume_encoder.num_blocks=1'])

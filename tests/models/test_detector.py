@@ -8,9 +8,10 @@ from mmengine.config import Config
 from torch.nn import functional as F
 
 import splattingocc.models  # noqa: F401
-from splattingocc.models.detector import density_grid_to_voxels, labels_in_range
+from splattingocc.geometry import labels_in_range, rigid_inverse
+from splattingocc.models.detector import density_grid_to_voxels
 from splattingocc.registry import MODELS
-from splattingocc.structures import Cameras, DensityGrid, Gaussians, rigid_inverse
+from splattingocc.structures import Cameras, DensityGrid, Gaussians
 
 PC = [-8.0, -8.0, -1.0, 8.0, 8.0, 3.0]
 PRED_GRID = [8, 8, 4]  # 2 m x 2 m x 1 m voxels, one Gaussian each
@@ -496,7 +497,7 @@ def test_free_space_term_matches_a_per_point_reference(flat):
     density of all Gaussians (a window covering the whole grid), points at the stratum centres in
     eval mode, back-projected pixel by pixel here; the stop depth relative (flat=False) or per
     class (flat=True: ground classes 11..14 stop 0.4 m above the hit, others 0.8 m before it)."""
-    from splattingocc.voxelizer import quat_to_rotmat
+    from splattingocc.geometry import quat_to_rotmat
     torch.manual_seed(0)
     extra = dict(flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8) if flat else {}
     model = MODELS.build(small_model_cfg(
@@ -564,7 +565,7 @@ def test_density_grid_at_voxel_centres_and_free_space_scale():
     g = torch.Generator().manual_seed(0)
     density = torch.rand(1, *PRED_GRID, generator=g)
     grid = DensityGrid(density=density, features=torch.zeros(1, *PRED_GRID, 17), pc_range=PC)
-    from splattingocc.models.gaussian_head import voxel_centres
+    from splattingocc.geometry import voxel_centres
     from splattingocc.models.detector import density_grid_at
     c = voxel_centres(PC, PRED_GRID).reshape(1, -1, 3)
     assert torch.allclose(density_grid_at(grid, c), density.reshape(1, -1), atol=1e-6)
@@ -583,7 +584,7 @@ def test_surface_term_matches_a_per_pixel_reference(behind):
     covering the grid), computed pixel by pixel here; BCE against occupied and CE of the
     normalised scores, both weighted by the ray weights."""
     import math
-    from splattingocc.voxelizer import quat_to_rotmat
+    from splattingocc.geometry import quat_to_rotmat
     torch.manual_seed(0)
     model = MODELS.build(small_model_cfg(
         loss_surface=dict(type='SurfaceLoss', behind=behind, class_weight=None, window=17)))

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from splattingocc.models.gaussian_head import GaussianHead, voxel_centres
+from splattingocc.geometry import voxel_centres
+from splattingocc.models.gaussian_head import GaussianHead
 from splattingocc.structures import DensityGrid, Gaussians
 
 PC_RANGE = (-8.0, -8.0, -1.0, 8.0, 8.0, 3.0)

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from splattingocc.models.view_transform import (LSSViewTransform, camera_rays, depth_bin_centres,
-                                                depth_labels_min_pool, frustum_points,
-                                                voxel_flat_index, voxel_pool)
+from splattingocc.geometry import (camera_rays, depth_labels_min_pool, frustum_points,
+                                   voxel_flat_index)
+from splattingocc.models.view_transform import LSSViewTransform, depth_bin_centres, voxel_pool
 
 PC_RANGE = (-10.0, -10.0, -2.0, 10.0, 10.0, 2.0)  # 2 m x 2 m x 1 m voxels
 GRID = (10, 10, 4)

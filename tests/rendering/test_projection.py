@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+from splattingocc.geometry import quat_to_rotmat
 from splattingocc.rendering.projection import (ALPHA_THRESHOLD, project_gaussians,
-                                               quat_scale_to_covar, quat_to_rotmat)
+                                               quat_scale_to_covar)
 
 gsplat_torch = pytest.importorskip('gsplat.cuda._torch_impl')
 

@@ -356,7 +356,7 @@ def test_real_occ3d_frame_matches_exact_ray_cast(realdata):
 
     from splattingocc.evaluation.functional.ray_casting import first_hit
     from splattingocc.paths import REPO_ROOT
-    from splattingocc.structures import rigid_inverse
+    from splattingocc.geometry import rigid_inverse
 
     ds = Config.fromfile(str(REPO_ROOT / 'configs/_base_/datasets/occ3d_nuscenes.py'))
     sem = np.load(realdata / 'occ3d/29796060110c4163b07f06eff4af0753.labels.npz')['semantics']

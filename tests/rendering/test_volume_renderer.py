@@ -7,9 +7,9 @@ import torch
 from scipy.ndimage import map_coordinates
 
 from splattingocc.registry import MODELS
-from splattingocc.rendering.volume_renderer import (VolumeRenderer, dense_pixel_centres,
-                                                    pixel_rays)
-from splattingocc.structures import Cameras, DensityGrid, Gaussians, rigid_inverse
+from splattingocc.geometry import pixel_centres, pixel_rays, rigid_inverse
+from splattingocc.rendering.volume_renderer import VolumeRenderer
+from splattingocc.structures import Cameras, DensityGrid, Gaussians
 
 DT = torch.float64
 
@@ -101,7 +101,7 @@ def test_constant_density_alpha_is_exact_for_oblique_rays():
     # chord lengths by brute force: the number of 50k points along each ray (depth 0..10) inside
     # the box, times their spacing (error < 2 spacings = 4e-4 depth units)
     o, d = pixel_rays(V.view(1, 1, 4, 4), K.view(1, 1, 3, 3),
-                      dense_pixel_centres(8, 6, dtype=DT).view(1, 1, -1, 2))
+                      pixel_centres(6, 8, dtype=DT).view(1, 1, -1, 2))
     n = 50000
     t = (torch.arange(n, dtype=DT) + 0.5) * (10 / n)  # [n]
     pts = o[0, 0] + t[None, :, None] * d[0, 0][:, None, :]  # [P, n, 3]
@@ -180,7 +180,7 @@ def test_matches_independent_reference_on_random_grid():
     cams = Cameras(V[None], K.expand(1, 2, 3, 3), 5, 4)
     renderer = VolumeRenderer(step_ratio=0.45, transmittance_threshold=0.0)
     out = renderer(DensityGrid(dens, feats, pc_range), cams)
-    px = dense_pixel_centres(5, 4, dtype=DT).numpy()
+    px = pixel_centres(4, 5, dtype=DT).numpy()
     for c in range(2):
         ref = reference_render(dens[0].numpy(), feats[0].numpy(), pc_range, V[c].numpy(),
                                K.numpy(), px, 0.45)
@@ -214,7 +214,7 @@ def test_dense_equals_sampled_pixels_chunks_and_batch_entries():
     # sampled pixels: a subset of pixel centres in shuffled order
     gen = torch.Generator().manual_seed(1)
     idx = torch.randperm(30, generator=gen)[:11]
-    px = dense_pixel_centres(6, 5, dtype=DT)[idx].expand(2, 2, 11, 2)
+    px = pixel_centres(5, 6, dtype=DT)[idx].expand(2, 2, 11, 2)
     sub = VolumeRenderer(transmittance_threshold=0.0, chunk_samples=7)(grid, cams, px)
     assert sub.depth.shape == (2, 2, 11) and sub.features.shape == (2, 2, 11, 2)
     torch.testing.assert_close(sub.depth, dense.depth.flatten(2)[..., idx])
@@ -325,7 +325,7 @@ def test_real_occ3d_frame_depth_matches_exact_ray_cast(realdata):
                        tuple(cfg.point_cloud_range))
     out = VolumeRenderer()(grid, cams)
     o, d = pixel_rays(cams.viewmats.double(), cams.Ks.double(),
-                      dense_pixel_centres(W, H, dtype=DT).expand(1, 6, W * H, 2))
+                      pixel_centres(H, W, dtype=DT).expand(1, 6, W * H, 2))
     o = o[0][:, None].expand(6, W * H, 3).reshape(-1, 3).numpy()
     d = d[0].reshape(-1, 3).numpy()
     n = np.linalg.norm(d, axis=1)

@@ -63,7 +63,7 @@ def test_tool_end_to_end_on_a_tiny_dataset(tmp_path, tiny_dataset, load_tool):
     assert zero['geometry_iou'] == 0.0  # opacity 0.1 everywhere: nothing reaches 0.5
     assert scores['geometry_iou'] > 20.0 and scores['grid_size'] == [50, 50, 8]
     assert json.loads(out.read_text())['miou'] == pytest.approx(scores['miou'])
-    from splattingocc.engine.errors import UserError
+    from splattingocc.errors import UserError
     with pytest.raises(UserError, match='--frames'):
         tool.main([config, '--frames', '5', '--steps', '0', *opts])
     with pytest.raises(UserError, match='--steps'):

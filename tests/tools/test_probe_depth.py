@@ -68,7 +68,7 @@ def test_probe_depth_end_to_end(tmp_path, tiny_dataset, load_tool):
 
 
 def test_bad_arguments_are_clear_errors(load_tool):
-    from splattingocc.engine.errors import UserError
+    from splattingocc.errors import UserError
     tool = load_tool('probe_depth')
     config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
     with pytest.raises(UserError, match='--iters must be >= 0'):
