@@ -235,6 +235,18 @@ def depth_labels_min_pool(gt_depth: Tensor,  # [B, N, h, w]
     return out.reshape(B, N, Hf, Wf)
 
 
+def depth_bin_index(depth: Tensor,  # [...]
+                    depth_bins: Sequence[float]) -> Tensor:
+    """Index [...] (long) of the depth bin ``[d_min + k step, d_min + (k + 1) step)`` holding each
+    camera depth, of the D = round((d_max - d_min) / step) bins of ``depth_bins`` = (d_min,
+    d_max, step); -1 for depth 0 (no label) and outside the bins."""
+    d_min, d_max, step = (float(v) for v in depth_bins)
+    num_bins = int(round((d_max - d_min) / step))
+    k = torch.floor((depth - d_min) / step).long()
+    ok = (depth > 0) & (k >= 0) & (k < num_bins)
+    return torch.where(ok, k, torch.full_like(k, -1))
+
+
 # ------------------------------------------------------------------ voxel grids
 def voxel_centres(pc_range: Sequence[float], grid_size: Sequence[int],
                   device=None, dtype=torch.float32) -> Tensor:
@@ -271,4 +283,8 @@ def voxel_flat_index(points: Tensor,  # [..., 3]
     return torch.where(valid, flat, torch.full_like(flat, -1))
 
 
-__all__ = ['rigid_inverse', 'rigid_inverse_np', 'quat_to_rotmat', 'pixel_centres', 'backproject', 'in_box', 'labels_in_range', 'pixel_rays', 'camera_rays', 'frustum_points', 'label_cell_index', 'depth_labels_min_pool', 'voxel_centres', 'voxel_flat_index']
+__all__ = [
+    'rigid_inverse', 'rigid_inverse_np', 'quat_to_rotmat', 'pixel_centres', 'backproject',
+    'in_box', 'labels_in_range', 'pixel_rays', 'camera_rays', 'frustum_points', 'label_cell_index',
+    'depth_labels_min_pool', 'depth_bin_index', 'voxel_centres', 'voxel_flat_index'
+]

@@ -15,7 +15,7 @@ from mmengine.registry import Registry
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS,
     locations=['splattingocc.models', 'splattingocc.rendering', 'splattingocc.voxelizer',
-               'splattingocc.losses'])
+               'splattingocc.supervision'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=['splattingocc.datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS,
                       locations=['splattingocc.datasets.transforms',

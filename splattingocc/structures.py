@@ -14,7 +14,7 @@ Conventions (the same as gsplat):
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 from torch import Tensor
 
@@ -142,4 +142,24 @@ class RenderOutput:
     intersections: Optional[int] = None
 
 
-__all__ = ['Gaussians', 'DensityGrid', 'Cameras', 'RenderOutput', 'replace']
+@dataclass
+class NetworkOutputs:
+    """What the network predicts for a batch; the supervision modules read it.
+
+    Attributes:
+        field: the predicted scene, a ``splattingocc.fields.SceneField`` (B samples).
+        depth_probs: [B, N, D, Hf, Wf] the lift's depth distribution per feature cell of the N
+            input cameras (None for a lift without one).
+        depth_bins: (d_min, d_max, step) metres of the D bins of ``depth_probs``
+            (``geometry.depth_bin_index``).
+        lift_logits: [B, N, K, Hf, Wf] the lift's per-cell class logits (None unless the lift
+            predicts them).
+    """
+
+    field: Any
+    depth_probs: Optional[Tensor] = None
+    depth_bins: Optional[Tuple[float, float, float]] = None
+    lift_logits: Optional[Tensor] = None
+
+
+__all__ = ['Gaussians', 'DensityGrid', 'Cameras', 'RenderOutput', 'NetworkOutputs', 'replace']

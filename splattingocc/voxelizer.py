@@ -80,7 +80,7 @@ class VoxelizerOutput:
     num_contributions: int = 0
 
 
-def _grid_spec(pc_range: Sequence[float], occ_size: Sequence[int],
+def grid_spec(pc_range: Sequence[float], occ_size: Sequence[int],
                voxel_size: Optional[Sequence[float]] = None) -> Tuple[tuple, tuple, tuple]:
     """Validated (lower corner, voxel size, voxel counts), each a 3-tuple."""
     if len(pc_range) != 6:
@@ -151,7 +151,7 @@ def voxelize_gaussians(
         raise ValueError(f'voxelizer: cutoff must be > 0 (in standard deviations), got {cutoff!r}')
     if max_pairs_per_chunk is not None and max_pairs_per_chunk < 1:
         raise ValueError(f'voxelizer: max_pairs_per_chunk must be >= 1, got {max_pairs_per_chunk}')
-    lo, vs, (X, Y, Z) = _grid_spec(pc_range, occ_size, voxel_size)
+    lo, vs, (X, Y, Z) = grid_spec(pc_range, occ_size, voxel_size)
     if means.dtype in (torch.float16, torch.bfloat16):  # e.g. under autocast: work in float32
         means, quats, scales, opacities, features = (
             t.float() for t in (means, quats, scales, opacities, features))
@@ -532,7 +532,7 @@ class GaussianVoxelizer(nn.Module):
                  density_threshold: float = 0.5, cutoff: float = 3.0, score_mode: str = 'softmax',
                  max_pairs_per_chunk: Optional[int] = None, label_dtype: str = 'int64'):
         super().__init__()
-        _grid_spec(pc_range, occ_size, voxel_size)  # fail early on a bad config
+        grid_spec(pc_range, occ_size, voxel_size)  # fail early on a bad config
         if score_mode not in SCORE_MODES:
             raise ValueError(f'GaussianVoxelizer: score_mode must be one of {SCORE_MODES}, got '
                              f'{score_mode!r}')
@@ -605,7 +605,7 @@ def gaussians_from_voxels(
     """
     assert semantics.dim() == 4, semantics.shape
     B = semantics.shape[0]
-    lo, vs, _ = _grid_spec(pc_range, semantics.shape[1:])
+    lo, vs, _ = grid_spec(pc_range, semantics.shape[1:])
     device = semantics.device
     if semantics.numel() and not 0 <= int(semantics.min()) <= int(semantics.max()) < num_classes:
         raise ValueError(f'gaussians_from_voxels: labels must be in [0, {num_classes}), got '

@@ -1,9 +1,10 @@
-# The tiny network supervised by the 2D labels AND the Occ3D ground truth (3D loss on the Gaussians
-# voxelized onto the Occ3D grid, all voxels; mask_camera not used).
+# The tiny network supervised by the 2D labels AND the Occ3D ground truth (the base's 3D loss:
+# the Gaussians voxelized onto the 50 x 50 x 8 prediction grid against block-majority labels, all
+# voxels; mask_camera not used).
 from mmengine.config import read_base
 
 with read_base():
     from ._tiny_synthetic import *  # noqa: F401,F403
 
-model.update(use_2d_supervision=True, use_3d_supervision=True)  # noqa: F405
+model.supervision = model.supervision + [volume_supervision]  # noqa: F405
 train_dataloader.dataset.update(pipeline=train_pipeline_3d)  # noqa: F405

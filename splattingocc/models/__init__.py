@@ -1,10 +1,11 @@
-"""The SplattingOcc network: backbone, neck, view transform, volume encoder, heads, detector."""
+"""The SplattingOcc network: backbone, neck, view transform, volume encoder, heads, read-out."""
 from .backbone import ResNet
-from .detector import SplattingOcc
-from .gaussian_head import GaussianHead
+from .heads import DensityGridHead, GaussianHead
 from .neck import MergeNeck
+from .network import SplattingOcc
+from .readout import OccupancyReadout
 from .view_transform import LSSViewTransform
 from .volume_encoder import BEVVolumeEncoder, VolumeEncoder3D
 
 __all__ = ['ResNet', 'MergeNeck', 'LSSViewTransform', 'VolumeEncoder3D', 'BEVVolumeEncoder',
-           'GaussianHead', 'SplattingOcc']
+           'GaussianHead', 'DensityGridHead', 'OccupancyReadout', 'SplattingOcc']

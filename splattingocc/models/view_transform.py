@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..geometry import (camera_rays, depth_labels_min_pool, frustum_points,
+from ..geometry import (camera_rays, depth_bin_index, depth_labels_min_pool, frustum_points,
                         voxel_flat_index)
 from ..registry import MODELS
 from .neck import conv_bn_relu
@@ -135,6 +135,16 @@ class LSSViewTransform(nn.Module):
             gate in (0, 1) from one more output channel of the depth net.
         ground_height: ego-frame z of the ground for ``ground_contact`` (metres, default 0).
         contact_sigma: width of ``ground_contact``'s prior in metres (default 1).
+        oracle_lift: DIAGNOSTIC ONLY (default False): every feature cell with a LiDAR depth label
+            lifts its context at that label's bin (``lift``'s ``oracle_depth``), in training and
+            at test, so the test pipeline must load the 2D labels too
+            (``configs/splattingocc/splattingocc-tiny-synthetic-oracle-depth.py``). It measures
+            what a perfect lift would give; its scores are not results.
+        label_lift_prob: in training only (``self.training``; off at 0, the default), each
+            feature cell with a LiDAR depth label lifts its context at that label's bin with this
+            probability instead of at the predicted distribution (teacher forcing of the lift;
+            the LSS depth loss still trains the prediction). Inference lifts the prediction, so
+            the scores are results: the labels are the 2D training labels, seen in training only.
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth_bins: Sequence[float],
@@ -142,8 +152,14 @@ class LSSViewTransform(nn.Module):
                  depth_convs: int = 1, lift_upsample: int = 1, ray_inputs: bool = False,
                  semantic_classes: int = 0, lift_mode: str = 'soft',
                  ground_contact: bool = False, ground_height: float = 0.0,
-                 contact_sigma: float = 1.0):
+                 contact_sigma: float = 1.0, oracle_lift: bool = False,
+                 label_lift_prob: float = 0.0):
         super().__init__()
+        if not 0.0 <= label_lift_prob <= 1.0:
+            raise ValueError('LSSViewTransform: label_lift_prob must be in [0, 1], got '
+                             f'{label_lift_prob!r}')
+        self.oracle_lift = bool(oracle_lift)
+        self.label_lift_prob = float(label_lift_prob)
         if lift_mode not in ('soft', 'hard'):
             raise ValueError(f"LSSViewTransform: lift_mode must be 'soft' or 'hard', got "
                              f'{lift_mode!r}')
@@ -197,10 +213,7 @@ class LSSViewTransform(nn.Module):
 
     def depth_bin_index(self, depth: Tensor) -> Tensor:
         """Depth [...] -> bin index [...] (long), -1 for 0 (no label) and outside the bins."""
-        d_min, _, step = self.depth_bins
-        k = torch.floor((depth - d_min) / step).long()
-        ok = (depth > 0) & (k >= 0) & (k < self.num_bins)
-        return torch.where(ok, k, torch.full_like(k, -1))
+        return depth_bin_index(depth, self.depth_bins)
 
     def depth_outputs(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
                       cam2img: Tensor,  # [B, N, 3, 3]
@@ -274,8 +287,28 @@ class LSSViewTransform(nn.Module):
                 cam2img: Tensor,  # [B, N, 3, 3]
                 cam2ego: Tensor,  # [B, N, 4, 4]
                 img_size: Tuple[int, int],
-                oracle_depth: Optional[Tensor] = None,  # [B, N, h, w]
-                oracle_prob: float = 1.0):
+                depth_labels: Optional[Tensor] = None,  # [B, N, h, w]
+                ):
+        """Lift and splat; the depth labels of the N cameras (0 = none) are used only with
+        ``oracle_lift`` or, in training, ``label_lift_prob`` (class docstring). Returns as
+        ``lift``."""
+        prob = 1.0 if self.oracle_lift else (self.label_lift_prob if self.training else 0.0)
+        if prob <= 0:
+            return self.lift(feats, cam2img, cam2ego, img_size)
+        if depth_labels is None:
+            switch = 'oracle_lift=True' if self.oracle_lift else 'label_lift_prob > 0'
+            raise KeyError(f'LSSViewTransform: {switch} needs the batch key gt_depth: add '
+                           'LoadLabels2D to this pipeline (see configs/splattingocc/'
+                           'splattingocc-tiny-synthetic-oracle-depth.py)')
+        return self.lift(feats, cam2img, cam2ego, img_size, oracle_depth=depth_labels,
+                         oracle_prob=prob)
+
+    def lift(self, feats: Tensor,  # [B, N, Cin, Hf, Wf]
+             cam2img: Tensor,  # [B, N, 3, 3]
+             cam2ego: Tensor,  # [B, N, 4, 4]
+             img_size: Tuple[int, int],
+             oracle_depth: Optional[Tensor] = None,  # [B, N, h, w]
+             oracle_prob: float = 1.0):
         """Lift and splat.
 
         Args:
@@ -290,8 +323,8 @@ class LSSViewTransform(nn.Module):
                 depth is still the prediction. A model that sees its labels is not a result,
                 only a measure of what a perfect lift would give.
             oracle_prob: each labelled cell takes its label with this probability (drawn per
-                cell from torch's global generator), else keeps the prediction (the detector's
-                training-only ``label_lift_prob``).
+                cell from torch's global generator), else keeps the prediction (the training-only
+                ``label_lift_prob``).
         Returns:
             volume [B, C + K, X, Y, Z] (K = semantic_classes), depth probabilities
             [B, N, D, s*Hf, s*Wf] (s = lift_upsample) and, only when K > 0, class logits

@@ -7,8 +7,7 @@ from .projection import project_gaussians, quat_scale_to_covar
 from .torch_renderer import TorchSplatRenderer, rasterize_torch
 from .gsplat_renderer import GsplatRenderer, SplatRenderer, gsplat_available
 from .volume_renderer import VolumeRenderer
-from .pixels import PixelSample, PixelSampler, sample_pixels
 
 __all__ = ['BaseSplatRenderer', 'project_gaussians', 'quat_scale_to_covar',
            'TorchSplatRenderer', 'rasterize_torch', 'GsplatRenderer', 'SplatRenderer',
-           'gsplat_available']
+           'gsplat_available', 'VolumeRenderer']

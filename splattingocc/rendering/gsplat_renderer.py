@@ -21,6 +21,7 @@ from torch import Tensor
 from ..registry import MODELS
 from ..structures import Cameras, Gaussians, RenderOutput
 from .base import BaseSplatRenderer
+from .projection import ALPHA_THRESHOLD
 from .torch_renderer import TorchSplatRenderer
 
 _FALLBACK_HINT = ("use the pure-PyTorch backend instead: --cfg-options "
@@ -82,15 +83,18 @@ class GsplatRenderer(BaseSplatRenderer):
     the torch backend for pixel centres; no interpolation between pixels.
 
     Args:
-        eps2d, near_plane, far_plane, tile_size: see ``BaseSplatRenderer``.
+        eps2d, near_plane, far_plane, tile_size, min_opacity, opacity_power: see
+            ``BaseSplatRenderer``.
         packed: gsplat's packed mode (less memory; same result).
         channel_chunk: channels rasterised per gsplat kernel call.
     """
 
     def __init__(self, eps2d: float = 0.3, near_plane: float = 0.01, far_plane: float = 1e10,
-                 tile_size: int = 16, packed: bool = True, channel_chunk: int = 32):
+                 tile_size: int = 16, packed: bool = True, channel_chunk: int = 32,
+                 min_opacity: float = ALPHA_THRESHOLD, opacity_power: float = 1.0):
         super().__init__(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
-                         tile_size=tile_size)
+                         tile_size=tile_size, min_opacity=min_opacity,
+                         opacity_power=opacity_power)
         self.packed = bool(packed)
         self.channel_chunk = int(channel_chunk)
 
@@ -107,6 +111,7 @@ class GsplatRenderer(BaseSplatRenderer):
                                f"({_GSPLAT_STATE['why']}); {_FALLBACK_HINT}")
         from gsplat import rasterization
 
+        gaussians = self.prepare(gaussians)
         dtype = gaussians.means.dtype
         f32 = torch.float32  # gsplat's kernels are float32 only
         K = gaussians.num_features
@@ -137,7 +142,8 @@ class SplatRenderer(BaseSplatRenderer):
     Args:
         backend: 'auto' (gsplat when the Gaussians are on CUDA and gsplat's CUDA extension loads,
             else torch), 'torch' or 'gsplat'.
-        eps2d, near_plane, far_plane: shared by both backends.
+        eps2d, near_plane, far_plane, min_opacity, opacity_power: shared by both backends
+            (``BaseSplatRenderer``; the backend renderer applies the last two).
         tile_size: gsplat's tile size. torch_tile_size: the torch backend's binning tile (does
             not change its result; None: automatic). chunk: torch backend chunk size.
         packed, channel_chunk: gsplat backend options.
@@ -148,13 +154,16 @@ class SplatRenderer(BaseSplatRenderer):
     def __init__(self, backend: str = 'auto', eps2d: float = 0.3, near_plane: float = 0.01,
                  far_plane: float = 1e10, tile_size: int = 16,
                  torch_tile_size: Optional[int] = None, chunk: int = 1 << 20,
-                 packed: bool = True, channel_chunk: int = 32):
+                 packed: bool = True, channel_chunk: int = 32,
+                 min_opacity: float = ALPHA_THRESHOLD, opacity_power: float = 1.0):
         super().__init__(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
-                         tile_size=tile_size)
+                         tile_size=tile_size, min_opacity=min_opacity,
+                         opacity_power=opacity_power)
         if backend not in self.BACKENDS:
             raise ValueError(f"renderer.backend must be one of {self.BACKENDS}, got {backend!r}")
         self.backend = backend
-        common = dict(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
+        common = dict(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+                      min_opacity=min_opacity, opacity_power=opacity_power)
         self.torch_renderer = TorchSplatRenderer(tile_size=torch_tile_size, chunk=chunk, **common)
         self.gsplat_renderer = GsplatRenderer(tile_size=tile_size, packed=packed,
                                               channel_chunk=channel_chunk, **common)

@@ -545,7 +545,7 @@ class TorchSplatRenderer(BaseSplatRenderer):
     """Gaussian splatting in pure PyTorch (CPU or any device), numerically gsplat 1.5.3 'RGB+ED'.
 
     Args:
-        eps2d, near_plane, far_plane: see ``BaseSplatRenderer``.
+        eps2d, near_plane, far_plane, min_opacity, opacity_power: see ``BaseSplatRenderer``.
         tile_size: binning tile side; the result does not depend on it, the speed does. None
             (default): ``auto_tile_size`` (8 for dense renders, larger for sparse samples).
         chunk: elements of a padded selection block and pairs per backward chunk (bounds the
@@ -556,9 +556,11 @@ class TorchSplatRenderer(BaseSplatRenderer):
 
     def __init__(self, eps2d: float = 0.3, near_plane: float = 0.01, far_plane: float = 1e10,
                  tile_size: Optional[int] = None, chunk: int = 1 << 20,
-                 packed: Optional[bool] = None, channel_chunk: Optional[int] = None):
+                 packed: Optional[bool] = None, channel_chunk: Optional[int] = None,
+                 min_opacity: float = ALPHA_THRESHOLD, opacity_power: float = 1.0):
         super().__init__(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
-                         tile_size=tile_size)
+                         tile_size=tile_size, min_opacity=min_opacity,
+                         opacity_power=opacity_power)
         if int(chunk) < 1:
             raise ValueError(f'renderer.chunk must be a positive integer, got {chunk}')
         self.chunk = int(chunk)
@@ -567,6 +569,7 @@ class TorchSplatRenderer(BaseSplatRenderer):
                 pixels: Optional[Tensor] = None) -> RenderOutput:
         """See ``BaseSplatRenderer.forward``; pixels: None or [B, C, P, 2]."""
         self.check_inputs(gaussians, cameras, pixels)
+        gaussians = self.prepare(gaussians)
         return rasterize_torch(
             gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
             gaussians.features, cameras.viewmats.to(gaussians.means),

@@ -35,7 +35,6 @@ w.r.t. the cameras or pixel coordinates):
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Tuple
 
 import numpy as np

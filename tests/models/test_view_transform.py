@@ -308,7 +308,7 @@ def test_oracle_depth_lifts_labelled_cells_at_their_label_bin():
     labels[0, 0, 2, 4] = 5.7
     labels[0, 0, 3, 5] = 8.2
     vol_pred, depth = vt(feats, K, cam2ego, (32, 64))
-    vol, depth_o = vt(feats, K, cam2ego, (32, 64), oracle_depth=labels)
+    vol, depth_o = vt.lift(feats, K, cam2ego, (32, 64), oracle_depth=labels)
     assert torch.equal(depth, depth_o)  # the returned depth stays the prediction
     # the cell's bin-0 point (ego (2.5, -0.6, 0.9) -> voxel (6, 4, 2)) loses c, its bin-4 point
     # at 5.5 m (ego (6.5, -2.2, -0.7) -> voxel (8, 3, 1), as in the test above) gains it
@@ -319,7 +319,7 @@ def test_oracle_depth_lifts_labelled_cells_at_their_label_bin():
     diff[0, :, 8, 3, 1] = 0
     assert diff.abs().max() < 1e-5
     # no labels: the prediction
-    vol_none, _ = vt(feats, K, cam2ego, (32, 64), oracle_depth=torch.zeros(1, 1, 4, 8))
+    vol_none, _ = vt.lift(feats, K, cam2ego, (32, 64), oracle_depth=torch.zeros(1, 1, 4, 8))
     assert torch.allclose(vol_none, vol_pred)
 
 
@@ -345,10 +345,10 @@ def test_hard_lift_puts_each_cells_context_at_its_most_probable_bin_only():
     # with the oracle: a labelled cell takes its label's bin (as the soft lift does), the others
     # keep their argmax
     full = torch.full((1, 1, 4, 8), 5.7)
-    assert torch.allclose(vt(feats, K, cam2ego, (32, 64), oracle_depth=full)[0],
-                          soft(feats, K, cam2ego, (32, 64), oracle_depth=full)[0], atol=1e-6)
+    assert torch.allclose(vt.lift(feats, K, cam2ego, (32, 64), oracle_depth=full)[0],
+                          soft.lift(feats, K, cam2ego, (32, 64), oracle_depth=full)[0], atol=1e-6)
     none = torch.zeros(1, 1, 4, 8)
-    assert torch.allclose(vt(feats, K, cam2ego, (32, 64), oracle_depth=none)[0], vol)
+    assert torch.allclose(vt.lift(feats, K, cam2ego, (32, 64), oracle_depth=none)[0], vol)
     # no gradient through the choice: the depth logits' output weights get none from the volume
     vt.train()
     vt(feats, K, cam2ego, (32, 64))[0].square().sum().backward()

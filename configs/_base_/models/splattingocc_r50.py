@@ -11,6 +11,43 @@ pred_grid_size = occ_size  # noqa: F405  one Gaussian per Occ3D voxel
 context_channels = 32
 volume_channels = 64
 
+# the 2D supervision: gsplat renders the Gaussians at RenderOcc's 38,400 class-weighted label
+# pixels per sample (split over the cameras of all rendered frames)
+ray_supervision = dict(
+    type='RaySupervision',
+    renderer=dict(type='SplatRenderer', backend='auto', eps2d=0.3, near_plane=0.01, tile_size=16,
+                  packed=True),
+    pixel_sampler=dict(type='PixelSampler', mode='class_weighted', num_rays=38400,
+                       num_classes=num_classes - 1,  # noqa: F405
+                       weight_rule='renderocc', beta=0.005,
+                       ignore_index=ignore_label),  # noqa: F405
+    aux_weight=0.3,
+    dynamic_classes=dynamic_classes,  # noqa: F405
+    losses=[
+        dict(type='SILogLoss', lam=0.85, loss_weight=1.0),
+        dict(type='RenderedCELoss', class_weight='batch', power=0.5, loss_weight=1.0),
+        # depth labels also say the camera ray is empty before its hit: the density at 8 points
+        # per ray from 0.5 m up to 0.4 m above a ground hit (driveable_surface, other_flat,
+        # sidewalk, terrain) or 0.8 m before any other hit is pushed to 0
+        dict(type='FreeSpaceLoss', loss_weight=1.0, samples_per_ray=8, near=0.5,
+             flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8),
+        # each labelled hit point takes its pixel's class (semantic half only; chosen on the
+        # synthetic data). The tiny config adds a weak occupancy hinge, open-sky rays and
+        # near-surface free samples (best on the synthetic val split); not here until they are
+        # checked on real nuScenes, whose sky pixels and beam gaps differ
+        dict(type='SurfaceLoss', occ_weight=0.0, sem_weight=1.0, class_weight='batch',
+             power=0.5),
+    ],
+)
+# the 3D supervision of 3D-supervised variants: the Gaussians voxelized onto the Occ3D grid
+# (the prediction grid is the same here)
+volume_supervision = dict(
+    type='VolumeSupervision', pc_range=point_cloud_range,  # noqa: F405
+    num_classes=num_classes, free_label=free_label,  # noqa: F405
+    grid_size=None, mask_camera=False,
+    losses=[dict(type='Occupancy3DLoss', occ_weight=1.0, sem_weight=1.0, class_weight='batch',
+                 power=0.5)])
+
 model = dict(
     type='SplattingOcc',
     # ImageNet weights: torchvision's resnet50 state dict saved locally (nothing is downloaded);
@@ -29,41 +66,12 @@ model = dict(
               num_classes=num_classes - 1,  # noqa: F405
               min_scale=[v / 4 for v in voxel_size],  # noqa: F405
               max_scale=list(voxel_size),  # noqa: F405
-              hidden_channels=64, init_opacity=0.1, scene_type='auto'),
-    renderer=dict(type='SplatRenderer', backend='auto', eps2d=0.3, near_plane=0.01, tile_size=16,
-                  packed=True),
-    voxelizer=dict(type='GaussianVoxelizer', pc_range=point_cloud_range,  # noqa: F405
-                   occ_size=occ_size, voxel_size=voxel_size, num_classes=num_classes,  # noqa: F405
-                   free_label=free_label, density_threshold=0.5, cutoff=3.0,  # noqa: F405
-                   label_dtype='uint8'),
-    pixel_sampler=dict(type='PixelSampler', mode='class_weighted', num_rays=38400,
-                       num_classes=num_classes - 1,  # noqa: F405
-                       weight_rule='renderocc', beta=0.005,
-                       ignore_index=ignore_label),  # noqa: F405
-    loss_depth=dict(type='SILogLoss', lam=0.85, loss_weight=1.0),
-    loss_sem=dict(type='RenderedCELoss', class_weight='batch', power=0.5, loss_weight=1.0),
-    loss_lss_depth=dict(type='LSSDepthLoss', loss_weight=0.2),
-    # depth labels also say the camera ray is empty before its hit: the density at 8 points per
-    # ray from 0.5 m up to 0.4 m above a ground hit (driveable_surface, other_flat, sidewalk,
-    # terrain) or 0.8 m before any other hit is pushed to 0 (losses.py; --cfg-options
-    # model.loss_free_space=None trains without it)
-    loss_free_space=dict(type='FreeSpaceLoss', loss_weight=1.0, samples_per_ray=8, near=0.5,
-                         flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8, window=2),
-    # each labelled hit point takes its pixel's class (SurfaceLoss, semantic half only; chosen
-    # on the synthetic data, see log.txt). The tiny config adds a weak occupancy hinge, open-sky
-    # rays and near-surface free samples (best on the synthetic val split); not here until they
-    # are checked on real nuScenes, whose sky pixels and beam gaps differ
-    loss_surface=dict(type='SurfaceLoss', occ_weight=0.0, sem_weight=1.0, class_weight='batch',
-                      power=0.5, window=2),
-    # optional terms, off by default (add e.g. with --cfg-options model.loss_opacity.type=...):
-    # loss_opacity=dict(type='OpacityEntropyLoss', loss_weight=0.01),
-    # loss_distortion=dict(type='RayDistortionLoss', loss_weight=0.01),
-    loss_3d=dict(type='Occupancy3DLoss', occ_weight=1.0, sem_weight=1.0, class_weight='batch',
-                 power=0.5),
-    use_2d_supervision=True,
-    use_3d_supervision=False,
-    use_mask_camera=False,
-    loss_3d_grid='occ',  # 3D loss on the Occ3D grid (the prediction grid is the same here)
-    aux_weight=0.3,
-    dynamic_classes=dynamic_classes,  # noqa: F405
+              hidden_channels=64, init_opacity=0.1, cutoff=3.0, query_window=2),
+    readout=dict(type='OccupancyReadout', pc_range=point_cloud_range,  # noqa: F405
+                 occ_size=occ_size, voxel_size=voxel_size, num_classes=num_classes,  # noqa: F405
+                 free_label=free_label, threshold=0.5, label_dtype='uint8'),  # noqa: F405
+    supervision=[
+        ray_supervision,
+        dict(type='LSSDepthLoss', loss_weight=0.2),
+    ],
 )

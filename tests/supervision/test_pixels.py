@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from splattingocc.registry import MODELS
-from splattingocc.rendering.pixels import (PixelSampler, class_weights_from_histogram,
-                                           label_histogram, sample_pixels)
+from splattingocc.supervision.pixels import (PixelSampler, class_weights_from_histogram,
+                                             label_histogram, open_sky_mask, sample_mask_pixels,
+                                             sample_pixels)
 
 IGN = 255
 
@@ -212,3 +213,33 @@ def test_errors_and_registry():
     a = sampler(lab, generator=g1)
     b = sample_pixels(lab, mode='class_weighted', num_rays=60, num_classes=5, generator=g2)
     assert torch.equal(a.index, b.index) and a.depth is None
+
+
+def test_open_sky_mask_hand_case():
+    """Rows above the highest label of the column (window 1) or of the column and its
+    neighbours (window 3), minus a margin; a window with an unlabelled column gives no sky."""
+    d = torch.zeros(1, 1, 6, 7)
+    for row, col in ((3, 0), (4, 1), (2, 3), (5, 4), (4, 5), (4, 6)):  # column 2: no label
+        d[0, 0, row, col] = 5.0
+    tops1 = [3, 4, -1, 2, 5, 4, 4]  # highest labelled row per column (-1: none)
+    tops3 = [3, -1, -1, -1, 2, 4, 4]  # min over the column and its neighbours
+    for window, margin, tops in ((1, 1, tops1), (3, 0, tops3)):
+        want = torch.zeros(6, 7, dtype=torch.bool)
+        for col, top in enumerate(tops):
+            want[:max(top - margin, 0), col] = top >= 0
+        got = open_sky_mask(d, column_window=window, margin_rows=margin)[0, 0]
+        assert torch.equal(got, want), (window, got.int())
+
+
+def test_sample_mask_pixels_draws_inside_the_mask():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(2, 3, 5, 6, generator=g) < 0.3
+    pixels, ok = sample_mask_pixels(mask, 4, generator=g)
+    assert pixels.shape == (2, 3, 4, 2)
+    for b in range(2):
+        for c in range(3):
+            n = int(mask[b, c].sum())
+            assert int(ok[b, c].sum()) == min(n, 4)
+            picked = {(int(v), int(u)) for (u, v), k in zip(pixels[b, c] - 0.5, ok[b, c]) if k}
+            assert len(picked) == min(n, 4)  # no pixel twice
+            assert all(bool(mask[b, c, r, col]) for r, col in picked)

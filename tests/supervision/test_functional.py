@@ -3,13 +3,15 @@ import math
 import pytest
 import torch
 
-from splattingocc.losses import (FreeSpaceLoss, ImageSemanticLoss, L1DepthLoss, Occupancy3DLoss,
-                                 OpacitySparsityLoss, RayDistortionLoss, RenderedCELoss, SILogLoss,
-                                 SurfaceLoss, auxiliary_ray_weights, class_balanced_weights,
-                                 free_space_loss, image_semantic_ce, l1_depth_loss,
-                                 lss_depth_loss, occupancy_3d_losses, opacity_entropy,
-                                 ray_position_variance, rendered_semantic_ce, silog_loss,
-                                 surface_losses)
+from splattingocc.supervision import (FreeSpaceLoss, ImageSemanticLoss, L1DepthLoss,
+                                      Occupancy3DLoss, OpacitySparsityLoss, RayDistortionLoss,
+                                      RenderedCELoss, SILogLoss, SurfaceLoss)
+from splattingocc.supervision.functional import (auxiliary_ray_weights, class_balanced_weights,
+                                                 free_space_loss, image_semantic_ce,
+                                                 l1_depth_loss, lss_depth_loss,
+                                                 occupancy_3d_losses, opacity_entropy,
+                                                 ray_position_variance, rendered_semantic_ce,
+                                                 silog_loss, surface_losses)
 
 
 def test_silog_hand_computed():
@@ -26,7 +28,8 @@ def test_silog_hand_computed():
     mean_d = (3 * d1 + d2) / 4
     expected_w = math.sqrt(mean_d2 - 0.85 * mean_d ** 2 + 1e-6)
     assert silog_loss(pred, gt, w).item() == pytest.approx(expected_w, rel=1e-6)
-    assert SILogLoss(loss_weight=2.0)(pred, gt, w).item() == pytest.approx(2 * expected_w, rel=1e-6)
+    got = SILogLoss(loss_weight=2.0).score(pred, gt, w).item()
+    assert got == pytest.approx(2 * expected_w, rel=1e-6)
 
 
 def test_silog_properties():
@@ -61,7 +64,7 @@ def test_l1_hand_computed():
     w = torch.tensor([1.0, 1.0, 1.0, 2.0])
     assert l1_depth_loss(pred, gt).item() == pytest.approx((1 + 2 + 1) / 3)
     assert l1_depth_loss(pred, gt, w).item() == pytest.approx((1 + 2 + 2 * 1) / 4)
-    assert L1DepthLoss(0.5)(pred, gt).item() == pytest.approx(0.5 * 4 / 3)
+    assert L1DepthLoss(0.5).score(pred, gt).item() == pytest.approx(0.5 * 4 / 3)
 
 
 def test_rendered_ce_hand_computed_with_class_weights_and_ignore():
@@ -75,7 +78,7 @@ def test_rendered_ce_hand_computed_with_class_weights_and_ignore():
     w = torch.tensor([0.3, 1.0, 1.0])
     expected = (-0.3 * math.log(0.5 + eps) - 2 * math.log(0.1 + eps)) / (0.3 + 2)
     assert rendered_semantic_ce(probs, labels, cw, w).item() == pytest.approx(expected, rel=1e-6)
-    assert RenderedCELoss(class_weight=[1, 1, 2])(probs, labels, w).item() == \
+    assert RenderedCELoss(class_weight=[1, 1, 2]).score(probs, labels, w).item() == \
         pytest.approx(expected, rel=1e-6)
     # composited probabilities below 1 (alpha < 1) are not renormalised
     assert rendered_semantic_ce(probs[1:2], torch.tensor([0])).item() == \
@@ -93,7 +96,7 @@ def test_class_balanced_weights():
     # 'batch' mode of the module uses these
     probs = torch.full((4, 3), 0.25)
     lab = torch.tensor([0, 0, 0, 1])
-    a = RenderedCELoss(class_weight='batch', power=1.0)(probs, lab)
+    a = RenderedCELoss(class_weight='batch', power=1.0).score(probs, lab)
     b = rendered_semantic_ce(probs, lab, torch.tensor([4 / 6, 2.0, 0.0]))
     assert a.item() == pytest.approx(b.item())
 
@@ -129,7 +132,8 @@ def test_occupancy_3d_losses_hand_case():
     loss_occ, loss_sem = occupancy_3d_losses(density, scores, sem, 2, mask)
     assert loss_occ.item() == pytest.approx(-math.log(q[0]), rel=1e-5)
     assert loss_sem.item() == pytest.approx(-math.log(0.75 + 1e-6), rel=1e-5)
-    a, b = Occupancy3DLoss(occ_weight=2.0, sem_weight=0.5)(density, scores, sem, 2, mask)
+    a, b = Occupancy3DLoss(occ_weight=2.0, sem_weight=0.5).score(density, scores, sem, 2,
+                                                              mask)
     assert a.item() == pytest.approx(-2 * math.log(q[0]), rel=1e-5)
     assert b.item() == pytest.approx(-0.5 * math.log(0.75 + 1e-6), rel=1e-5)
 
@@ -150,7 +154,8 @@ def test_occupancy_3d_balanced_bce_hand_case():
     # unbalanced: one mean over the four used voxels
     loss, _ = occupancy_3d_losses(density, scores, sem, 2, class_weight=cw)
     assert loss.item() == pytest.approx((sum(pos) + sum(neg)) / 4, rel=1e-5)
-    a, _ = Occupancy3DLoss(class_weight=[1.0, 3.0], balance=True)(density, scores, sem, 2)
+    a, _ = Occupancy3DLoss(class_weight=[1.0, 3.0], balance=True).score(density, scores, sem,
+                                                                        2)
     assert a.item() == pytest.approx(0.5 * ((3 * pos[0] + pos[1]) / 4 + sum(neg) / 2), rel=1e-5)
 
 
@@ -175,12 +180,14 @@ def test_ray_position_variance_hand_case():
     assert ray_position_variance(pos, sq, alpha).item() == pytest.approx(3.75 / 2, rel=1e-5)
     w = torch.tensor([1.0, 3.0, 1.0])
     assert ray_position_variance(pos, sq, alpha, w).item() == pytest.approx(3.75 / 4, rel=1e-5)
-    assert RayDistortionLoss(0.1)(pos, sq, alpha).item() == pytest.approx(0.1 * 3.75 / 2, rel=1e-5)
+    got = RayDistortionLoss(0.1).score(pos, sq, alpha).item()
+    assert got == pytest.approx(0.1 * 3.75 / 2, rel=1e-5)
 
 
 def test_opacity_sparsity_hand_case():
     o = torch.tensor([[0.0, 0.5, 1.0, 0.25]])
-    assert torch.isclose(OpacitySparsityLoss(loss_weight=0.2)(o), torch.tensor(0.2 * 1.75 / 4))
+    got = OpacitySparsityLoss(loss_weight=0.2).score(o)
+    assert torch.isclose(got, torch.tensor(0.2 * 1.75 / 4))
 
 
 def test_free_space_loss_hand_case_and_sampling():
@@ -195,7 +202,8 @@ def test_free_space_loss_hand_case_and_sampling():
     loss = FreeSpaceLoss(loss_weight=2.0, samples_per_ray=4, near=1.0, rel_margin=0.5)
     loss.eval()
     z, ok = loss.sample_depths(torch.tensor([10.0, 0.0, 1.5]))
-    # ray 0: [1, 5] in 4 strata -> centres 1.5, 2.5, 3.5, 4.5; ray 1: no label; ray 2: far 0.75 < near
+    # ray 0: [1, 5] in 4 strata -> centres 1.5, 2.5, 3.5, 4.5; ray 1: no label;
+    # ray 2: far 0.75 < near
     assert torch.allclose(z[0], torch.tensor([1.5, 2.5, 3.5, 4.5]))
     assert ok.tolist() == [[True] * 4, [False] * 4, [False] * 4]
     loss.train()
@@ -203,7 +211,7 @@ def test_free_space_loss_hand_case_and_sampling():
     z, _ = loss.sample_depths(torch.full((1000, ), 10.0), generator=g)
     lo = 1.0 + torch.arange(4) * 1.0
     assert ((z >= lo) & (z <= lo + 1.0)).all()  # one draw inside each stratum
-    assert torch.isclose(loss(rho, valid, w), torch.tensor(2.0 * 1.9 / 5))
+    assert torch.isclose(loss.score(rho, valid, w), torch.tensor(2.0 * 1.9 / 5))
     with pytest.raises(ValueError, match='rel_margin'):
         FreeSpaceLoss(rel_margin=1.0)
 
@@ -245,10 +253,11 @@ def test_surface_losses_hand_case():
     none = surface_losses(rho, scores, labels, torch.zeros_like(valid), w)
     assert none[0] == 0 and none[1] == 0
     module = SurfaceLoss(occ_weight=2.0, sem_weight=0.5, class_weight=None, eps=0.0)
-    out = module(rho, scores, labels, valid, w)
+    out = module.score(rho, scores, labels, valid, w)
     assert torch.isclose(out['loss_surface_occ'], 2 * occ)
     assert torch.isclose(out['loss_surface_sem'], 0.5 * sem)
-    assert 'loss_surface_sem' not in SurfaceLoss(sem_weight=0.0)(rho, scores, labels, valid, w)
+    no_sem = SurfaceLoss(sem_weight=0.0).score(rho, scores, labels, valid, w)
+    assert 'loss_surface_sem' not in no_sem
     with pytest.raises(ValueError, match='behind'):
         SurfaceLoss(behind=-1.0)
 
@@ -261,7 +270,7 @@ def test_surface_losses_hinge():
     occ, _ = surface_losses(rho, None, None, valid, w, occ_target=1.0)
     assert torch.isclose(occ, torch.tensor((0.75 + 0.0 + 0.5) / 4))
     module = SurfaceLoss(occ_weight=3.0, sem_weight=0.0, occ_target=1.0)
-    assert torch.isclose(module(rho, None, None, valid, w)['loss_surface_occ'], 3 * occ)
+    assert torch.isclose(module.score(rho, None, None, valid, w)['loss_surface_occ'], 3 * occ)
 
 
 def test_surface_losses_hinge_class_weighted():
@@ -286,11 +295,11 @@ def test_surface_losses_hinge_class_weighted():
     m = SurfaceLoss(occ_weight=1.0, sem_weight=1.0, occ_target=1.0, occ_class_weight=True)
     c0, c1 = math.sqrt(0.75), math.sqrt(1.5)
     want = (1 * c0 * 0.75 + 2 * c1 * 0.0 + 1 * c0 * 0.5) / (1 * c0 + 2 * c1 + 1 * c0)
-    got = m(rho, scores, labels2, valid, w)['loss_surface_occ']
+    got = m.score(rho, scores, labels2, valid, w)['loss_surface_occ']
     assert torch.isclose(got, torch.tensor(want, dtype=got.dtype))
     # without class scores there are no batch weights: a clear error, not a silent fallback
     with pytest.raises(ValueError, match='occ_class_weight'):
-        m(rho, None, labels2, valid, w)
+        m.score(rho, None, labels2, valid, w)
 
 
 def test_free_space_surface_samples():
@@ -321,9 +330,9 @@ def test_image_semantic_ce_hand_computed_bilinear_case():
     ref = (nll[0] * 1.0 + nll[1] * 3.0 + nll[2] * 0.5) / 4.5
     assert torch.allclose(image_semantic_ce(logits, labels, cw), ref)
     loss = ImageSemanticLoss(class_weight=[1.0, 3.0, 0.5], loss_weight=2.0)
-    assert torch.allclose(loss(logits, labels), 2 * ref)
+    assert torch.allclose(loss.score(logits, labels), 2 * ref)
     # 'batch': one pixel of each class -> equal weights -> the plain mean
-    assert torch.allclose(ImageSemanticLoss()(logits, labels), torch.stack(nll).mean())
+    assert torch.allclose(ImageSemanticLoss().score(logits, labels), torch.stack(nll).mean())
 
 
 def test_image_semantic_ce_no_labels_and_bad_labels():

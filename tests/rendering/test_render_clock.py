@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from splattingocc.models.render_clock import RenderClock
+from splattingocc.rendering.render_clock import RenderClock
 from splattingocc.structures import Gaussians, RenderOutput
 
 

@@ -29,19 +29,24 @@ than P returns all of them and pads the rest with ``mask`` False (pixel (0.5, 0.
 ``ignore_index``, depth 0). With ``replacement=True`` the P draws are independent (any camera with
 at least one labelled pixel fills all P). The result is a deterministic function of the inputs and
 ``generator``'s state.
+
+Open sky (``open_sky_mask``): pixels above every LiDAR return of their image column are rays
+the LiDAR swept without a return; ``FreeSpaceLoss(sky_rays=...)`` draws some of them
+(``sample_mask_pixels``) as free rays.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import MODELS
 
 __all__ = ['PixelSample', 'PixelSampler', 'sample_pixels', 'class_weights_from_histogram',
-           'label_histogram']
+           'label_histogram', 'open_sky_mask', 'sample_mask_pixels']
 
 MODES = ('dense', 'uniform', 'class_weighted')
 WEIGHT_RULES = ('renderocc', 'inverse_frequency', 'fixed')
@@ -268,3 +273,41 @@ class PixelSampler:
                  gt_depth: Optional[Tensor] = None,  # [B, C, h, w]
                  generator: Optional[torch.Generator] = None) -> PixelSample:
         return sample_pixels(gt_semantics, gt_depth, generator=generator, **self.kwargs)
+
+
+# ------------------------------------------------------------------ open-sky pixels
+def open_sky_mask(gt_depth: Tensor,  # [B, C, h, w]
+                  column_window: int = 5, margin_rows: int = 1) -> Tensor:
+    """Pixels above every LiDAR return of their image column and its neighbours: [B, C, h, w]
+    bool.
+
+    Per column, the highest labelled row is found, then the highest over ``column_window``
+    neighbouring columns (azimuth gaps between LiDAR points); pixels more than ``margin_rows``
+    above it are open sky: the LiDAR swept that direction (its vertical field of view covers
+    the cameras') and got no return within its range. A column window containing a column
+    without any label gives no sky (nothing is known there).
+    """
+    B, C, h, w = gt_depth.shape
+    rows = torch.arange(h, device=gt_depth.device).view(1, 1, h, 1).expand(B, C, h, w)
+    lab = gt_depth > 0
+    top = torch.where(lab, rows, torch.full_like(rows, h)).amin(2)  # [B, C, w]; h = none
+    top = torch.where(top == h, torch.full_like(top, -1), top).float()  # none -> no sky
+    if column_window > 1:
+        pad = column_window // 2
+        top = -F.max_pool1d(-top.reshape(B * C, 1, w), column_window, stride=1,
+                            padding=pad).reshape(B, C, -1)[..., :w]
+    return rows < (top[:, :, None, :] - margin_rows)
+
+
+def sample_mask_pixels(mask: Tensor,  # [B, C, h, w]
+                       num: int, generator=None) -> Tuple[Tensor, Tensor]:
+    """Up to ``num`` pixels per camera drawn uniformly without replacement from a mask:
+    (pixels [B, C, num, 2] (u, v) centres, valid [B, C, num] bool: False where the mask has
+    fewer pixels)."""
+    B, C, h, w = mask.shape
+    num = min(int(num), h * w)
+    score = torch.rand(B, C, h * w, device=mask.device, generator=generator)
+    score = torch.where(mask.reshape(B, C, -1), score, torch.full_like(score, -1.0))
+    top, idx = score.topk(num, dim=-1)  # [B, C, num]
+    pixels = torch.stack([(idx % w).float() + 0.5, (idx // w).float() + 0.5], -1)
+    return pixels, top >= 0

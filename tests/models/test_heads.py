@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from splattingocc.geometry import voxel_centres
-from splattingocc.models.gaussian_head import GaussianHead
+from splattingocc.fields import DensityGridField, VoxelGaussianField
+from splattingocc.models.heads import DensityGridHead, GaussianHead
 from splattingocc.structures import DensityGrid, Gaussians
 
 PC_RANGE = (-8.0, -8.0, -1.0, 8.0, 8.0, 3.0)
@@ -28,7 +29,10 @@ def test_gaussian_head_bounds():
                         max_scale=(1.0, 2.0, 0.5), hidden_channels=16)
     for m in (head.offset, head.scale, head.rotation, head.opacity):
         torch.nn.init.normal_(m.weight, std=1.0)  # far from the near-zero initialisation
-    out = head(_saturating_input(8, g))
+    field = head(_saturating_input(8, g))
+    assert isinstance(field, VoxelGaussianField)
+    assert field.grid_size == GRID and field.box == PC_RANGE and field.cutoff == 3.0
+    out = field.gaussians
     assert isinstance(out, Gaussians)
     assert out.means.shape == (2, 32, 3) and out.features.shape == (2, 32, 17)
     centres = voxel_centres(PC_RANGE, GRID).reshape(1, -1, 3)
@@ -46,7 +50,7 @@ def test_gaussian_head_initialisation_and_voxel_order():
     head = GaussianHead(8, PC_RANGE, GRID, init_opacity=0.1)
     for m in (head.offset, head.rotation, head.opacity):
         torch.nn.init.zeros_(m.weight)
-    out = head(torch.randn(1, 8, *GRID))
+    out = head(torch.randn(1, 8, *GRID)).gaussians
     # zero output layers: Gaussians at the voxel centres, in (x, y, z) order, init opacity
     assert torch.allclose(out.means[0], voxel_centres(PC_RANGE, GRID).reshape(-1, 3), atol=1e-6)
     assert torch.allclose(out.opacities, torch.full((1, 32), 0.1), atol=1e-4)
@@ -56,7 +60,7 @@ def test_gaussian_head_initialisation_and_voxel_order():
 def test_gaussian_head_isotropic():
     g = torch.Generator().manual_seed(1)
     head = GaussianHead(8, PC_RANGE, GRID, isotropic=True, min_scale=0.1, max_scale=1.0)
-    out = head(_saturating_input(8, g))
+    out = head(_saturating_input(8, g)).gaussians
     assert torch.equal(out.scales[..., 0], out.scales[..., 1])
     assert torch.equal(out.scales[..., 0], out.scales[..., 2])
     assert torch.equal(out.quats, torch.tensor([1.0, 0, 0, 0]).expand(2, 32, 4))
@@ -65,17 +69,24 @@ def test_gaussian_head_isotropic():
 
 
 def test_density_head():
-    head = GaussianHead(8, PC_RANGE, GRID, num_classes=17, scene_type='density')
-    out = head(torch.randn(2, 8, *GRID))
+    head = DensityGridHead(8, PC_RANGE, GRID, num_classes=17, edge=0.4)
+    field = head(torch.randn(2, 8, *GRID))
+    assert isinstance(field, DensityGridField) and field.edge == 0.4
+    out = field.grid
     assert isinstance(out, DensityGrid)
     assert out.density.shape == (2, 4, 4, 2) and out.features.shape == (2, 4, 4, 2, 17)
     assert (out.density >= 0).all()
     assert out.pc_range == PC_RANGE
+    # the density starts at softplus(density_bias) everywhere
+    assert torch.allclose(out.density, torch.nn.functional.softplus(torch.tensor(-2.0)),
+                          atol=1e-2)
+    with pytest.raises(ValueError, match='edge'):
+        DensityGridHead(8, PC_RANGE, GRID, edge=0.0)
 
 
 def test_head_gradients_reach_every_output_layer():
     head = GaussianHead(8, PC_RANGE, GRID)
-    out = head(torch.randn(1, 8, *GRID))
+    out = head(torch.randn(1, 8, *GRID)).gaussians
     loss = (out.means.square().sum() + out.scales.sum() + out.quats[..., 1:].sum() * 3
             + out.opacities.sum() + out.features.square().sum())
     loss.backward()

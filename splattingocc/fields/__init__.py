@@ -1,0 +1,12 @@
+"""Scene fields: what a head predicts, behind one interface (``base.SceneField``).
+
+* ``GaussianField`` / ``VoxelGaussianField``: 3D Gaussians with class logits (any means / one
+  per voxel of a grid);
+* ``DensityGridField``: a NeRF-style density grid with class logits.
+"""
+from .base import SceneField
+from .density_grid import DensityGridField, density_grid_at, density_grid_to_voxels
+from .gaussians import GaussianField, VoxelGaussianField
+
+__all__ = ['SceneField', 'GaussianField', 'VoxelGaussianField', 'DensityGridField',
+           'density_grid_at', 'density_grid_to_voxels']
