@@ -11,7 +11,7 @@ An *arm* is the base config with one thing changed, written as ``--cfg-options``
 * :mod:`.arms`: :class:`Arm`, the named arms (``splat``, ``nerf``, ``3d``, ``2d3d``), ``--arms``;
 * :mod:`.budget`: :class:`Budget` (``--iters`` / ``--budget-minutes``), the schedule that fits
   it, and :class:`TimeBudgetHook`, which the training subprocesses import from there;
-* :mod:`.report`: the results table, ``results.md`` and the experiment-log entry;
+* :mod:`.report`: the results table, ``results.md`` and the experiment-log entry (IDs ``E<n>``);
 * :mod:`.plots`: the PNG plots;
 * :mod:`.runner`: :class:`AblationRunner` (commands, calibration, continuation, outputs);
 * :mod:`.cli`: the command line of ``tools/ablate.py``.
@@ -26,7 +26,8 @@ from .overrides import (apply_overrides, check_override_keys, cli_tokens, cli_va
                         parse_cfg_options, parse_cli_value, split_top_level)
 from .plots import write_plots
 from .records import aggregate_runs, git_commit
-from .report import append_log_entry, results_markdown, results_table
+from .report import (LogEntry, append_log_entry, next_entry_id, results_markdown,
+                     results_table)
 from .runner import AblationRunner
 
 __all__ = [
@@ -36,6 +37,6 @@ __all__ = [
     'flatten_config', 'config_diff', 'check_override_keys', 'cli_value', 'cli_tokens',
     'parse_cli_value', 'schedule_overrides', 'iterations_for_minutes',
     'seconds_per_iter_from_calibration', 'aggregate_runs', 'results_table', 'results_markdown',
-    'append_log_entry', 'write_plots', 'run_command', 'git_commit',
+    'LogEntry', 'append_log_entry', 'next_entry_id', 'write_plots', 'run_command', 'git_commit',
     'main', 'build_parser'
 ]

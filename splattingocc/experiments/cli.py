@@ -1,4 +1,6 @@
 """The command line of ``tools/ablate.py``: options -> arms, seeds, budget -> the runner.
+
+An experiment-log entry is written only with ``--log-file PATH``.
 """
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import sys
 from typing import Optional, Sequence
 
 from splattingocc.errors import UserError
-from splattingocc.paths import REPO_ROOT
 
 from .arms import parse_arms
 from .budget import Budget
@@ -22,7 +23,7 @@ def build_parser():
     import argparse
     p = argparse.ArgumentParser(
         description='Train every ablation arm under the same budget, evaluate it, and report '
-        '(results.md / results.json / plots in --out, an entry in log.txt).',
+        '(results.md / results.json / plots in --out; an entry in --log-file if given).',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='Named arms: splat (base as is), nerf (VolumeRenderer), 3d (3D supervision only), '
         '2d3d (2D + 3D). Other arms: name=key=value[,key=value...], e.g.\n'
@@ -48,9 +49,9 @@ def build_parser():
                    help='iterations of the calibration run of --budget-minutes (default 12)')
     p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                    help='overrides applied to every arm (the same for all)')
-    p.add_argument('--log-file', default=str(REPO_ROOT / 'log.txt'),
-                   help='experiment log to append to (default: the repository log.txt)')
-    p.add_argument('--no-log', action='store_true', help='do not append to the log')
+    p.add_argument('--log-file', default=None, metavar='PATH',
+                   help='experiment log to append an entry to, under the next free ID E<n> '
+                   '(e.g. log.txt; default: no entry is written)')
     p.add_argument('--no-plots', action='store_true', help='do not draw the PNG plots')
     return p
 
@@ -77,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None,
                             common_options=args.cfg_options, evals=args.evals, ray=args.ray,
                             val_samples=args.val_samples, calib_iters=args.calib_iters,
                             command_runner=command_runner,
-                            log_file=None if args.no_log else args.log_file,
+                            log_file=args.log_file,
                             plots=not args.no_plots,
                             command_line=command)
     return runner.run()

@@ -3,13 +3,23 @@
 All of them are built from the summary that :meth:`AblationRunner.summarize
 <splattingocc.experiments.runner.AblationRunner.summarize>` returns (also written as
 ``results.json``). Metrics are in % as tools/test.py reports them.
+
+Experiment log (``tools/ablate.py --log-file PATH``; nothing is written without it): an entry is
+``E<n>  <YYYY-MM-DD>  <title>`` at column 0, then its body indented by 2 spaces; entries are
+separated by one blank line, and ``#`` lines at the top of the file are its header. A new entry
+gets the ID ``E<n+1>``, ``n`` the largest ID that starts a line of the file (E1 in a file
+without entries).
 """
 from __future__ import annotations
 
 import os.path as osp
-from typing import List, Sequence
+import re
+from typing import List, NamedTuple, Sequence
 
 from splattingocc.engine.checkpoint import atomic_write_text
+
+#: an entry ID at the start of a line of the experiment log: ``E<n>`` then a space (group 1: n)
+LOG_ENTRY_ID = re.compile(r'^E(\d+)(?=\s|$)', re.MULTILINE)
 
 
 def fmt(v, digits: int = 2, suffix: str = '') -> str:
@@ -104,10 +114,28 @@ def results_markdown(summary: dict) -> str:
     return '\n'.join(out)
 
 
-def append_log_entry(log_file: str, summary: dict, table: Sequence[str]) -> str:
-    """Append the experiment's entry to ``log_file`` (atomically: copy + rename)."""
+# ----------------------------------------------------------------------------------------------
+# experiment log
+# ----------------------------------------------------------------------------------------------
+
+class LogEntry(NamedTuple):
+    """An entry written to the experiment log: its ID (``'E11'``) and its text (ending in a
+    newline, without the blank line that separates it from the entry before)."""
+    id: str
+    text: str
+
+
+def next_entry_id(log_text: str) -> str:
+    """``E<n+1>``, n the largest ``E<n>`` that starts a line of ``log_text`` (``E1`` if none)."""
+    numbers = [int(m.group(1)) for m in LOG_ENTRY_ID.finditer(log_text)]
+    return f'E{max(numbers, default=0) + 1}'
+
+
+def log_entry_text(entry_id: str, summary: dict, table: Sequence[str]) -> str:
+    """The log entry of an ablation: ``<id>  <date>  ablation of <base> (tools/ablate.py)``, then
+    the commit, command, budget, arms and ``table`` (Markdown lines), indented by 2 spaces."""
     s = summary
-    lines = ['', f'{s["date"]}  ablation of {s["base"]} (tools/ablate.py)',
+    lines = [f'{entry_id}  {s["date"]}  ablation of {s["base"]} (tools/ablate.py)',
              f'  commit: {s["commit"]}']
     if s.get('command'):
         lines.append(f'  command: {s["command"]}')
@@ -123,12 +151,24 @@ def append_log_entry(log_file: str, summary: dict, table: Sequence[str]) -> str:
               if r.get('status') == 'failed']
     if failed:
         lines.append(f'  failed: {", ".join(failed)}')
-    entry = '\n'.join(lines) + '\n'
+    return '\n'.join(lines) + '\n'
+
+
+def append_log_entry(log_file: str, summary: dict, table: Sequence[str]) -> LogEntry:
+    """Append the experiment's entry to ``log_file`` under the next free ID.
+
+    The file is rewritten atomically (its text copied, the entry added after one blank line,
+    renamed into place); a missing file is created with the entry alone.
+
+    Returns:
+        the ID (``'E11'``) and text of the entry.
+    """
     old = ''
     if osp.isfile(log_file):
         with open(log_file, encoding='utf-8') as f:
             old = f.read()
-        if old and not old.endswith('\n'):
-            old += '\n'
-    atomic_write_text(log_file, old + entry)
-    return entry
+    entry_id = next_entry_id(old)
+    entry = log_entry_text(entry_id, summary, table)
+    head = old.rstrip('\n') + '\n\n' if old.strip() else ''
+    atomic_write_text(log_file, head + entry)
+    return LogEntry(entry_id, entry)

@@ -11,8 +11,8 @@ which then takes the place of BASE.
 Continuation: a finished (arm, seed) leaves ``OUT/<arm>/seed<s>/result.json`` (written
 atomically) and is not rerun; a failed one leaves a result with ``status: 'failed'`` and the
 error, does not stop the others, and is retried by the next call; an interrupted training resumes
-from its last checkpoint. Outputs: ``OUT/results.md``, ``OUT/results.json``, plots, and an entry
-appended to ``log.txt``.
+from its last checkpoint. Outputs: ``OUT/results.md``, ``OUT/results.json``, plots, and, only
+with a ``log_file``, an entry appended to that experiment log.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class AblationRunner:
             (at least 2) are start-up and not counted.
         command_runner: runs a command (tests inject a fake); ``run_command`` by default.
         python: interpreter for tools/train.py and tools/test.py.
-        log_file: experiment log to append the entry to (None: none).
+        log_file: experiment log to append an entry to (None, the default: no entry).
         plots: write the PNG plots (matplotlib).
         command_line: the ablate command, for the log entry.
         progress: where progress lines go.
@@ -68,7 +68,7 @@ class AblationRunner:
                  out_dir: str, common_options: Sequence[str] = (), evals: int = 4,
                  ray: bool = False, val_samples: Optional[int] = None, calib_iters: int = 12,
                  command_runner: Optional[CommandRunner] = None, python: str = sys.executable,
-                 log_file: Optional[str] = str(REPO_ROOT / 'log.txt'), plots: bool = True,
+                 log_file: Optional[str] = None, plots: bool = True,
                  command_line: str = '', progress: Callable[[str], None] = None):
         self.base_path = osp.abspath(base)
         self.base_cfg = load_base_config(self.base_path)
@@ -335,8 +335,8 @@ class AblationRunner:
         summary = self.summarize()
         self.write_outputs(summary)
         if self.log_file and self.ran:
-            append_log_entry(self.log_file, summary, results_table(summary))
-            self.progress(f'log entry appended to {self.log_file}')
+            entry = append_log_entry(self.log_file, summary, results_table(summary))
+            self.progress(f'log entry {entry.id} appended to {self.log_file}')
         elif self.log_file:
             self.progress(f'nothing new ran: {self.log_file} unchanged')
         return summary
