@@ -1,5 +1,6 @@
 """splattingocc.experiments.budget: iteration and minute budgets, and TimeBudgetHook inside a real
 (toy) mmengine training run."""
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -9,10 +10,11 @@ from fake_tools import FakeTools, make_runner, options
 from mmengine.config import Config
 
 from splattingocc.errors import UserError
-from splattingocc.experiments import (Budget, TimeBudgetHook, apply_overrides,
+from splattingocc.experiments import (HOOK_MODULE, Budget, TimeBudgetHook, apply_overrides,
                                       iterations_for_minutes, schedule_overrides,
                                       seconds_per_iter_from_calibration)
 from splattingocc.paths import REPO_ROOT
+from splattingocc.registry import HOOKS
 
 
 def test_iteration_budget_overrides(base):
@@ -99,3 +101,10 @@ def test_time_budget_hook_clock_survives_resume(tmp_path, monkeypatch):
     timer = json.loads((tmp_path / 'ablation_timer.json').read_text())
     assert timer['iters'] == 6 and timer['train_seconds'] == pytest.approx(6.0)
     assert [t['iter'] for t in timer['timeline']] == [4, 6]
+
+
+def test_training_commands_import_the_module_of_the_hook():
+    """custom_imports of a training command names the module that registers TimeBudgetHook."""
+    assert HOOK_MODULE == 'splattingocc.experiments.budget'
+    assert importlib.import_module(HOOK_MODULE).TimeBudgetHook is TimeBudgetHook
+    assert HOOKS.get('TimeBudgetHook') is TimeBudgetHook
