@@ -18,7 +18,7 @@ from typing import List, NamedTuple, Sequence
 
 from splattingocc.engine.checkpoint import atomic_write_text
 
-#: an entry ID at the start of a line of the experiment log: ``E<n>`` then a space (group 1: n)
+#: an entry ID starting a line of the experiment log: ``E<n>`` then whitespace or the line end
 LOG_ENTRY_ID = re.compile(r'^E(\d+)(?=\s|$)', re.MULTILINE)
 
 
