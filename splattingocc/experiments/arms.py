@@ -1,0 +1,230 @@
+"""Ablation arms: the base config with one thing changed, as ``--cfg-options`` overrides.
+
+Named arms (:data:`NAMED_ARMS`, all defined in the "named arms" block below):
+
+* ``splat``: the base as it is (its renderer must be a splatting renderer);
+* ``nerf``: the renderer replaced by the RenderOcc-style ``VolumeRenderer`` (the key that
+  ``configs/renderocc/*.py`` change; the head then outputs a density grid);
+* ``3d``: Occ3D (3D) supervision only (as ``splattingocc-tiny-synthetic-3d.py``);
+* ``2d3d``: 2D and 3D supervision (as ``splattingocc-tiny-synthetic-2d3d.py``).
+
+Any other knob is an arm ``name=key=value[,key=value...]``, e.g.
+``uniform=model.pixel_sampler.mode=uniform``, ``rays6k=model.pixel_sampler.num_rays=6144``,
+``aux1=train_dataloader.dataset.num_adjacent=1``,
+``l1=model.loss_depth._delete_=True,model.loss_depth.type=L1DepthLoss``,
+``iso=model.head.isotropic=True,model.head.max_scale=0.4``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from mmengine.config import Config
+
+from splattingocc.errors import UserError
+
+from .overrides import (apply_overrides, check_override_keys, cli_value, config_diff,
+                        describe_overrides, parse_cli_value, short_value, split_top_level)
+
+_ARM_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*$')
+
+
+@dataclass
+class Arm:
+    """One arm: a name and the ``--cfg-options`` overrides applied to the base config.
+
+    ``raw`` keeps the value strings a user typed for custom arms (used as they are on the
+    command line); ``description`` says what the arm changes.
+    """
+    name: str
+    overrides: Dict[str, Any]
+    description: str = ''
+    raw: Dict[str, str] = field(default_factory=dict)
+
+    def cli_tokens(self) -> Optional[List[str]]:
+        """``key=value`` tokens, or None when some value has no command-line form."""
+        tokens = []
+        for key, value in self.overrides.items():
+            text = self.raw.get(key)
+            if text is None:
+                text = cli_value(value)
+            if text is None:
+                return None
+            tokens.append(f'{key}={text}')
+        return tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# named arms: one builder per name, (base config, its model dict) -> Arm
+# ----------------------------------------------------------------------------------------------
+
+#: renderer types that splat Gaussians (splattingocc/rendering)
+SPLAT_RENDERERS = ('TorchSplatRenderer', 'GsplatRenderer', 'SplatRenderer')
+#: the NeRF baseline's renderer, as configs/renderocc/renderocc-*.py assign it
+NERF_RENDERER = dict(type='VolumeRenderer', step_ratio=0.5)
+
+
+def _renderer_type(cfg: Config) -> Optional[str]:
+    renderer = (cfg.get('model') or {}).get('renderer')
+    return renderer.get('type') if isinstance(renderer, dict) else None
+
+
+def _splat_arm(base: Config, model: dict) -> Arm:
+    rtype = _renderer_type(base)
+    if rtype not in SPLAT_RENDERERS:
+        raise UserError(
+            f'--arms splat: the base config {base.filename} renders with {rtype}, not a '
+            f'splatting renderer ({", ".join(SPLAT_RENDERERS)}); use a SplattingOcc base '
+            'config (e.g. configs/splattingocc/splattingocc-tiny-synthetic.py) or define the '
+            'arm yourself: splat=model.renderer._delete_=True,model.renderer.type=...')
+    return Arm('splat', {}, 'the base config as it is (splatting renderer '
+               f'{rtype})')
+
+
+def _nerf_arm(base: Config, model: dict) -> Arm:
+    if 'renderer' not in model:
+        raise UserError(f'--arms nerf: {base.filename} has no model.renderer to replace')
+    overrides = {'model.renderer._delete_': True}
+    overrides.update({f'model.renderer.{k}': v for k, v in NERF_RENDERER.items()})
+    return Arm('nerf', overrides, 'renderer replaced by the NeRF volume renderer '
+               '(as configs/renderocc/*.py)')
+
+
+def _pipeline_3d(name: str, base: Config, model: dict) -> list:
+    """The base's ``train_pipeline_3d`` (plain lists and dicts), checked for 3D supervision."""
+    pipeline = base.get('train_pipeline_3d')
+    if pipeline is None:
+        raise UserError(
+            f'--arms {name}: the base config {base.filename} has no train_pipeline_3d (the '
+            'training pipeline with LoadOcc3DLabels that 3D supervision needs); define it as '
+            'configs/_base_/datasets/occ3d_nuscenes_data.py does')
+    if model.get('loss_3d') is None:
+        raise UserError(f'--arms {name}: the base config {base.filename} has model.loss_3d='
+                        "None; 3D supervision needs e.g. dict(type='Occupancy3DLoss')")
+    return Config(dict(p=pipeline)).to_dict()['p']  # plain lists and dicts
+
+
+def _3d_arm(base: Config, model: dict) -> Arm:
+    overrides = {'model.use_2d_supervision': False, 'model.use_3d_supervision': True,
+                 # no LiDAR depth without 2D labels
+                 'model.loss_lss_depth': None,
+                 # the upper bound: the loss on the Occ3D grid, inside mask_camera
+                 # (as configs/splattingocc/splattingocc-tiny-synthetic-3d.py)
+                 'model.loss_3d_grid': 'occ', 'model.use_mask_camera': True,
+                 'train_dataloader.dataset.pipeline': _pipeline_3d('3d', base, model)}
+    return Arm('3d', overrides, 'Occ3D (3D) supervision only, no 2D labels, loss on '
+               'the Occ3D grid inside mask_camera')
+
+
+def _2d3d_arm(base: Config, model: dict) -> Arm:
+    overrides = {'model.use_2d_supervision': True, 'model.use_3d_supervision': True,
+                 'train_dataloader.dataset.pipeline': _pipeline_3d('2d3d', base, model)}
+    return Arm('2d3d', overrides, '2D labels and Occ3D (3D) supervision')
+
+
+#: name -> builder of every named arm
+NAMED_ARMS: Dict[str, Callable[[Config, dict], Arm]] = {
+    'splat': _splat_arm,
+    'nerf': _nerf_arm,
+    '3d': _3d_arm,
+    '2d3d': _2d3d_arm,
+}
+
+# ----------------------------------------------------------------------------------------------
+# end of the named arms
+# ----------------------------------------------------------------------------------------------
+
+
+def named_arm(name: str, base: Config) -> Arm:
+    """The overrides of a named arm (``splat``, ``nerf``, ``3d``, ``2d3d``) for ``base``."""
+    model = base.get('model')
+    if not isinstance(model, dict):
+        raise UserError(f'{base.filename}: no model=dict(...) in the base config')
+    builder = NAMED_ARMS.get(name)
+    if builder is None:
+        raise UserError(f'--arms: unknown arm {name!r}; named arms are {", ".join(NAMED_ARMS)}, '
+                        'others are written name=key=value[,key=value...]')
+    return builder(base, model)
+
+
+def parse_arms(specs: Sequence[str], base: Config) -> List[Arm]:
+    """``--arms`` values -> arms, checked against ``base``.
+
+    Items are separated by commas (outside brackets) or given as separate arguments: a named arm
+    (``nerf``), the start of a custom arm (``name=key=value``) or a further override of the custom
+    arm before it (``key=value``).
+    """
+    arms: List[Arm] = []
+    current: Optional[Arm] = None
+    for spec in specs:
+        for token in split_top_level(spec):
+            token = token.strip()
+            if not token:
+                continue
+            if '=' not in token:
+                arms.append(named_arm(token, base))
+                current = None
+                continue
+            head, rest = token.split('=', 1)
+            if '=' in rest and _ARM_NAME.match(head) and '.' not in head:
+                key, text = rest.split('=', 1)
+                current = Arm(head, {}, 'custom')
+                arms.append(current)
+            elif current is None:
+                raise UserError(f'--arms: {token!r} needs an arm name first: write '
+                                f'name={token} (e.g. uniform=model.pixel_sampler.mode=uniform)')
+            else:
+                key, text = head, rest
+            key = key.strip()
+            if not key:
+                raise UserError(f'--arms: empty key in {token!r}')
+            current.overrides[key] = parse_cli_value(text)
+            current.raw[key] = text
+    if not arms:
+        raise UserError('--arms: no arm given (e.g. --arms splat,nerf)')
+    names = [a.name for a in arms]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f'--arms: arm names must be unique, {dup} given twice')
+    for arm in arms:
+        if not _ARM_NAME.match(arm.name):
+            raise UserError(f'--arms: arm name {arm.name!r} must be letters, digits, _ or -')
+        check_override_keys(base, arm.overrides, f'--arms {arm.name}')
+        if arm.description == 'custom':
+            arm.description = describe_overrides(arm.overrides)
+    return arms
+
+
+def _get_path(root: Any, key: str) -> Any:
+    node = root
+    for part in key.split('.'):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return '<absent>'
+    return node
+
+
+def arm_changes(base: Config, arm: Arm) -> dict:
+    """What applying ``arm`` to ``base`` changes.
+
+    Returns ``changed_keys`` (every flattened key whose value differs) and ``changes``
+    (``{override key: [base value, arm value]}`` in short form, for the override keys that change
+    something; ``k._delete_`` is reported as ``k``).
+    """
+    cfg = apply_overrides(base, arm.overrides)
+    diff = config_diff(base, cfg)
+    roots = list(dict.fromkeys(k[:-len('._delete_')] if k.endswith('._delete_') else k
+                               for k in arm.overrides))
+    # an override replaced by a parent's _delete_ is shown under the parent
+    roots = [r for r in roots if not any(r != o and r.startswith(o + '.') for o in roots)]
+    before, after = base.to_dict(), cfg.to_dict()
+    changes = {}
+    for root in roots:
+        if any(k == root or k.startswith(root + '.') for k in diff):
+            changes[root] = [short_value(_get_path(before, root)),
+                             short_value(_get_path(after, root))]
+    return dict(changed_keys=sorted(diff), changes=changes)

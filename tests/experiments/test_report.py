@@ -1,0 +1,117 @@
+"""splattingocc.experiments.report / plots: results.md, results.json, plots, the log entry."""
+import datetime
+import json
+import math
+
+import pytest
+from fake_tools import make_runner
+
+import splattingocc.experiments.runner as runner_module
+from splattingocc.experiments import Budget, append_log_entry, next_entry_id
+
+
+def test_results_content(base, tmp_path):
+    make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1)).run()
+    out = tmp_path / 'out'
+    data = json.loads((out / 'results.json').read_text())
+    splat, nerf = data['arms']
+    # seeds 0 and 1 give mIoU 30 and 31: mean 30.5, sample std 1/sqrt(2)
+    assert splat['mIoU_mean'] == pytest.approx(30.5)
+    assert splat['mIoU_std'] == pytest.approx(1 / math.sqrt(2))
+    assert (splat['mIoU_min'], splat['mIoU_max']) == (30.0, 31.0)
+    assert nerf['mIoU_mean'] == pytest.approx(20.5) and nerf['geometry_IoU_mean'] == 50.0
+    assert splat['per_class']['car'] == pytest.approx(15.25)
+    assert splat['seconds_per_iter'] == pytest.approx(0.5) and splat['data_share'] == 0.2
+    assert splat['render_share'] is None and splat['peak_rss_mb'] == 321.0
+    assert data['budget'] == {'kind': 'iters', 'iters': 40, 'minutes': None}
+    assert 'model.renderer' in nerf['changes'] and splat['changes'] == {}
+    assert len(splat['runs'][0]['timeline']) == 4  # evals=4 during training
+    md = (out / 'results.md').read_text()
+    assert '| splat | 2/2 | 30.50 ± 0.71 | 50.00 | n/a | 40 | 0.500 | n/a | 321 MB RSS |' in md
+    assert '| car | 15.25 | 10.25 |' in md
+    assert '40 training iterations per run' in md
+    names = base.class_names
+    assert all(f'| {n} |' in md for n in names if n != 'free') and '| free |' not in md
+
+
+def test_plots_are_written(base, tmp_path):
+    summary = make_runner(tmp_path, base, arms='splat,nerf', plots=True).run()
+    assert summary['plots'] == ['miou_vs_time.png', 'per_class_iou.png', 'step_time.png']
+    assert '![step_time.png](step_time.png)' in (tmp_path / 'out' / 'results.md').read_text()
+    for name in ('miou_vs_time.png', 'per_class_iou.png', 'step_time.png'):
+        data = (tmp_path / 'out' / name).read_bytes()
+        assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 2000, name
+
+
+def test_log_entry_appended(base, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_module, 'git_commit', lambda *a, **k: 'abc1234')
+    log = tmp_path / 'log.txt'
+    before = '# SplattingOcc experiment log\n\nE1  2026-01-01  project start\n  Skeleton.\n'
+    log.write_text(before)
+    make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1), budget=Budget(iters=40),
+                command_line='python tools/ablate.py --base X').run()
+    text = log.read_text()
+    assert text.startswith(before + '\n')  # one blank line between entries
+    entry = text[len(before) + 1:]
+    assert entry.startswith(f'E2  {datetime.date.today().isoformat()}  ablation of ')
+    assert all(line.startswith('  ') for line in entry.splitlines()[1:])  # the body is indented
+    assert 'splattingocc-tiny-synthetic.py' in entry
+    assert 'commit: abc1234' in entry and 'command: python tools/ablate.py --base X' in entry
+    assert 'budget: 40 training iterations per run; seeds: 0, 1' in entry
+    assert '    splat: (base as is)' in entry
+    assert ('    nerf: model.renderer._delete_=True model.renderer.type=VolumeRenderer '
+            'model.renderer.step_ratio=0.5') in entry
+    assert '| splat | 2/2 | 30.50 ± 0.71 |' in entry and '| nerf | 2/2 | 20.50 ± 0.71 |' in entry
+    # a call with nothing left to run does not add another entry
+    make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1)).run()
+    assert log.read_text() == text
+
+
+def _summary(out_dir):
+    """A minimal runner summary: one arm, one finished and one failed seed."""
+    runs = [dict(arm='splat', seed=0, status='ok'), dict(arm='splat', seed=1, status='failed')]
+    return dict(date='2026-12-07', base='configs/splattingocc/splattingocc-tiny-synthetic.py',
+                commit='abc1234', command='python tools/ablate.py --base X',
+                budget_text='8 training iterations per run', seeds=[0, 1], common_options=[],
+                arms=[dict(name='splat', overrides='(base as is)', runs=runs)],
+                out_dir=str(out_dir))
+
+
+def test_log_entry_ids(tmp_path):
+    table = ['| arm | mIoU |', '|---|---|', '| splat | 30.00 |']
+    # IDs E1, E2 and E10 start lines: the next is E11 (not E3, not from an indented E99 or E7x)
+    log = tmp_path / 'log.txt'
+    before = ('# experiment log\n# one entry per experiment\n\n'
+              'E1  2026-11-23  project start\n  body\n\n'
+              'E10  2026-11-25  later\n  body mentions\n  E99 indented, not an ID\n\n'
+              'E2  2026-11-24  out of order\n  body\nE7x  not an ID either\n')
+    log.write_text(before)
+    assert next_entry_id(before) == 'E11'
+    entry_id, entry = append_log_entry(str(log), _summary(tmp_path), table)
+    assert entry_id == 'E11'
+    assert entry.startswith('E11  2026-12-07  ablation of configs/splattingocc/'
+                            'splattingocc-tiny-synthetic.py (tools/ablate.py)\n')
+    assert '  commit: abc1234\n  command: python tools/ablate.py --base X\n' in entry
+    assert '    | splat | 30.00 |\n' in entry and '  failed: splat/seed1\n' in entry
+    assert all(line.startswith('  ') for line in entry.splitlines()[1:])
+    assert log.read_text() == before + '\n' + entry
+    assert next_entry_id(log.read_text()) == 'E12'
+    # trailing blank lines (or none at all) still give exactly one blank line between entries
+    log.write_text('E3  2026-11-23  x\n  body')
+    assert append_log_entry(str(log), _summary(tmp_path), table).id == 'E4'
+    assert log.read_text().startswith('E3  2026-11-23  x\n  body\n\nE4  2026-12-07  ')
+    log.write_text('E3  2026-11-23  x\n\n\n')
+    append_log_entry(str(log), _summary(tmp_path), table)
+    assert log.read_text().startswith('E3  2026-11-23  x\n\nE4  ')
+    # a missing or empty file, or a header alone: E1
+    missing = tmp_path / 'new' / 'log.txt'
+    entry_id, entry = append_log_entry(str(missing), _summary(tmp_path), table)
+    assert entry_id == 'E1' and missing.read_text() == entry and entry.startswith('E1  2026-12-07')
+    empty = tmp_path / 'empty.txt'
+    empty.write_text('')
+    assert append_log_entry(str(empty), _summary(tmp_path), table).id == 'E1'
+    assert empty.read_text().startswith('E1  ')
+    header = tmp_path / 'header.txt'
+    header.write_text('# experiment log\n')
+    assert append_log_entry(str(header), _summary(tmp_path), table).id == 'E1'
+    assert header.read_text().startswith('# experiment log\n\nE1  2026-12-07  ablation of ')

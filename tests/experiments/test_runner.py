@@ -1,0 +1,110 @@
+"""splattingocc.experiments.runner: the commands of each arm, continuation and failures.
+
+The runner is driven with a fake command runner (fake_tools.py), so these tests run no training.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from fake_tools import BASE, FakeTools, make_runner, options
+from mmengine.config import Config, DictAction
+
+from splattingocc.errors import UserError
+from splattingocc.experiments import Budget, apply_overrides, config_diff, parse_arms
+
+
+def test_arm_command_line_equals_the_merged_config(base, tmp_path):
+    """What train.py builds from the arm's --cfg-options is base + overrides; an arm without a
+    command-line form (a pipeline list) is written as a config file with the same content."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    arms = parse_arms(['nerf,3d,rays=model.pixel_sampler.num_rays=[100,200]'], base)
+    runner = make_runner(tmp_path, base, arms='splat')
+    for arm in arms:
+        config, tokens = runner.config_for(arm)
+        expected = apply_overrides(base, arm.overrides)
+        if arm.name == '3d':
+            assert arm.cli_tokens() is None and tokens == []
+            assert config == str(tmp_path / 'out' / '3d' / 'config.py')
+            assert config_diff(expected, Config.fromfile(config)) == {}
+            continue
+        assert config == BASE and tokens
+        cli = parser.parse_args(['--cfg-options', *tokens]).cfg_options
+        got = Config.fromfile(BASE)
+        got.merge_from_dict(cli)
+        assert config_diff(expected, got) == {}, arm.name
+
+
+def test_train_commands_differ_only_in_the_arm(base, tmp_path):
+    runner = make_runner(tmp_path, base, arms='splat,nerf', evals=4,
+                         common_options=['train_dataloader.num_workers=0'])
+    splat, nerf = runner.arms
+    a = runner.train_command(splat, 3, 'W', 40)
+    b = runner.train_command(nerf, 3, 'W', 40)
+    ta, tb = options(a), options(b)
+    arm_keys = set(nerf.overrides)
+    assert set(tb) - set(ta) == arm_keys and set(ta) - set(tb) == set()
+    assert {k: v for k, v in tb.items() if k not in arm_keys} == ta
+    assert a[:a.index('--cfg-options')] == b[:b.index('--cfg-options')]
+    assert ta['randomness.seed'] == '3' and ta['train_cfg.max_iters'] == '40'
+    assert ta['train_cfg.val_interval'] == '10' and ta['param_scheduler.1.end'] == '40'
+    assert ta['default_hooks.ablation_timer.type'] == 'TimeBudgetHook'
+    assert 'splattingocc.experiments.budget' in ta['custom_imports.imports']
+    assert ta['train_dataloader.num_workers'] == '0'
+
+
+def test_continuation_does_not_rerun_finished_runs(base, tmp_path):
+    fake = FakeTools()
+    make_runner(tmp_path, base, seeds=(0, 1), fake=fake).run()
+    assert len(fake.tools('train')) == 4 and len(fake.tools('test')) == 4
+    result = tmp_path / 'out' / 'nerf' / 'seed1' / 'result.json'
+    before = result.read_text()
+    again = FakeTools()
+    summary = make_runner(tmp_path, base, seeds=(0, 1), fake=again).run()
+    assert again.calls == []
+    assert result.read_text() == before
+    assert [a['mIoU_mean'] for a in summary['arms']] == [30.5, 20.5]
+    # an added seed runs only the new (arm, seed) pairs
+    more = FakeTools()
+    make_runner(tmp_path, base, seeds=(0, 1, 2), fake=more).run()
+    assert sorted(Path(c[1]).name for c in more.tools('train')) == ['seed2', 'seed2']
+    # a different budget in the same folder is refused, not mixed
+    with pytest.raises(UserError, match='different setup'):
+        make_runner(tmp_path, base, seeds=(0,), fake=FakeTools(), budget=Budget(iters=41)).run()
+
+
+def test_interrupted_training_resumes(base, tmp_path):
+    run_dir = tmp_path / 'out' / 'splat' / 'seed0'
+    run_dir.mkdir(parents=True)
+    (run_dir / 'iter_20.pth').write_bytes(b'w')
+    (run_dir / 'last_checkpoint').write_text(str(run_dir / 'iter_20.pth'))
+    fake = FakeTools()
+    make_runner(tmp_path, base, arms='splat,nerf', fake=fake).run()
+    cmds = {Path(c[1]).parent.name: c[2] for c in fake.tools('train')}
+    assert '--resume' in cmds['splat'] and '--resume' not in cmds['nerf']
+
+
+def test_failing_arm_is_isolated_reported_and_retried(base, tmp_path):
+    fake = FakeTools(fail={('nerf', 'train')})
+    summary = make_runner(tmp_path, base, arms='splat,nerf,2d3d', fake=fake).run()
+    status = {a['name']: [r['status'] for r in a['runs']] for a in summary['arms']}
+    assert status == {'splat': ['ok'], 'nerf': ['failed'], '2d3d': ['ok']}
+    failed = json.loads((tmp_path / 'out' / 'nerf' / 'seed0' / 'result.json').read_text())
+    assert failed['phase'] == 'train' and failed['returncode'] == 1
+    assert 'boom in fake' in failed['error_tail']
+    md = (tmp_path / 'out' / 'results.md').read_text()
+    assert '## Failed runs' in md and 'boom in fake' in md
+    assert '| splat | 1/1 | 30.00 (1 seed)' in md and '| nerf | 0/1 | n/a' in md
+    # a test-phase failure is isolated the same way
+    fake2 = FakeTools(fail={('nerf', 'test')})
+    make_runner(tmp_path, base, arms='splat,nerf,2d3d', fake=fake2).run()
+    assert [Path(c[1]).parent.name for c in fake2.tools('train')] == ['nerf']
+    assert json.loads((tmp_path / 'out' / 'nerf' / 'seed0' / 'result.json').read_text()
+                      )['phase'] == 'test'
+    # the next call retries only the failed arm, from scratch (no --resume)
+    fixed = FakeTools()
+    summary = make_runner(tmp_path, base, arms='splat,nerf,2d3d', fake=fixed).run()
+    assert [Path(c[1]).parent.name for c in fixed.tools('train')] == ['nerf']
+    assert '--resume' not in fixed.tools('train')[0][2]
+    assert all(r['status'] == 'ok' for a in summary['arms'] for r in a['runs'])
