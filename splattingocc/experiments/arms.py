@@ -2,16 +2,20 @@
 
 Named arms (:data:`NAMED_ARMS`, all defined in the "named arms" block below):
 
-* ``splat``: the base as it is (its renderer must be a splatting renderer);
-* ``nerf``: the renderer replaced by the RenderOcc-style ``VolumeRenderer`` (the key that
-  ``configs/renderocc/*.py`` change; the head then outputs a density grid);
-* ``3d``: Occ3D (3D) supervision only (as ``splattingocc-tiny-synthetic-3d.py``);
-* ``2d3d``: 2D and 3D supervision (as ``splattingocc-tiny-synthetic-2d3d.py``).
+* ``splat``: the base as it is (its ray supervision must render with a splatting renderer);
+* ``nerf``: the head replaced by a ``DensityGridHead`` on the same grid and the ray
+  supervision's renderer by the RenderOcc-style ``VolumeRenderer`` (as
+  ``configs/renderocc/*.py``);
+* ``3d``: the base's ``volume_supervision`` alone, on the Occ3D grid inside mask_camera (as
+  ``splattingocc-tiny-synthetic-3d.py``);
+* ``2d3d``: the base's supervision plus its ``volume_supervision`` (as
+  ``splattingocc-tiny-synthetic-2d3d.py``).
 
 Any other knob is an arm ``name=key=value[,key=value...]``, e.g.
-``uniform=model.pixel_sampler.mode=uniform``, ``rays6k=model.pixel_sampler.num_rays=6144``,
+``uniform=model.supervision.0.pixel_sampler.mode=uniform``,
+``rays6k=model.supervision.0.pixel_sampler.num_rays=6144``,
 ``aux1=train_dataloader.dataset.num_adjacent=1``,
-``l1=model.loss_depth._delete_=True,model.loss_depth.type=L1DepthLoss``,
+``l1=model.supervision.0.losses.0._delete_=True,model.supervision.0.losses.0.type=L1DepthLoss``,
 ``iso=model.head.isotropic=True,model.head.max_scale=0.4``.
 """
 from __future__ import annotations
@@ -63,64 +67,99 @@ class Arm:
 SPLAT_RENDERERS = ('TorchSplatRenderer', 'GsplatRenderer', 'SplatRenderer')
 #: the NeRF baseline's renderer, as configs/renderocc/renderocc-*.py assign it
 NERF_RENDERER = dict(type='VolumeRenderer', step_ratio=0.5)
+#: the keys a DensityGridHead takes over from the base's GaussianHead
+DENSITY_HEAD_KEYS = ('in_channels', 'pc_range', 'grid_size', 'num_classes', 'hidden_channels')
 
 
-def _renderer_type(cfg: Config) -> Optional[str]:
-    renderer = (cfg.get('model') or {}).get('renderer')
-    return renderer.get('type') if isinstance(renderer, dict) else None
+def _ray_supervision(name: str, base: Config, model: dict) -> int:
+    """Index of the base's RaySupervision in ``model.supervision`` (the one that renders)."""
+    sup = model.get('supervision') or []
+    found = [i for i, s in enumerate(sup) if isinstance(s, dict)
+             and s.get('type') == 'RaySupervision']
+    if len(found) != 1:
+        raise UserError(f'--arms {name}: the base config {base.filename} has {len(found)} '
+                        "RaySupervision entries in model.supervision; the arm needs exactly one "
+                        '(the rendering to switch)')
+    return found[0]
 
 
 def _splat_arm(base: Config, model: dict) -> Arm:
-    rtype = _renderer_type(base)
+    i = _ray_supervision('splat', base, model)
+    rtype = (model['supervision'][i].get('renderer') or {}).get('type')
     if rtype not in SPLAT_RENDERERS:
         raise UserError(
             f'--arms splat: the base config {base.filename} renders with {rtype}, not a '
             f'splatting renderer ({", ".join(SPLAT_RENDERERS)}); use a SplattingOcc base '
             'config (e.g. configs/splattingocc/splattingocc-tiny-synthetic.py) or define the '
-            'arm yourself: splat=model.renderer._delete_=True,model.renderer.type=...')
-    return Arm('splat', {}, 'the base config as it is (splatting renderer '
-               f'{rtype})')
+            'arm yourself with --arms name=key=value,...')
+    return Arm('splat', {}, f'the base config as it is (splatting renderer {rtype})')
+
+
+def _readout_edge(base: Config, model: dict) -> float:
+    """The shortest voxel edge of the read-out grid (the density field's point scale)."""
+    readout = model.get('readout') or {}
+    if readout.get('voxel_size') is not None:
+        return min(float(v) for v in readout['voxel_size'])
+    pc, size = readout.get('pc_range'), readout.get('occ_size')
+    if pc is None or size is None:
+        raise UserError(f'--arms nerf: {base.filename} has no model.readout grid (pc_range, '
+                        'occ_size) to take the density field\'s voxel edge from')
+    return min((float(pc[a + 3]) - float(pc[a])) / int(size[a]) for a in range(3))
 
 
 def _nerf_arm(base: Config, model: dict) -> Arm:
-    if 'renderer' not in model:
-        raise UserError(f'--arms nerf: {base.filename} has no model.renderer to replace')
-    overrides = {'model.renderer._delete_': True}
-    overrides.update({f'model.renderer.{k}': v for k, v in NERF_RENDERER.items()})
-    return Arm('nerf', overrides, 'renderer replaced by the NeRF volume renderer '
-               '(as configs/renderocc/*.py)')
+    i = _ray_supervision('nerf', base, model)
+    head = model.get('head') or {}
+    missing = [k for k in DENSITY_HEAD_KEYS if k not in head]
+    if missing:
+        raise UserError(f'--arms nerf: model.head of {base.filename} lacks {missing}; the '
+                        'DensityGridHead takes them from the base head')
+    overrides = {'model.head._delete_': True, 'model.head.type': 'DensityGridHead'}
+    overrides.update({f'model.head.{k}': head[k] for k in DENSITY_HEAD_KEYS})
+    overrides['model.head.edge'] = _readout_edge(base, model)
+    overrides[f'model.supervision.{i}.renderer._delete_'] = True
+    overrides.update({f'model.supervision.{i}.renderer.{k}': v for k, v in NERF_RENDERER.items()})
+    return Arm('nerf', overrides, 'a density grid (DensityGridHead) rendered by the NeRF volume '
+               'renderer in place of the Gaussians and their splatting (as '
+               'configs/renderocc/*.py)')
 
 
-def _pipeline_3d(name: str, base: Config, model: dict) -> list:
-    """The base's ``train_pipeline_3d`` (plain lists and dicts), checked for 3D supervision."""
+def _pipeline_3d(name: str, base: Config) -> list:
+    """The base's ``train_pipeline_3d`` (plain lists and dicts)."""
     pipeline = base.get('train_pipeline_3d')
     if pipeline is None:
         raise UserError(
             f'--arms {name}: the base config {base.filename} has no train_pipeline_3d (the '
             'training pipeline with LoadOcc3DLabels that 3D supervision needs); define it as '
             'configs/_base_/datasets/occ3d_nuscenes_data.py does')
-    if model.get('loss_3d') is None:
-        raise UserError(f'--arms {name}: the base config {base.filename} has model.loss_3d='
-                        "None; 3D supervision needs e.g. dict(type='Occupancy3DLoss')")
     return Config(dict(p=pipeline)).to_dict()['p']  # plain lists and dicts
 
 
+def _volume_supervision(name: str, base: Config) -> dict:
+    """The base's ``volume_supervision`` variable (plain dicts)."""
+    vol = base.get('volume_supervision')
+    if not isinstance(vol, dict):
+        raise UserError(f'--arms {name}: the base config {base.filename} defines no '
+                        "volume_supervision (e.g. dict(type='VolumeSupervision', ...), as "
+                        'configs/_base_/models/splattingocc_tiny.py does)')
+    return Config(dict(v=vol)).to_dict()['v']
+
+
 def _3d_arm(base: Config, model: dict) -> Arm:
-    overrides = {'model.use_2d_supervision': False, 'model.use_3d_supervision': True,
-                 # no LiDAR depth without 2D labels
-                 'model.loss_lss_depth': None,
-                 # the upper bound: the loss on the Occ3D grid, inside mask_camera
-                 # (as configs/splattingocc/splattingocc-tiny-synthetic-3d.py)
-                 'model.loss_3d_grid': 'occ', 'model.use_mask_camera': True,
-                 'train_dataloader.dataset.pipeline': _pipeline_3d('3d', base, model)}
+    # the upper bound: 3D labels only, the loss on the Occ3D grid inside mask_camera
+    # (as configs/splattingocc/splattingocc-tiny-synthetic-3d.py)
+    vol = dict(_volume_supervision('3d', base), grid_size=None, mask_camera=True)
+    overrides = {'model.supervision': [vol],
+                 'train_dataloader.dataset.pipeline': _pipeline_3d('3d', base)}
     return Arm('3d', overrides, 'Occ3D (3D) supervision only, no 2D labels, loss on '
                'the Occ3D grid inside mask_camera')
 
 
 def _2d3d_arm(base: Config, model: dict) -> Arm:
-    overrides = {'model.use_2d_supervision': True, 'model.use_3d_supervision': True,
-                 'train_dataloader.dataset.pipeline': _pipeline_3d('2d3d', base, model)}
-    return Arm('2d3d', overrides, '2D labels and Occ3D (3D) supervision')
+    sup = Config(dict(s=model.get('supervision') or [])).to_dict()['s']
+    overrides = {'model.supervision': sup + [_volume_supervision('2d3d', base)],
+                 'train_dataloader.dataset.pipeline': _pipeline_3d('2d3d', base)}
+    return Arm('2d3d', overrides, "2D labels and the base's volume (3D) supervision")
 
 
 #: name -> builder of every named arm
@@ -173,7 +212,7 @@ def parse_arms(specs: Sequence[str], base: Config) -> List[Arm]:
                 arms.append(current)
             elif current is None:
                 raise UserError(f'--arms: {token!r} needs an arm name first: write '
-                                f'name={token} (e.g. uniform=model.pixel_sampler.mode=uniform)')
+                                f'name={token} (e.g. uniform=model.supervision.0.pixel_sampler.mode=uniform)')
             else:
                 key, text = head, rest
             key = key.strip()

@@ -25,11 +25,12 @@ def build_parser():
         description='Train every ablation arm under the same budget, evaluate it, and report '
         '(results.md / results.json / plots in --out; an entry in --log-file if given).',
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Named arms: splat (base as is), nerf (VolumeRenderer), 3d (3D supervision only), '
-        '2d3d (2D + 3D). Other arms: name=key=value[,key=value...], e.g.\n'
-        '  uniform=model.pixel_sampler.mode=uniform  rays6k=model.pixel_sampler.num_rays=6144\n'
+        epilog='Named arms: splat (base as is), nerf (density grid + VolumeRenderer), 3d (3D '
+        'supervision only), 2d3d (2D + 3D). Other arms: name=key=value[,key=value...], e.g.\n'
+        '  uniform=model.supervision.0.pixel_sampler.mode=uniform\n'
         '  aux1=train_dataloader.dataset.num_adjacent=1\n'
-        '  l1=model.loss_depth._delete_=True,model.loss_depth.type=L1DepthLoss\n'
+        '  l1=model.supervision.0.losses.0._delete_=True,'
+        'model.supervision.0.losses.0.type=L1DepthLoss\n'
         '  iso=model.head.isotropic=True,model.head.max_scale=0.4')
     p.add_argument('--base', required=True, help='base config (iteration-based schedule)')
     p.add_argument('--arms', nargs='+', required=True,

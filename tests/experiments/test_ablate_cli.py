@@ -13,14 +13,14 @@ from splattingocc.paths import REPO_ROOT
 def test_cli_main_with_fake_tools(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_module, 'git_commit', lambda *a, **k: 'abc1234')
     fake = FakeTools()
-    summary = main(['--base', BASE, '--arms', 'splat,uni=model.pixel_sampler.mode='
+    summary = main(['--base', BASE, '--arms', 'splat,uni=model.supervision.0.pixel_sampler.mode='
                     'uniform', '--seeds', '0', '--iters', '8', '--evals', '2',
                     '--out', str(tmp_path / 'o'), '--log-file', str(tmp_path / 'l.txt'),
                     '--no-plots'],
                    command_runner=fake)
     assert [a['name'] for a in summary['arms']] == ['splat', 'uni']
-    assert options(fake.tools('train')[1][2])['model.pixel_sampler.mode'] == 'uniform'
-    assert 'uni: model.pixel_sampler.mode=uniform' in (tmp_path / 'l.txt').read_text()
+    assert options(fake.tools('train')[1][2])['model.supervision.0.pixel_sampler.mode'] == 'uniform'
+    assert 'uni: model.supervision.0.pixel_sampler.mode=uniform' in (tmp_path / 'l.txt').read_text()
     assert (tmp_path / 'l.txt').read_text().startswith('E1  ')
     with pytest.raises(SystemExit):
         main(['--base', BASE, '--arms', 'splat', '--iters', '8', '--budget-minutes',

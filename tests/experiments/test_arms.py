@@ -12,25 +12,28 @@ def test_named_arms_change_exactly_their_keys(base):
     arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d'], base)}
     # splat: the base itself
     assert config_diff(base, apply_overrides(base, arms['splat'].overrides)) == {}
-    # nerf: only the renderer (a splatting renderer's arguments replaced, not merged)
+    # nerf: the head (replaced, not merged) and the ray supervision's renderer
     nerf = config_diff(base, apply_overrides(base, arms['nerf'].overrides))
-    assert set(nerf) == {'model.renderer.type', 'model.renderer.step_ratio',
-                         'model.renderer.eps2d', 'model.renderer.near_plane',
-                         'model.renderer.tile_size'}
-    assert nerf['model.renderer.type'] == ('TorchSplatRenderer', 'VolumeRenderer')
-    # 3d / 2d3d: the supervision flags and the training pipeline that loads the 3D labels
-    roots = {'3d': ['model.use_2d_supervision', 'model.use_3d_supervision',
-                    'model.loss_lss_depth', 'model.loss_3d_grid', 'model.use_mask_camera',
-                    'train_dataloader.dataset.pipeline'],
-             '2d3d': ['model.use_3d_supervision', 'train_dataloader.dataset.pipeline']}
-    for name, expected in roots.items():
+    assert {k.split('.')[1] for k in nerf} == {'head', 'supervision'}
+    assert all(k.startswith('model.supervision.0.renderer.') for k in nerf
+               if k.startswith('model.supervision'))
+    assert nerf['model.head.type'] == ('GaussianHead', 'DensityGridHead')
+    assert nerf['model.supervision.0.renderer.type'] == ('TorchSplatRenderer', 'VolumeRenderer')
+    assert nerf['model.head.min_scale'][1] == '<absent>'  # replaced, not merged
+    # 3d / 2d3d: the supervision list and the training pipeline that loads the 3D labels
+    expected = ['model.supervision', 'train_dataloader.dataset.pipeline']
+    for name in ('3d', '2d3d'):
         diff = config_diff(base, apply_overrides(base, arms[name].overrides))
         for key in diff:
             assert any(key == r or key.startswith(r + '.') for r in expected), (name, key)
         for r in expected:
             assert any(key == r or key.startswith(r + '.') for key in diff), (name, r)
         assert arm_changes(base, arms[name])['changes'].keys() == set(expected)
-        assert diff['model.use_3d_supervision'] == (False, True)
+    sup3d = apply_overrides(base, arms['3d'].overrides).model.supervision
+    assert [s['type'] for s in sup3d] == ['VolumeSupervision'] and sup3d[0]['mask_camera']
+    sup2d3d = apply_overrides(base, arms['2d3d'].overrides).model.supervision
+    assert [s['type'] for s in sup2d3d] == ['RaySupervision', 'LSSDepthLoss',
+                                            'VolumeSupervision']
     # the same configs as the hand-written variant configs of the repository
     for name, path in VARIANTS.items():
         variant = Config.fromfile(str(path))
@@ -38,20 +41,20 @@ def test_named_arms_change_exactly_their_keys(base):
 
 
 def test_custom_arms_parse_and_check_keys(base):
-    arms = parse_arms(['splat,uni=model.pixel_sampler.mode=uniform,'
-                       'model.pixel_sampler.num_rays=512',
+    arms = parse_arms(['splat,uni=model.supervision.0.pixel_sampler.mode=uniform,'
+                       'model.supervision.0.pixel_sampler.num_rays=512',
                        'iso=model.head.isotropic=True,model.head.max_scale=[0.4,0.4,0.4]'], base)
     assert [a.name for a in arms] == ['splat', 'uni', 'iso']
-    assert arms[1].overrides == {'model.pixel_sampler.mode': 'uniform',
-                                 'model.pixel_sampler.num_rays': 512}
+    assert arms[1].overrides == {'model.supervision.0.pixel_sampler.mode': 'uniform',
+                                 'model.supervision.0.pixel_sampler.num_rays': 512}
     assert arms[2].overrides == {'model.head.isotropic': True,
                                  'model.head.max_scale': [0.4, 0.4, 0.4]}
     diff = config_diff(base, apply_overrides(base, arms[1].overrides))
-    assert set(diff) == {'model.pixel_sampler.mode', 'model.pixel_sampler.num_rays'}
+    assert set(diff) == {'model.supervision.0.pixel_sampler.mode', 'model.supervision.0.pixel_sampler.num_rays'}
     with pytest.raises(UserError, match='pixel_samplr'):
-        parse_arms(['typo=model.pixel_samplr.mode=uniform'], base)
+        parse_arms(['typo=model.supervision.0.pixel_samplr.mode=uniform'], base)
     with pytest.raises(UserError, match='needs an arm name'):
-        parse_arms(['model.pixel_sampler.mode=uniform'], base)
+        parse_arms(['model.supervision.0.pixel_sampler.mode=uniform'], base)
     with pytest.raises(UserError, match='unknown arm'):
         parse_arms(['splat,gaussian'], base)
     with pytest.raises(UserError, match='twice'):

@@ -33,9 +33,9 @@ def test_flatten_diff_and_key_check(base):
     assert config_diff({'a': 1, 'b': [1, 2]}, {'a': 1, 'b': [1, 2], 'c': 3}) == {
         'c': ('<absent>', 3)}
     # a new leaf in an existing dict is allowed (and returned), anything under a _delete_ too
-    assert check_override_keys(base, {'model.pixel_sampler.mode': 'x',
+    assert check_override_keys(base, {'model.supervision.0.pixel_sampler.mode': 'x',
                                       'model.head.new_knob': 1,
-                                      'model.renderer._delete_': True,
-                                      'model.renderer.anything': 2}, 'T') == ['model.head.new_knob']
+                                      'model.supervision.0.renderer._delete_': True,
+                                      'model.supervision.0.renderer.anything': 2}, 'T') == ['model.head.new_knob']
     with pytest.raises(UserError, match="'pixel_samplr' is not in model"):
-        check_override_keys(base, {'model.pixel_samplr.mode': 'x'}, 'T')
+        check_override_keys(base, {'model.supervision.0.pixel_samplr.mode': 'x'}, 'T')

@@ -24,7 +24,7 @@ def test_results_content(base, tmp_path):
     assert splat['seconds_per_iter'] == pytest.approx(0.5) and splat['data_share'] == 0.2
     assert splat['render_share'] is None and splat['peak_rss_mb'] == 321.0
     assert data['budget'] == {'kind': 'iters', 'iters': 40, 'minutes': None}
-    assert 'model.renderer' in nerf['changes'] and splat['changes'] == {}
+    assert 'model.head' in nerf['changes'] and splat['changes'] == {}
     assert len(splat['runs'][0]['timeline']) == 4  # evals=4 during training
     md = (out / 'results.md').read_text()
     assert '| splat | 2/2 | 30.50 ± 0.71 | 50.00 | n/a | 40 | 0.500 | n/a | 321 MB RSS |' in md
@@ -59,8 +59,10 @@ def test_log_entry_appended(base, tmp_path, monkeypatch):
     assert 'commit: abc1234' in entry and 'command: python tools/ablate.py --base X' in entry
     assert 'budget: 40 training iterations per run; seeds: 0, 1' in entry
     assert '    splat: (base as is)' in entry
-    assert ('    nerf: model.renderer._delete_=True model.renderer.type=VolumeRenderer '
-            'model.renderer.step_ratio=0.5') in entry
+    assert ('model.supervision.0.renderer._delete_=True '
+            'model.supervision.0.renderer.type=VolumeRenderer '
+            'model.supervision.0.renderer.step_ratio=0.5') in entry
+    assert '    nerf: model.head._delete_=True model.head.type=DensityGridHead' in entry
     assert '| splat | 2/2 | 30.50 ± 0.71 |' in entry and '| nerf | 2/2 | 20.50 ± 0.71 |' in entry
     # a call with nothing left to run does not add another entry
     make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1)).run()

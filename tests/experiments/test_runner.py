@@ -19,7 +19,7 @@ def test_arm_command_line_equals_the_merged_config(base, tmp_path):
     command-line form (a pipeline list) is written as a config file with the same content."""
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    arms = parse_arms(['nerf,3d,rays=model.pixel_sampler.num_rays=[100,200]'], base)
+    arms = parse_arms(['nerf,3d,rays=model.supervision.0.pixel_sampler.num_rays=[100,200]'], base)
     runner = make_runner(tmp_path, base, arms='splat')
     for arm in arms:
         config, tokens = runner.config_for(arm)
