@@ -212,7 +212,8 @@ def parse_arms(specs: Sequence[str], base: Config) -> List[Arm]:
                 arms.append(current)
             elif current is None:
                 raise UserError(f'--arms: {token!r} needs an arm name first: write '
-                                f'name={token} (e.g. uniform=model.supervision.0.pixel_sampler.mode=uniform)')
+                                f'name={token} (e.g. '
+                                'uniform=model.supervision.0.pixel_sampler.mode=uniform)')
             else:
                 key, text = head, rest
             key = key.strip()
