@@ -6,13 +6,10 @@
 # Train / test:
 #   python tools/train.py configs/splattingocc/splattingocc-tiny-synthetic.py
 #   python tools/test.py configs/splattingocc/splattingocc-tiny-synthetic.py CKPT --eval segm
-# Sized for 7-15 minutes of training on 2 CPU cores: 1,200 iterations at 0.33-0.72 s/iteration
-# (batch 1, 20,000 Gaussians, 6,144 rays, their free-space points and 256 open-sky rays;
-# measured on idle 2-core development machines, see log.txt); slower while the machine is
-# busy. 1,500 iterations (the default until session 14, and the length of the experiments in
-# log.txt before it) gave 17.34 / 42.85 against 16.12 / 44.45 on val, but the demo then took
-# 21.5 minutes on a slow machine, over its 20-minute budget; 3,000 iterations gave +1.9 mIoU
-# and -7 geometry IoU over 1,500 (more false occupancy above the ground).
+# Sized for minutes of training on 2 CPU cores: 1,200 iterations, batch 1 (20,000 Gaussians,
+# 6,144 rays, their free-space points and 256 open-sky rays). E47: 1,500 iterations (the length
+# of the experiments up to E46) took the demo over its 20-minute budget on a slow machine;
+# E14, E38: longer schedules trade geometry IoU for mIoU (more false occupancy above the ground).
 from mmengine.config import read_base
 
 with read_base():
@@ -21,9 +18,8 @@ with read_base():
     from .._base_.schedules.schedule_tiny import *  # noqa: F401,F403
 
 data_root = 'data/synthetic-nuscenes/'
-# synthetic images are 400 x 225: scale 0.64 -> 256 x 144, the whole image (BEVDet's crop of
-# the top third hid the space that mask_camera scores above the ground: 14.15 vs 13.23 mIoU,
-# log.txt)
+# synthetic images are 400 x 225: scale 0.64 -> 256 x 144, the whole image (E11: BEVDet's crop of
+# the top third hid the space that mask_camera scores above the ground)
 input_size = (256, 144)
 label_downsample = 2  # 128 x 72 label maps
 
@@ -55,9 +51,8 @@ param_scheduler[-1].update(end=max_iters)  # noqa: F405
 train_dataloader.update(  # noqa: F405
     batch_size=1, num_workers=2, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True))
-# num_adjacent=1 (auxiliary rays into the cameras of t-1 and t+1, as the real-data config) gave
-# 17.16 / 43.42 against 17.34 / 42.85 (both 1,500 iterations, same machine) at 1.5x the time per
-# iteration (log.txt, session 14)
+# num_adjacent=0: E46: auxiliary rays into the cameras of t-1 and t+1 (as the real-data config)
+# gave no gain at 1.5x the time per iteration
 train_dataloader.dataset.update(  # noqa: F405
     data_root=data_root, pipeline=train_pipeline, num_adjacent=0)
 val_dataloader.update(num_workers=1, persistent_workers=False)  # noqa: F405

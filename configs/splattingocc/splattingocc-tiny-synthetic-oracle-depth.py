@@ -1,7 +1,7 @@
 # DIAGNOSTIC, not a result: the tiny 2D-only config whose LSS lift takes the LiDAR depth label's
 # bin in every feature cell that has one, in training and at test (LSSViewTransform's
 # oracle_lift), so the test pipeline loads the 2D labels too. It measures what a perfect lift
-# would give this network (LOGREF session 11). Train / test as the tiny config:
+# would give this network (E42). Train / test as the tiny config:
 #   python tools/train.py configs/splattingocc/splattingocc-tiny-synthetic-oracle-depth.py
 from mmengine.config import read_base
 

@@ -105,8 +105,9 @@ class LSSViewTransform(nn.Module):
             upsampled s times per axis before the lift, so each feature cell casts s x s rays
             instead of one, each contributing 1 / s^2 (a voxel seen by a whole stride-16 cell
             keeps the magnitude it had with s = 1). At stride 16 a cell's single ray leaves
-            gaps wider than a voxel at a distance: with the tiny config's cameras and 50 x 50 x 8
-            grid, s = 1 reaches ~47% of the cells in the camera-visible region, s = 4 ~98%.
+            gaps wider than a voxel at a distance (E35: with the tiny config's cameras and
+            50 x 50 x 8 grid, s = 1 leaves about half the camera-visible cells unreached, s = 4
+            nearly none).
             The depth distribution returned (and supervised by the LSS depth loss) is the
             upsampled one.
         ray_inputs: also feed the depth net, per feature cell, the ego-frame direction of the

@@ -2,9 +2,8 @@
 
 * ``VolumeEncoder3D``: a stem conv and residual blocks of two 3x3x3 convolutions (full 3D), or
   with ``kernel='separable'`` of two (3x3x1 then 1x1x3) pairs: the same receptive field with 12
-  instead of 27 weights per channel pair. One such pair takes half the time of a 3x3x3 conv on a
-  CPU, but a training step of the tiny config only 3% less, with 6 points less geometry IoU
-  (log.txt, session 8): an option for ablations, not the default.
+  instead of 27 weights per channel pair. E28: a faster convolution, but a barely faster training
+  step of the tiny config and less geometry IoU: an option for ablations, not the default.
 * ``BEVVolumeEncoder``: folds the height axis into channels ([B, C * Z, X, Y]), runs 2D residual
   blocks (cheaper on large grids, as FlashOcc's channel-to-height trick) and unfolds back to
   [B, out_channels, X, Y, Z] with a 1x1 conv.
@@ -64,8 +63,8 @@ class VolumeEncoder3D(nn.Module):
             3x3x1 conv followed by a 1x1x3 conv; the stem stays 3x3x3).
         channels_last: run the convolutions on a channels-last (NDHWC) copy of the volume and
             return a contiguous (NCDHW) result: the same function, another memory layout, which
-            oneDNN's CPU 3D convolutions run faster (encoder forward + backward -18% on a
-            2-core CPU, log.txt session 7); results differ from the default layout by rounding.
+            oneDNN's CPU 3D convolutions run faster (E24); results differ from the default
+            layout by rounding.
     """
 
     def __init__(self, in_channels: int, channels: int, num_blocks: int = 2,

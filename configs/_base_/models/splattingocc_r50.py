@@ -31,10 +31,10 @@ ray_supervision = dict(
         # sidewalk, terrain) or 0.8 m before any other hit is pushed to 0
         dict(type='FreeSpaceLoss', loss_weight=1.0, samples_per_ray=8, near=0.5,
              flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8),
-        # each labelled hit point takes its pixel's class (semantic half only; chosen on the
-        # synthetic data). The tiny config adds a weak occupancy hinge, open-sky rays and
-        # near-surface free samples (best on the synthetic val split); not here until they are
-        # checked on real nuScenes, whose sky pixels and beam gaps differ
+        # each labelled hit point takes its pixel's class (semantic half only). E11, E14: chosen
+        # on the synthetic val split; the tiny config's weak occupancy hinge, open-sky rays and
+        # near-surface free samples are not here until they are checked on real nuScenes, whose
+        # sky pixels and beam gaps differ
         dict(type='SurfaceLoss', occ_weight=0.0, sem_weight=1.0, class_weight='batch',
              power=0.5),
     ],

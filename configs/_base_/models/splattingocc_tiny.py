@@ -38,9 +38,9 @@ ray_supervision = dict(
              flat_classes=[11, 12, 13, 14], flat_margin=0.4, margin=0.8, sky_rays=256,
              surface_samples=4),
         # each labelled hit point takes its pixel's class (CE of the field's class scores there)
-        # and, weakly, a density of at least occ_target (hinge). A stronger occupancy term fills
-        # space no ray labels (LOGREF session 4); 0.1 with the free-space options above gave the best
-        # val numbers (LOGREF session 5)
+        # and, weakly, a density of at least occ_target (hinge). E11: a strong occupancy term
+        # fills space no ray labels; E14: weight 0.1 with the sky rays and surface samples above,
+        # ahead on two seeds (chosen on the val split)
         dict(type='SurfaceLoss', occ_weight=0.1, occ_target=1.0, sem_weight=1.0,
              class_weight='batch', power=0.5),
         # optional terms, off by default: dict(type='RayDistortionLoss', loss_weight=0.01)
@@ -61,16 +61,15 @@ model = dict(
     backbone=dict(type='ResNet', depth='tiny', widths=[16, 32, 64, 128], stem_channels=16,
                   out_indices=[2, 3]),
     neck=dict(type='MergeNeck', in_channels=[64, 128], out_channels=64),  # stride 16
-    # LSSViewTransform options tried and left off: depth_convs=3 (LOGREF session 9),
-    # lift_upsample=4 (LOGREF session 10), ray_inputs=True (LOGREF session 10),
-    # semantic_classes=17 with an ImageSemanticLoss supervision and volume_encoder in_channels 49
-    # (LOGREF session 11), lift_mode='hard' and a depth-pretrained lift (LOGREF session 12),
-    # ground_contact=True and label_lift_prob (LOGREF session 13)
+    # LSSViewTransform options tried and left off: depth_convs=3 (E32), lift_upsample=4 (E35),
+    # ray_inputs=True (E36), semantic_classes=17 with an ImageSemanticLoss supervision and
+    # volume_encoder in_channels 49 (E39, E41), lift_mode='hard' and a depth-pretrained lift
+    # (E44), ground_contact=True and label_lift_prob (E45)
     view_transform=dict(type='LSSViewTransform', in_channels=64, out_channels=context_channels,
                         depth_bins=[1.0, 45.0, 1.0], pc_range=point_cloud_range,  # noqa: F405
                         grid_size=pred_grid_size),
-    # two 3D residual blocks: better than one on two seeds at about the same cost (LOGREF session
-    # 6); channels_last: the same function in the NDHWC layout, faster on a CPU (LOGREF session 7)
+    # E17: two 3D residual blocks ahead of one on two seeds at about the same cost per iteration;
+    # E24: channels_last is the same function in the NDHWC layout, a faster encoder on a CPU
     volume_encoder=dict(type='VolumeEncoder3D', in_channels=context_channels,
                         channels=volume_channels, num_blocks=2, channels_last=True),
     head=dict(type='GaussianHead', in_channels=volume_channels,
