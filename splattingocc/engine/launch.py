@@ -36,14 +36,51 @@ from .checkpoint import atomic_write_text
 from ..errors import UserError
 
 
+def merge_cfg_options(cfg: Config, options: dict) -> None:
+    """Merge ``--cfg-options`` into ``cfg`` in place: ``cfg.merge_from_dict(options)``, except
+    that ``KEY._delete_=True`` also replaces a list element, as it replaces a dict:
+    ``model.supervision.0.losses.3._delete_=True model.supervision.0.losses.3.type=X`` puts
+    ``dict(type='X')`` in place of that loss (mmengine itself merges into a list element and
+    would keep the old element's other keys)."""
+    options = dict(options)
+    for key in sorted(k for k in options if k.endswith('._delete_')):
+        prefix = key[:-len('._delete_')]
+        parent_path, _, index = prefix.rpartition('.')
+        if not (index.isdigit() and options[key] is True):
+            continue
+        parent: object = cfg
+        for part in parent_path.split('.'):
+            if isinstance(parent, (list, tuple)) and part.isdigit() and int(part) < len(parent):
+                parent = parent[int(part)]
+            elif isinstance(parent, (dict, Config)) and part in parent:
+                parent = parent[part]
+            else:
+                parent = None
+                break
+        if not isinstance(parent, list):
+            continue  # a dict key that happens to be a number: mmengine's own rule applies
+        if int(index) >= len(parent):
+            raise UserError(f'--cfg-options {key}: {parent_path} has {len(parent)} entries, no '
+                            f'entry {index} to replace')
+        options.pop(key)
+        element = {k[len(prefix) + 1:]: options.pop(k) for k in list(options)
+                   if k.startswith(prefix + '.')}
+        holder = Config(dict(x={}))
+        holder.merge_from_dict({f'x.{k}': v for k, v in element.items()})
+        parent[int(index)] = holder.x
+    if options:
+        cfg.merge_from_dict(options)
+
+
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """``Config.fromfile`` with a clear message for a missing file, merged with cfg-options."""
+    """``Config.fromfile`` with a clear message for a missing file, merged with cfg-options
+    (:func:`merge_cfg_options`)."""
     if not osp.isfile(path):
         raise UserError(f'config file {path} not found: pass a config such as '
                         'configs/splattingocc/splattingocc-tiny-synthetic.py')
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        merge_cfg_options(cfg, cfg_options)
     # pure-Python (read_base) configs skip mmengine's custom_imports handling: do it here
     custom_imports = cfg.get('custom_imports')
     if custom_imports:
@@ -284,7 +321,7 @@ def _destroy_process_group() -> bool:
 
 
 __all__ = [
-    'UserError', 'load_config', 'default_work_dir', 'resolve_dist_backend', 'init_cpu_distributed',
+    'load_config', 'merge_cfg_options', 'default_work_dir', 'resolve_dist_backend', 'init_cpu_distributed',
     'CPUCompatibleDDP', 'setup_distributed', 'enable_amp', 'apply_randomness_args',
     'add_common_arguments', 'atomic_write_json', 'run_main', 'evaluator_metric_cfgs',
     'normalize_evaluators'

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
+from splattingocc.engine.launch import merge_cfg_options
 from splattingocc.errors import UserError
 
 _MISSING = object()
@@ -27,10 +28,11 @@ def load_base_config(path: str) -> Config:
 
 
 def apply_overrides(cfg: Config, overrides: Dict[str, Any]) -> Config:
-    """A copy of ``cfg`` with ``overrides`` merged exactly as ``--cfg-options`` merges them."""
+    """A copy of ``cfg`` with ``overrides`` merged exactly as ``--cfg-options`` merges them
+    (``engine.launch.merge_cfg_options``)."""
     out = copy.deepcopy(cfg)
     if overrides:
-        out.merge_from_dict(copy.deepcopy(overrides))
+        merge_cfg_options(out, copy.deepcopy(overrides))
     return out
 
 
