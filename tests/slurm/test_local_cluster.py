@@ -239,7 +239,7 @@ def test_train_preempt_requeue_resume_and_evaluate_on_two_nodes(cluster, dataset
     train_opts = [
         *_data_options(dataset), *_preemption_hook_options(),
         'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',  # no validation in training
-        'model.pixel_sampler.num_rays=512', f'train_cfg.max_iters={MAX_ITERS}',
+        'model.supervision.0.pixel_sampler.num_rays=512', f'train_cfg.max_iters={MAX_ITERS}',
         f'train_cfg.val_interval={MAX_ITERS}', f'param_scheduler.1.end={MAX_ITERS}',
         'param_scheduler.0.end=2', 'default_hooks.logger.interval=1',
         f'default_hooks.checkpoint.interval={CKPT_INTERVAL}']
