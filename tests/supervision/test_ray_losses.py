@@ -26,9 +26,34 @@ def _scene_and_labels(seed=0):
     return field, cams, pixels, batch
 
 
-def _precisions(g):
+def _kernels(g):
+    """p -> the N Gaussians' terms o_i exp(-0.5 m_i(p)^2) at world point p [3] (sample 0)."""
     R = quat_to_rotmat(g.quats[0])
-    return torch.linalg.inv(R @ torch.diag_embed(g.scales[0].square()) @ R.mT)  # [N, 3, 3]
+    prec = torch.linalg.inv(R @ torch.diag_embed(g.scales[0].square()) @ R.mT)  # [N, 3, 3]
+
+    def at(p):
+        d = p - g.means[0]
+        return g.opacities[0] * torch.exp(-0.5 * torch.einsum('ni,nij,nj->n', d, prec, d))
+    return at
+
+
+def _pixels(batch):
+    """Every label pixel of sample 0, one by one: (flat ray index, class, depth, world direction
+    R K^-1 [u, v, 1] (camera z = 1), camera centre)."""
+    depth, sem = batch['gt_depth'], batch['gt_semantics']
+    C, h, w = depth.shape[1:]
+    for c in range(C):
+        Kinv = torch.linalg.inv(batch['render_Ks'][0, c])
+        cam2world = rigid_inverse(batch['render_viewmats'][0, c])
+        for i in range(h):
+            for j in range(w):
+                ray = cam2world[:3, :3] @ (Kinv @ torch.tensor([j + 0.5, i + 0.5, 1.0]))
+                yield ((c * h + i) * w + j, int(sem[0, c, i, j]), float(depth[0, c, i, j]), ray,
+                       cam2world[:3, 3])
+
+
+def _in_box(p):
+    return all(PC[a] <= p[a] < PC[a + 3] for a in range(3))
 
 
 @pytest.mark.parametrize('flat', [False, True])
@@ -44,38 +69,21 @@ def test_free_space_term_matches_a_per_point_reference(flat):
     weight = torch.rand(depth.numel())
     with torch.no_grad():
         got = loss.along_rays(field, cams, pixels, depth, weight, sem)
-    g = field.gaussians
-    prec = _precisions(g)
+    kernels = _kernels(field.gaussians)
     num = den = 0.0
-    C, h, w = depth.shape[1:]
-    for c in range(C):
-        Kinv = torch.linalg.inv(batch['render_Ks'][0, c])
-        cam2world = rigid_inverse(batch['render_viewmats'][0, c])
-        for i in range(h):
-            for j in range(w):
-                d = float(depth[0, c, i, j])
-                r = (c * h + i) * w + j
-                far = 0.8 * d
-                if flat:
-                    ray = cam2world[:3, :3] @ (Kinv @ torch.tensor([j + 0.5, i + 0.5, 1.0]))
-                    lab = int(sem[0, c, i, j])
-                    if 11 <= lab <= 14:
-                        far = d - 0.4 / float(-ray[2]) if ray[2] < 0 else 0.0
-                    else:
-                        far = d - 0.8 / float(ray.norm())
-                if d <= 0 or far <= 0.5:
-                    continue
-                for k in range(3):
-                    z = 0.5 + (far - 0.5) * (k + 0.5) / 3
-                    p = cam2world[:3, :3] @ (Kinv @ torch.tensor([j + 0.5, i + 0.5, 1.0]) * z)
-                    p = p + cam2world[:3, 3]
-                    if not all(PC[a] <= p[a] < PC[a + 3] for a in range(3)):
-                        continue
-                    dd = p - g.means[0]
-                    rho = (g.opacities[0] * torch.exp(
-                        -0.5 * torch.einsum('ni,nij,nj->n', dd, prec, dd))).sum()
-                    num += float(weight[r] * rho)
-                    den += float(weight[r])
+    for r, lab, d, ray, origin in _pixels(batch):
+        far = 0.8 * d
+        if flat and 11 <= lab <= 14:
+            far = d - 0.4 / float(-ray[2]) if ray[2] < 0 else 0.0
+        elif flat:
+            far = d - 0.8 / float(ray.norm())
+        if d <= 0 or far <= 0.5:
+            continue
+        for k in range(3):
+            p = origin + ray * (0.5 + (far - 0.5) * (k + 0.5) / 3)
+            if _in_box(p):
+                num += float(weight[r] * kernels(p).sum())
+                den += float(weight[r])
     assert den > 0
     assert torch.allclose(got, torch.tensor(num / den), rtol=1e-4)
 
@@ -91,35 +99,20 @@ def test_surface_term_matches_a_per_pixel_reference(behind):
     weight = torch.rand(depth.numel())
     with torch.no_grad():
         got = loss.at_hits(field, cams, pixels, depth, sem, weight)
-    g = field.gaussians
-    prec = _precisions(g)
-    probs = g.features[0].softmax(-1)
+    kernels = _kernels(field.gaussians)
+    probs = field.gaussians.features[0].softmax(-1)
     occ_num = sem_num = den = sem_den = 0.0
-    C, h, w = depth.shape[1:]
-    for c in range(C):
-        Kinv = torch.linalg.inv(batch['render_Ks'][0, c])
-        cam2world = rigid_inverse(batch['render_viewmats'][0, c])
-        for i in range(h):
-            for j in range(w):
-                d = float(depth[0, c, i, j])
-                if d <= 0:
-                    continue
-                ray = cam2world[:3, :3] @ (Kinv @ torch.tensor([j + 0.5, i + 0.5, 1.0]))
-                p = cam2world[:3, 3] + ray * d + behind * ray / ray.norm()
-                if not all(PC[a] <= p[a] < PC[a + 3] for a in range(3)):
-                    continue
-                dd = p - g.means[0]
-                dens = g.opacities[0] * torch.exp(
-                    -0.5 * torch.einsum('ni,nij,nj->n', dd, prec, dd))  # [N]
-                rho = float(dens.sum())
-                r = (c * h + i) * w + j
-                occ_num += float(weight[r]) * -math.log(1 - math.exp(-rho) + 1e-6)
-                den += float(weight[r])
-                lab = int(sem[0, c, i, j])
-                if lab != 255:
-                    s = (dens[:, None] * probs).sum(0)
-                    sem_num += float(weight[r]) * -math.log(float(s[lab] / s.sum()) + 1e-6)
-                    sem_den += float(weight[r])
+    for r, lab, d, ray, origin in _pixels(batch):
+        p = origin + ray * d + behind * ray / ray.norm()
+        if d <= 0 or not _in_box(p):
+            continue
+        dens = kernels(p)  # [N]
+        occ_num += float(weight[r]) * -math.log(1 - math.exp(-float(dens.sum())) + 1e-6)
+        den += float(weight[r])
+        if lab != 255:
+            s = (dens[:, None] * probs).sum(0)
+            sem_num += float(weight[r]) * -math.log(float(s[lab] / s.sum()) + 1e-6)
+            sem_den += float(weight[r])
     assert den > 0 and sem_den > 0
     assert torch.allclose(got['loss_surface_occ'], torch.tensor(occ_num / den), rtol=1e-4)
     assert torch.allclose(got['loss_surface_sem'], torch.tensor(sem_num / sem_den), rtol=1e-4)
