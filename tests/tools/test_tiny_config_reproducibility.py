@@ -15,8 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
 import splattingocc.engine  # noqa: F401,E402
+from splattingocc.cli import train as train_tool  # noqa: E402
 from toy_components import (REPO, Interrupt, StopAfter, assert_same_state,  # noqa: E402
-                            load_tool, losses_of, unique_name)
+                            losses_of, unique_name)
 
 CONFIG = str(REPO / 'configs' / 'splattingocc' / 'splattingocc-tiny-synthetic.py')
 # the demo's dataset; SPLATTINGOCC_SYNTHETIC_DATA points elsewhere (e.g. a small generated copy)
@@ -32,8 +33,6 @@ pytestmark = [
                        reason=f'{DATA} has no info pkls: run bash tools/demo.sh (or '
                        'tools/create_data.py synthetic + nuscenes) to create the dataset'),
 ]
-
-train_tool = load_tool('train')
 
 
 def _runner(work_dir, *extra):
