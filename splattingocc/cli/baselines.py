@@ -26,8 +26,8 @@ import numpy as np
 from splattingocc.errors import UserError
 from splattingocc.evaluation.dump import dump_prediction, load_occ_gt
 from splattingocc.evaluation.ray_origins import info_scene_name, load_infos
-from splattingocc.evaluation.standalone import (DEFAULT_DATASET_CONFIG, error_message,
-                                                evaluate_folder, write_json)
+from splattingocc.evaluation.standalone import error_message, evaluate_folder, write_json
+from splattingocc.paths import DATASET_CONFIG
 
 BASELINES = ('all-free', 'voxel-mode')
 
@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
         return load_occ_gt(path)['semantics']
 
     shape = gt_semantics(val[0]).shape
-    dataset_cfg = Config.fromfile(str(DEFAULT_DATASET_CONFIG))
+    dataset_cfg = Config.fromfile(str(DATASET_CONFIG))
     results = {}
     for name in names:
         if name == 'all-free':

@@ -37,9 +37,10 @@ from splattingocc.evaluation.functional.bootstrap import (paired_bootstrap, perc
                                                           rayiou_of_stats, scores_of_hists)
 from splattingocc.evaluation.functional.ray_iou import rayiou_from_stats
 from splattingocc.evaluation.ray_origins import load_infos, ray_origins_by_token
-from splattingocc.evaluation.standalone import (DEFAULT_DATASET_CONFIG, error_message,
-                                                find_predictions, per_class_rayiou_json,
-                                                score_frames, scoring_state, write_json)
+from splattingocc.evaluation.standalone import (error_message, find_predictions,
+                                                per_class_rayiou_json, score_frames,
+                                                scoring_state, write_json)
+from splattingocc.paths import DATASET_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--info', default=None,
                         help='info pkl with the poses of every keyframe of the split: adds RayIoU')
     parser.add_argument('--json', default=None, help='write the comparison to this JSON file')
-    parser.add_argument('--dataset-config', default=str(DEFAULT_DATASET_CONFIG),
+    parser.add_argument('--dataset-config', default=str(DATASET_CONFIG),
                         help='config with class_names and free_label')
     return parser
 

@@ -19,8 +19,8 @@ import argparse
 from pathlib import Path
 
 from splattingocc.errors import UserError
-from splattingocc.evaluation.standalone import (DEFAULT_DATASET_CONFIG, error_message,
-                                                evaluate_folder, write_json)
+from splattingocc.evaluation.standalone import error_message, evaluate_folder, write_json
+from splattingocc.paths import DATASET_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='voxels evaluated by mIoU (Occ3D protocol: camera)')
     parser.add_argument('--no-camera-mask', action='store_true', help='same as --mask none')
     parser.add_argument('--json', default=None, help='write the scores to this JSON file')
-    parser.add_argument('--dataset-config', default=str(DEFAULT_DATASET_CONFIG),
+    parser.add_argument('--dataset-config', default=str(DATASET_CONFIG),
                         help='config with class_names, free_label, point_cloud_range, voxel_size')
     parser.add_argument('--workers', type=int, default=1,
                         help='processes (RayIoU is the slow part)')

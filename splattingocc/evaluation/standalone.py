@@ -21,20 +21,16 @@ import numpy as np
 
 from ..engine.checkpoint import atomic_write_text
 from ..errors import UserError
-from ..paths import REPO_ROOT
 from .dump import PRED_FILENAME, load_occ_gt, load_prediction
 from .functional.ray_iou import lidar_ray_directions
 from .metrics.occ_metric import format_occ_table, occ_frame_result, summarize_occ_results
 from .ray_origins import load_infos, ray_origins_by_token
 
 __all__ = [
-    'DEFAULT_DATASET_CONFIG', 'find_predictions', 'scoring_state', 'init_worker', 'score_frame',
-    'score_frames', 'evaluate_folder', 'scores_json', 'per_class_rayiou_json', 'percent',
-    'error_message', 'write_json'
+    'find_predictions', 'scoring_state', 'init_worker', 'score_frame', 'score_frames',
+    'evaluate_folder', 'scores_json', 'per_class_rayiou_json', 'percent', 'error_message',
+    'write_json'
 ]
-
-#: classes, free label, range and voxel size of Occ3D-nuScenes (``--dataset-config`` default)
-DEFAULT_DATASET_CONFIG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'occ3d_nuscenes.py'
 
 #: one frame to score: (scene name, sample token, prediction file, ground-truth labels.npz)
 Item = Tuple[str, str, Path, Path]
