@@ -136,6 +136,7 @@ TOY_CONFIG = str(HERE / 'toy_config.py')
 TOY_CONFIG_EPOCH = str(HERE / 'toy_config_epoch.py')
 
 
+# kept for tests/test_ablation.py: a tool's logic is the package module splattingocc.cli.<name>
 def load_tool(name): return importlib.import_module(f'splattingocc.cli.{name}')  # noqa: E704
 
 
