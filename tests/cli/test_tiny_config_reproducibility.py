@@ -3,7 +3,7 @@ dataset: two seeded runs are bit-identical, and a run interrupted and resumed eq
 uninterrupted one. Needs the demo's dataset (data/synthetic-nuscenes with info pkls: `bash
 tools/demo.sh` or tools/create_data.py synthetic + nuscenes) and SPLATTINGOCC_SLOW_TESTS=1:
     SPLATTINGOCC_SLOW_TESTS=1 [SPLATTINGOCC_SYNTHETIC_DATA=DIR] \
-        python -m pytest tests/tools/test_tiny_config_reproducibility.py
+        python -m pytest tests/cli/test_tiny_config_reproducibility.py
 """
 import os
 import sys
