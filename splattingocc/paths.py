@@ -13,7 +13,8 @@ DATASET_CONFIG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'occ3d_nuscenes
 
 
 def realdata_root() -> Path:
-    """The real-data fixture folder (``$SPLATTINGOCC_REALDATA`` or ``<repo>/../shared/realdata``)."""
+    """The real-data fixture folder: ``$SPLATTINGOCC_REALDATA``, else
+    ``<repo>/../shared/realdata``."""
     env = os.environ.get('SPLATTINGOCC_REALDATA')
     if env:
         return Path(env).expanduser().resolve()

@@ -23,10 +23,11 @@ from typing import Optional
 
 import numpy as np
 
+from splattingocc.engine.launch import atomic_write_json
 from splattingocc.errors import UserError
 from splattingocc.evaluation.dump import dump_prediction, load_occ_gt
 from splattingocc.evaluation.ray_origins import info_scene_name, load_infos
-from splattingocc.evaluation.standalone import error_message, evaluate_folder, write_json
+from splattingocc.evaluation.standalone import error_message, evaluate_folder
 from splattingocc.paths import DATASET_CONFIG
 
 BASELINES = ('all-free', 'voxel-mode')
@@ -148,6 +149,6 @@ def main(argv=None) -> dict:
         print(line)
     if args.json:
         path = Path(args.json)
-        write_json(path, results)
+        atomic_write_json(path, results, sort_keys=False)
         print(f'[baselines] scores written to {path}')
     return results

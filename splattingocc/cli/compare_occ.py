@@ -33,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
+from splattingocc.engine.launch import atomic_write_json
 from splattingocc.evaluation.functional.bootstrap import (paired_bootstrap, percentile_interval,
                                                           rayiou_of_stats, scores_of_hists)
 from splattingocc.evaluation.functional.ray_iou import rayiou_from_stats
 from splattingocc.evaluation.ray_origins import load_infos, ray_origins_by_token
 from splattingocc.evaluation.standalone import (error_message, find_predictions,
                                                 per_class_rayiou_json, score_frames,
-                                                scoring_state, write_json)
+                                                scoring_state)
 from splattingocc.paths import DATASET_CONFIG
 
 
@@ -195,6 +196,6 @@ def main(argv=None) -> dict:
                       'correlated, so this interval is narrower than a new set of scenes would '
                       'give (try --unit scene when there are enough scenes)')
     if args.json:
-        write_json(Path(args.json), doc)
+        atomic_write_json(args.json, doc, sort_keys=False)
         print(f'[compare_occ] written to {args.json}')
     return doc

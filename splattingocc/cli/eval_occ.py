@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from splattingocc.engine.launch import atomic_write_json
 from splattingocc.errors import UserError
-from splattingocc.evaluation.standalone import error_message, evaluate_folder, write_json
+from splattingocc.evaluation.standalone import error_message, evaluate_folder
 from splattingocc.paths import DATASET_CONFIG
 
 
@@ -67,6 +68,6 @@ def main(argv=None) -> dict:
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise SystemExit(f'eval_occ: {error_message(e)}')
     if args.json:
-        write_json(Path(args.json), doc)
+        atomic_write_json(args.json, doc, sort_keys=False)
         print(f'[eval_occ] scores written to {args.json}')
     return doc

@@ -12,14 +12,12 @@ Errors a user can cause (a missing file, a wrong shape, a sample missing from th
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..engine.checkpoint import atomic_write_text
 from ..errors import UserError
 from .dump import PRED_FILENAME, load_occ_gt, load_prediction
 from .functional.ray_iou import lidar_ray_directions
@@ -28,8 +26,7 @@ from .ray_origins import load_infos, ray_origins_by_token
 
 __all__ = [
     'find_predictions', 'scoring_state', 'init_worker', 'score_frame', 'score_frames',
-    'evaluate_folder', 'scores_json', 'per_class_rayiou_json', 'percent', 'error_message',
-    'write_json'
+    'evaluate_folder', 'scores_json', 'per_class_rayiou_json', 'percent', 'error_message'
 ]
 
 #: one frame to score: (scene name, sample token, prediction file, ground-truth labels.npz)
@@ -213,7 +210,3 @@ def scores_json(summary: dict, class_names: Sequence[str], free_label: int) -> d
         out['per_class_rayiou'] = per_class_rayiou_json(ray['per_class'], class_names, free_label)
     return out
 
-
-def write_json(path, obj) -> None:
-    """``obj`` as JSON (indent 2, keys in their order) written atomically; folders are made."""
-    atomic_write_text(path, json.dumps(obj, indent=2))
