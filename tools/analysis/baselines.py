@@ -1,6 +1,6 @@
 """Trivial occupancy baselines, scored like any model (the floor every trained number must clear).
 
-    python tools/baselines.py --data-root data/synthetic-nuscenes [--out outputs/baselines]
+    python tools/analysis/baselines.py --data-root data/synthetic-nuscenes [--out outputs/baselines]
         [--baselines all-free,voxel-mode] [--ray] [--json FILE]
 
 Baselines (predictions for every frame of the val info pkl):
