@@ -1,10 +1,8 @@
-"""Shared fixtures: the real-data folder (skips with a reason where it is absent), tools as
-modules."""
-import importlib.util
-
+"""Shared fixtures: the real-data folder (skips with a reason where it is absent), a tiny
+synthetic dataset."""
 import pytest
 
-from splattingocc.paths import REPO_ROOT, realdata_root
+from splattingocc.paths import realdata_root
 
 
 def pytest_configure(config):
@@ -30,18 +28,6 @@ def realdata():
         pytest.skip(f'real-data fixtures not found at {root}: set SPLATTINGOCC_REALDATA to the '
                     'folder holding nuscenes-keyframe/ and occ3d/ (CI has ../shared/realdata)')
     return root
-
-
-@pytest.fixture(scope='session')
-def load_tool():
-    """``load_tool('name')``: tools/name.py imported as a module (its functions and main)."""
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(f'splattingocc_tool_{name}',
-                                                      REPO_ROOT / 'tools' / f'{name}.py')
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    return load
 
 
 @pytest.fixture(scope='session')

@@ -6,9 +6,10 @@
 #   4. picture of one sample      (tools/visualization/visual_data.py)
 #   5. training, 2D labels only   (tools/train.py, tiny CPU config)
 #   6. evaluation                 (tools/test.py --eval segm ray: Occ3D mIoU and RayIoU;
-#                                  trivial baselines scored the same way: tools/baselines.py;
-#                                  the model against the per-voxel baseline with bootstrap
-#                                  intervals: tools/compare_occ.py)
+#                                  trivial baselines scored the same way:
+#                                  tools/analysis/baselines.py; the model against the
+#                                  per-voxel baseline with bootstrap intervals:
+#                                  tools/analysis/compare_occ.py)
 #   7. prediction vs ground truth (tools/visualization/visual.py)
 # Settings (environment): DATA (default data/synthetic-nuscenes), OUT (default outputs/demo),
 # CONFIG (default configs/splattingocc/splattingocc-tiny-synthetic.py), DEMO_ITERS (training
@@ -67,12 +68,13 @@ step "6/7 evaluation on the val split: tools/test.py --eval segm ray"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --eval segm ray --work-dir "$WORK_DIR" --dump-dir "$OUT/pred" \
   || fail "evaluation failed"
 echo "[demo] trivial baselines on the same frames (all free; most frequent train label per voxel)"
-"$PY" tools/baselines.py --data-root "$DATA" --out "$OUT/baselines" --ray --json "$OUT/baselines.json" \
-  > "$OUT/baselines.log" 2>&1 || { cat "$OUT/baselines.log"; fail "tools/baselines.py failed"; }
+"$PY" tools/analysis/baselines.py --data-root "$DATA" --out "$OUT/baselines" --ray \
+  --json "$OUT/baselines.json" > "$OUT/baselines.log" 2>&1 \
+  || { cat "$OUT/baselines.log"; fail "tools/analysis/baselines.py failed"; }
 echo "[demo] model minus the per-voxel baseline, paired bootstrap over the val frames"
-"$PY" tools/compare_occ.py --pred-dir "$OUT/pred" --ref-dir "$OUT/baselines/voxel-mode" \
-  --data-root "$DATA" --info "$DATA/nuscenes_infos_val.pkl" --json "$OUT/compare_voxel_mode.json" 2> "$OUT/compare.log" \
-  || { cat "$OUT/compare.log"; fail "tools/compare_occ.py failed"; }
+"$PY" tools/analysis/compare_occ.py --pred-dir "$OUT/pred" --ref-dir "$OUT/baselines/voxel-mode" \
+  --data-root "$DATA" --info "$DATA/nuscenes_infos_val.pkl" --json "$OUT/compare_voxel_mode.json" \
+  2> "$OUT/compare.log" || { cat "$OUT/compare.log"; fail "tools/analysis/compare_occ.py failed"; }
 
 step "7/7 prediction vs ground truth pictures in $OUT/vis"
 SCENE="$(ls "$OUT/pred" | head -n 1)"

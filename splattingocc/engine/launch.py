@@ -271,9 +271,11 @@ def normalize_evaluators(cfg: Config) -> None:
             cfg[key] = [evaluator]
 
 
-def atomic_write_json(path: str, obj) -> None:
-    """JSON (indent 2, sorted keys) written to a temporary name and renamed."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
+def atomic_write_json(path: str, obj, sort_keys: bool = True) -> None:
+    """JSON (indent 2, keys sorted unless ``sort_keys`` is False) written to a temporary name and
+    renamed; folders are made. Numpy scalars and arrays are written as numbers and lists."""
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default)
+    atomic_write_text(path, text + '\n')
 
 
 def _json_default(value):

@@ -34,7 +34,10 @@ import torch
 from ..errors import UserError
 from ..geometry import depth_labels_min_pool, label_cell_index
 
-__all__ = ['ClassDiagnostics', 'DENSITY_BINS', 'DEPTH_BINS', 'histogram_median']
+__all__ = [
+    'ClassDiagnostics', 'DENSITY_BINS', 'DEPTH_BINS', 'histogram_median', 'cells_to_grid',
+    'val_pipeline_with_labels', 'nearest_label_per_cell', 'lift_statistics'
+]
 
 DENSITY_BINS = np.linspace(0.0, 4.0, 401)  # 0.01 wide; values outside go to the end bins
 DEPTH_BINS = np.linspace(0.0, 60.0, 1201)  # 0.05 m wide
@@ -195,7 +198,7 @@ class ClassDiagnostics:
 def val_pipeline_with_labels(pipeline: Sequence[dict], require_occ: bool = True) -> list:
     """The val pipeline with ``LoadLabels2D`` (current frame only) after the image loader (a
     copy; the config's list is left as it is). ``require_occ``: it must load the Occ3D ground
-    truth too (tools/diagnose.py's 3D half)."""
+    truth too (tools/analysis/diagnose.py's 3D half)."""
     pipeline = [copy.deepcopy(dict(t)) for t in pipeline]
     types = [t['type'] for t in pipeline]
     if require_occ and 'LoadOcc3DLabels' not in types:
@@ -249,3 +252,15 @@ def lift_statistics(view_transform, depth_prob: torch.Tensor, gt_depth: torch.Te
     expected = (p * view_transform.depths.to(p)).sum(-1)
     err = (expected - target[keep].float()).abs()
     return cls[keep].cpu().numpy(), near.cpu().numpy(), err.cpu().numpy()
+
+
+def cells_to_grid(cells: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """[B, x, y, z] values of a coarse grid -> [B, X, Y, Z] on a grid that it divides (each
+    voxel takes the value of the cell containing it)."""
+    factors = [g // c for g, c in zip(grid, cells.shape[1:])]
+    if any(f * c != g for f, c, g in zip(factors, cells.shape[1:], grid)):
+        raise ValueError(f'diagnose: the lifted volume {tuple(cells.shape[1:])} does not divide '
+                         f'the Occ3D grid {tuple(grid)}')
+    for axis, f in enumerate(factors, start=1):
+        cells = cells.repeat_interleave(f, dim=axis)
+    return cells

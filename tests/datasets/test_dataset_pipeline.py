@@ -9,6 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from splattingocc.cli import visual_data
 from splattingocc.datasets.label_projection import lidar_to_camera, project_points_to_image
 from splattingocc.datasets.nuscenes_converter import (NuScenesDataError, atomic_savez,
                                                       create_nuscenes_infos, load_lidar_bin,
@@ -441,17 +442,8 @@ def test_missing_image_is_a_clear_error(synthetic, tmp_path):
         ds[0]
 
 
-def _visual_data_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'visual_data', REPO_ROOT / 'tools/visualization/visual_data.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_top_down_highest_class():
-    top_down = _visual_data_module().top_down
+    top_down = visual_data.top_down
     sem = np.full((2, 3, 4), 17, np.uint8)
     sem[0, 0, 0] = 11  # road at the bottom, car above it: the car is seen from above
     sem[0, 0, 2] = 4
@@ -465,9 +457,9 @@ def test_visual_data_tool_writes_png(synthetic, tmp_path):
     from PIL import Image
     root, _ = synthetic
     out = tmp_path / 'vis' / 'sample.png'
-    rc = _visual_data_module().main(['--info', str(root / 'synthetic_infos_val.pkl'),
-                                     '--data-root', str(root), '--index', '1', '--out', str(out),
-                                     '--dpi', '40'])
+    rc = visual_data.main(['--info', str(root / 'synthetic_infos_val.pkl'),
+                           '--data-root', str(root), '--index', '1', '--out', str(out),
+                           '--dpi', '40'])
     assert rc == 0
     with Image.open(out) as im:
         assert im.format == 'PNG' and im.size[0] > 500 and im.size[1] > 300

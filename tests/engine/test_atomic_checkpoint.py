@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import splattingocc.engine  # noqa: F401
+from splattingocc.cli import train
 from splattingocc.engine.checkpoint import (PARTIAL_MARKER, atomic_open, atomic_write_text,
                                             partial_name)
-from toy_components import HERE, REPO, TOY_CONFIG, load_tool, losses_of, unique_name
+from toy_components import HERE, REPO, TOY_CONFIG, losses_of, unique_name
 
 CRASH_SCRIPT = textwrap.dedent('''
     import builtins, os, runpy, sys
@@ -99,7 +100,6 @@ def test_kill_while_writing_checkpoint_leaves_no_half_checkpoint(crashed):
     assert pointer == str(work_dir / 'iter_4.pth') and _complete(pointer)
 
     # and training resumes from there to the end
-    train = load_tool('train')
     runner = train.build_runner(train.parse_args(
         [TOY_CONFIG, '--work-dir', str(work_dir), '--resume',
          '--cfg-options', f'experiment_name={unique_name()}']))
@@ -126,7 +126,6 @@ def test_final_names_are_never_opened_for_writing(tmp_path, monkeypatch):
             written.append(os.path.basename(os.fspath(file)))
         return real_open(file, mode, *args, **kwargs)
 
-    train = load_tool('train')
     runner = train.build_runner(train.parse_args(
         [TOY_CONFIG, '--work-dir', str(tmp_path), '--cfg-options',
          f'experiment_name={unique_name()}']))
@@ -158,7 +157,6 @@ def test_atomic_open_keeps_old_file_on_error(tmp_path):
 
 def test_old_checkpoints_pruned_after_new_one(tmp_path):
     """max_keep_ckpts=1 keeps only the newest; the pointer always names an existing file."""
-    train = load_tool('train')
     runner = train.build_runner(train.parse_args(
         [TOY_CONFIG, '--work-dir', str(tmp_path), '--cfg-options',
          f'experiment_name={unique_name()}', 'default_hooks.checkpoint.interval=2',

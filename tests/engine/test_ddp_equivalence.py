@@ -27,8 +27,9 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 import splattingocc.engine  # noqa: F401
+from splattingocc.cli import train
 from splattingocc.registry import MODELS
-from toy_components import REPO, TOY_CONFIG, dist_env, load_tool, unique_name
+from toy_components import REPO, TOY_CONFIG, dist_env, unique_name
 
 K = 6  # iterations (24 samples of a 16-sample set: the sharding crosses the shuffle's wrap)
 B = 2  # samples per process
@@ -116,7 +117,6 @@ def two_processes(tmp_path_factory):
 
 
 def _one_process(work_dir, ghost_chunks: int) -> dict:
-    train = load_tool('train')
     argv = [TOY_CONFIG, '--work-dir', str(work_dir), '--cfg-options',
             f'experiment_name={unique_name()}', *OPTIONS, f'train_dataloader.batch_size={2 * B}',
             f'model.ghost_chunks={ghost_chunks}']

@@ -121,7 +121,7 @@ class ToyOccMetric(BaseMetric):
 # ---------------------------------------------------------------------------------------------
 # helpers for the engine/tool tests
 # ---------------------------------------------------------------------------------------------
-import importlib.util  # noqa: E402
+import importlib  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -136,13 +136,8 @@ TOY_CONFIG = str(HERE / 'toy_config.py')
 TOY_CONFIG_EPOCH = str(HERE / 'toy_config_epoch.py')
 
 
-def load_tool(name: str):
-    """tools/<name>.py as a module (its main/build_runner can run in-process)."""
-    module_name = f'splattingocc_tool_{name}'
-    spec = importlib.util.spec_from_file_location(module_name, REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# kept for tests/test_ablation.py: a tool's logic is the package module splattingocc.cli.<name>
+def load_tool(name): return importlib.import_module(f'splattingocc.cli.{name}')  # noqa: E704
 
 
 def unique_name(prefix: str = 'toy') -> str:
@@ -155,17 +150,12 @@ def losses_of(runner, key: str = 'train/loss') -> np.ndarray:
     return np.asarray(runner.message_hub.get_scalar(key).data[0], dtype=np.float64)
 
 
-_TRAIN_TOOL = None
-
-
 def toy_runner(config: str, work_dir, *extra, options=()):
     """tools/train.py's runner for ``config`` under a fresh experiment name (not yet trained)."""
-    global _TRAIN_TOOL
-    if _TRAIN_TOOL is None:
-        _TRAIN_TOOL = load_tool('train')
+    from splattingocc.cli import train
     argv = [config, '--work-dir', str(work_dir), *extra,
             '--cfg-options', f'experiment_name={unique_name()}', *options]
-    return _TRAIN_TOOL.build_runner(_TRAIN_TOOL.parse_args(argv))
+    return train.build_runner(train.parse_args(argv))
 
 
 def model_state(runner) -> dict:

@@ -1,14 +1,11 @@
-"""Per-class diagnostics (splattingocc/evaluation/diagnostics.py) on hand-computed cases, and
-tools/diagnose.py end to end on a tiny synthetic dataset against counts read from its files."""
-import importlib.util
-import pickle
-
+"""Per-class diagnostics (splattingocc/evaluation/diagnostics.py) on hand-computed cases."""
 import numpy as np
 import pytest
 import torch
 
-from splattingocc.evaluation.diagnostics import ClassDiagnostics, histogram_median
-from splattingocc.paths import REPO_ROOT
+from splattingocc.evaluation.diagnostics import (ClassDiagnostics, cells_to_grid,
+                                                 histogram_median, lift_statistics,
+                                                 nearest_label_per_cell, val_pipeline_with_labels)
 
 NAMES = [f'c{i}' for i in range(17)] + ['free']
 
@@ -58,14 +55,13 @@ def test_lift_reach_hand_case_and_cells_to_grid():
     assert d.summary()['c4']['lift_reach'] == pytest.approx(200 / 3)
     with pytest.raises(ValueError, match='reached'):
         d.add_voxels(gt, gt, np.zeros(gt.shape), None, reached[:4])
-    tool = _tool()
     cells = torch.tensor([[[[True, False]], [[False, True]]]])  # [1, 2, 1, 2]
-    grid = tool.cells_to_grid(cells, (4, 2, 4))
+    grid = cells_to_grid(cells, (4, 2, 4))
     assert grid.shape == (1, 4, 2, 4)
     assert grid[0, :2, :, :2].all() and not grid[0, :2, :, 2:].any()
     assert grid[0, 2:, :, 2:].all() and not grid[0, 2:, :, :2].any()
     with pytest.raises(ValueError, match='divide'):
-        tool.cells_to_grid(cells, (3, 2, 4))
+        cells_to_grid(cells, (3, 2, 4))
 
 
 def test_pixel_statistics_hand_case():
@@ -96,13 +92,12 @@ def test_lift_statistics_hand_case():
 
 
 def test_nearest_label_per_cell_and_lift_statistics_hand_case():
-    tool = _tool()
     # one camera, a 2 x 4 label map, 1 x 2 feature cells (each cell = 2 x 2 label pixels)
     depth = torch.tensor([[[[5.0, 0.0, 9.0, 3.0],
                             [7.0, 0.0, 3.0, 0.0]]]])
     sem = torch.tensor([[[[4, 0, 15, 11],
                           [11, 0, 16, 0]]]])
-    target, cls = tool.nearest_label_per_cell(depth, sem, (1, 2))
+    target, cls = nearest_label_per_cell(depth, sem, (1, 2))
     assert target.tolist() == [[[[5.0, 3.0]]]]
     assert cls.tolist() == [[[[4, 16]]]]  # tie at 3.0 m between 11 and 16: the larger class
 
@@ -118,7 +113,7 @@ def test_nearest_label_per_cell_and_lift_statistics_hand_case():
     prob[0, 0, 4, 0, 0] = 0.5  # cell 0: label 5.0 m -> bin 4; mass 0.5 there, 0.5 at bin 8
     prob[0, 0, 8, 0, 0] = 0.5
     prob[0, 0, 0, 0, 1] = 1.0  # cell 1: label 3.0 m -> bin 2; all mass at bin 0 (two bins off)
-    c, near, err = tool.lift_statistics(VT, prob, depth, sem)
+    c, near, err = lift_statistics(VT, prob, depth, sem)
     assert c.tolist() == [4, 16]
     assert near.tolist() == pytest.approx([0.5, 0.0])
     assert err.tolist() == pytest.approx([abs(0.5 * 5.5 + 0.5 * 9.5 - 5.0), 1.5])
@@ -136,73 +131,14 @@ def test_bad_input_is_a_clear_error():
         ClassDiagnostics(NAMES, free_label=18)
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location('diagnose_tool', REPO_ROOT / 'tools' /
-                                                  'diagnose.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_pipeline_gets_the_2d_labels():
-    tool = _tool()
     pipe = [dict(type='LoadMultiViewImages', camera_names=['A', 'B']),
             dict(type='LoadOcc3DLabels'), dict(type='PackOccInputs')]
-    out = tool.val_pipeline_with_labels(pipe)
+    out = val_pipeline_with_labels(pipe)
     assert [t['type'] for t in out] == ['LoadMultiViewImages', 'LoadLabels2D',
                                        'LoadOcc3DLabels', 'PackOccInputs']
     assert out[1]['camera_names'] == ['A', 'B'] and out[1]['load_adjacent'] is False
     assert len(pipe) == 3  # the config's list is left as it was
     from splattingocc.errors import UserError
     with pytest.raises(UserError, match='LoadOcc3DLabels'):
-        tool.val_pipeline_with_labels(pipe[:1])
-
-
-def test_diagnose_tool_end_to_end(tmp_path, tiny_dataset):
-    """Random-weight tiny model on a tiny synthetic dataset: the per-class voxel counts are those
-    of the val frames' labels.npz inside mask_camera, every voxel gets one prediction, and the
-    pixel shares are consistent."""
-    from splattingocc.models import SplattingOcc  # noqa: F401  (registers the model)
-    from splattingocc.registry import MODELS
-    from splattingocc.engine.launch import load_config
-
-    root = tiny_dataset
-    config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
-    options = [f'val_dataloader.dataset.data_root={root}/']
-    cfg = load_config(config)
-    torch.manual_seed(0)
-    ckpt = tmp_path / 'random.pth'
-    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), ckpt)
-    out_json = tmp_path / 'diag.json'
-    summary = _tool().main([config, str(ckpt), '--json', str(out_json), '--cfg-options',
-                            *options])
-    with open(root / 'nuscenes_infos_val.pkl', 'rb') as f:
-        infos = pickle.load(f)
-    infos = infos['infos'] if 'infos' in infos else infos['data_list']
-    assert len(infos) == 2
-    counts = np.zeros(18, np.int64)
-    for info in infos:
-        with np.load(root / info['occ_path']) as z:
-            counts += np.bincount(z['semantics'][z['mask_camera'].astype(bool)], minlength=18)
-    names = list(cfg.class_names)
-    assert [summary[n]['gt_voxels'] for n in names] == counts.tolist()
-    assert sum(summary[n]['predicted_voxels'] for n in names) == counts.sum()
-    assert sum(summary[n]['pixels'] for n in names) > 0
-    assert sum(summary[n]['cells'] for n in names) > 0
-    assert all(summary[n]['lift_near'] is None or 0.0 <= summary[n]['lift_near'] <= 100.0 + 1e-9
-               for n in names)
-    # the lift reaches some but not all of the counted voxels
-    reach = [summary[n]['lift_reach'] for n in names if summary[n]['gt_voxels']]
-    assert all(r is not None and 0.0 <= r <= 100.0 for r in reach) and 0 < max(reach)
-    for n in names:
-        s = summary[n]
-        if s['pixels']:
-            assert s['pixels_right'] + s['pixels_none'] <= 100.0 + 1e-9
-        if s['gt_voxels']:
-            assert s['right'] <= s['occupied'] + 1e-9 or n == 'free'
-    assert out_json.is_file()
-    # a checkpoint of another network is an error naming it, not a partial load
-    from splattingocc.errors import UserError
-    with pytest.raises(UserError, match='does not fit the network'):
-        _tool().main([config, str(ckpt), '--max-samples', '1', '--cfg-options', *options,
-                      'model.volume_encoder.num_blocks=1'])
+        val_pipeline_with_labels(pipe[:1])

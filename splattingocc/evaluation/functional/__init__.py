@@ -1,4 +1,7 @@
-"""Pure metric math (numpy): Occ3D mIoU, voxel ray casting, SparseOcc RayIoU."""
+"""Pure metric math (numpy): Occ3D mIoU, voxel ray casting, SparseOcc RayIoU, the paired
+bootstrap of two sets of predictions."""
+from .bootstrap import (bootstrap_weights, paired_bootstrap, percentile_interval, rayiou_of_stats,
+                        scores_of_hists)
 from .occ_miou import (check_prediction_labels, confusion_matrix, confusion_matrix_pair,
                        geometry_iou_from_confusion, miou_from_confusion,
                        occ_scores_from_confusion, per_class_iou)
@@ -10,5 +13,7 @@ __all__ = [
     'check_prediction_labels', 'confusion_matrix', 'confusion_matrix_pair',
     'geometry_iou_from_confusion', 'miou_from_confusion', 'occ_scores_from_confusion',
     'per_class_iou', 'first_hit', 'first_hits_multi', 'RAY_IOU_THRESHOLDS',
-    'lidar_ray_directions', 'ray_first_hits', 'rayiou_frame_stats', 'rayiou_from_stats'
+    'lidar_ray_directions', 'ray_first_hits', 'rayiou_frame_stats', 'rayiou_from_stats',
+    'bootstrap_weights', 'paired_bootstrap', 'percentile_interval', 'rayiou_of_stats',
+    'scores_of_hists'
 ]

@@ -1,8 +1,8 @@
 """Train the image half of a config alone on the LSS depth loss and score its depth per class.
 
-    python tools/probe_depth.py CONFIG [--iters 1000] [--lr 1e-3] [--seed 0] [--log-every 100]
-                                [--max-val-samples N] [--save CKPT] [--json FILE]
-                                [--cfg-options k=v ...]
+    python tools/analysis/probe_depth.py CONFIG [--iters 1000] [--lr 1e-3] [--seed 0]
+                                         [--log-every 100] [--max-val-samples N] [--save CKPT]
+                                         [--json FILE] [--cfg-options k=v ...]
 
 The backbone, neck and LSS depth net of CONFIG's model are trained alone (no lift, no 3D layers,
 no rendering) on the train split's LiDAR depth labels: the LSS depth loss (``lss_depth_loss``,
@@ -10,8 +10,8 @@ weight 1) on the nearest label of every cell of the depth map (``lift_upsample``
 AdamW (weight decay 0.01) and a one-cycle schedule (5% warm-up), batch 1, the config's train
 pipeline. Then, on the val split, per class of each labelled cell's nearest label (classes 0-10
 are the objects): the share of cells whose most probable bin is within one bin of the label's
-("argmax +-1"), the probability mass within one bin ("mass +-1", tools/diagnose.py's lift
-column) and the median |expected depth - label|. A few minutes on a CPU instead of a whole
+("argmax +-1"), the probability mass within one bin ("mass +-1", tools/analysis/diagnose.py's
+lift column) and the median |expected depth - label|. A few minutes on a CPU instead of a whole
 training run: a quick measure of a depth net before the whole model is trained with it (the
 lift's depth is what the demo's objects lack, README). ``--save`` writes the whole model's state
 dict (its 3D half as initialised) for ``load_from``. One process, CPU or the first GPU.
@@ -21,31 +21,22 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import sys
 import time
-from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
+from mmengine.config import DictAction
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from mmengine.config import DictAction  # noqa: E402
-
-import splattingocc.engine  # noqa: F401,E402  (allow-list for torch.load)
-from splattingocc.errors import UserError  # noqa: E402
-from splattingocc.engine.launch import (atomic_write_json, load_config,  # noqa: E402
-                                        run_main)
-from splattingocc.evaluation.diagnostics import (lift_statistics,  # noqa: E402
-                                                 val_pipeline_with_labels)
+import splattingocc.engine  # noqa: F401  (allow-list for torch.load)
+from splattingocc.engine.launch import atomic_write_json, load_config
+from splattingocc.errors import UserError
+from splattingocc.evaluation.diagnostics import lift_statistics, val_pipeline_with_labels
 
 OBJECT_CLASSES = tuple(range(11))  # others .. truck in the Occ3D-nuScenes order
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('config', help='config file')
     p.add_argument('--iters', type=int, default=1000, help='training iterations (default 1000)')
@@ -58,7 +49,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--json', help='also write the scores as JSON to this file (atomically)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='config overrides, key=value')
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def depth_scores(classes: np.ndarray, argmax_near: np.ndarray, mass_near: np.ndarray,
@@ -220,7 +215,3 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.json:
         atomic_write_json(args.json, out)
     return out
-
-
-if __name__ == '__main__':
-    sys.exit(run_main(main))

@@ -1,5 +1,6 @@
-"""tools/baselines.py: the voxel-mode prior against a brute-force count, and both baselines scored
-end to end on hand-made Occ3D files (a prior that equals the ground truth scores 100)."""
+"""tools/analysis/baselines.py: the voxel-mode prior against a brute-force count, and both
+baselines scored end to end on hand-made Occ3D files (a prior that equals the ground truth scores
+100)."""
 import json
 import pickle
 import subprocess
@@ -9,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / 'tools'))
+from splattingocc.cli.baselines import voxel_mode
 
-from baselines import voxel_mode  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 SHAPE = (200, 200, 16)
 
@@ -65,8 +65,8 @@ def _scene(rng):
 
 def _run(root, tmp_path):
     out = tmp_path / 'out.json'
-    proc = subprocess.run([sys.executable, 'tools/baselines.py', '--data-root', str(root),
-                           '--out', str(tmp_path / 'pred'), '--json', str(out)],
+    proc = subprocess.run([sys.executable, 'tools/analysis/baselines.py', '--data-root',
+                           str(root), '--out', str(tmp_path / 'pred'), '--json', str(out)],
                           cwd=str(REPO), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(out.read_text()), proc.stdout
@@ -104,7 +104,8 @@ def test_prior_equal_to_the_ground_truth_scores_100(tmp_path):
 
 
 def test_missing_info_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, 'tools/baselines.py', '--data-root', str(tmp_path)],
+    proc = subprocess.run([sys.executable, 'tools/analysis/baselines.py', '--data-root',
+                           str(tmp_path)],
                           cwd=str(REPO), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert 'nuscenes_infos_val.pkl' in proc.stderr and 'create_data.py' in proc.stderr

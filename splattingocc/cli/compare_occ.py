@@ -1,13 +1,13 @@
 """Paired comparison of two folders of occupancy predictions on the same frames, with a bootstrap
 interval for the difference of their Occ3D scores.
 
-    python tools/compare_occ.py --pred-dir A --ref-dir B --data-root DATA \
+    python tools/analysis/compare_occ.py --pred-dir A --ref-dir B --data-root DATA \
         [--mask camera|lidar|none] [--bootstrap 2000] [--unit frame|scene] [--seed 0] \
         [--info PKL] [--json FILE]
 
 Both folders are read as ``tools/eval_occ.py`` reads one (DIR/<scene>/<token>/pred.npz, e.g. from
-``tools/test.py --dump-dir`` or ``tools/baselines.py``). The frames must be the same in both (a
-frame missing from one is an error naming it).
+``tools/test.py --dump-dir`` or ``tools/analysis/baselines.py``). The frames must be the same in
+both (a frame missing from one is an error naming it).
 
 * Point estimates: mIoU, geometry IoU and per-class IoU of A and of B over all the frames, as
   ``tools/eval_occ.py`` computes them (one confusion matrix over the split, Occ3D's protocol),
@@ -29,104 +29,22 @@ says nothing about training noise (rerun with other seeds for that).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-TOOLS = Path(__file__).resolve().parent
-for p in (TOOLS, TOOLS.parent):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import eval_occ  # noqa: E402  (tools/eval_occ.py)
-from splattingocc.evaluation.functional.ray_iou import (lidar_ray_directions,  # noqa: E402
-                                                        rayiou_from_stats)
-from splattingocc.evaluation.ray_origins import load_infos, ray_origins_by_token  # noqa: E402
-
-
-def scores_of_hists(hists: np.ndarray,  # [R, C, C] (rows ground truth)
-                    free_label: int) -> dict:
-    """mIoU and geometry IoU (fractions) of each of R confusion matrices at once, with the
-    definitions of ``occ_miou.miou_from_confusion`` / ``geometry_iou_from_confusion``."""
-    hists = np.asarray(hists, dtype=np.float64)
-    assert hists.ndim == 3 and hists.shape[1] == hists.shape[2], hists.shape
-    C = hists.shape[1]
-    tp = np.einsum('rcc->rc', hists)
-    union = hists.sum(2) + hists.sum(1) - tp  # [R, C]
-    with np.errstate(divide='ignore', invalid='ignore'):
-        iou = tp / union  # NaN for 0 / 0
-    keep = np.arange(C) != free_label
-    sel = iou[:, keep]
-    present = np.isfinite(sel)
-    n = present.sum(1)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        miou = np.where(n > 0, np.where(present, sel, 0.0).sum(1) / n, np.nan)
-        occ_tp = hists[:, keep][:, :, keep].sum((1, 2))
-        gt_occ, pred_occ = hists[:, keep].sum((1, 2)), hists[:, :, keep].sum((1, 2))
-        geo_union = gt_occ + pred_occ - occ_tp
-        geo = np.where(geo_union > 0, occ_tp / geo_union, np.nan)
-    return {'miou': miou, 'geometry_iou': geo, 'iou': iou}
+from splattingocc.engine.launch import atomic_write_json
+from splattingocc.evaluation.functional.bootstrap import (paired_bootstrap, percentile_interval,
+                                                          rayiou_of_stats, scores_of_hists)
+from splattingocc.evaluation.functional.ray_iou import rayiou_from_stats
+from splattingocc.evaluation.ray_origins import load_infos, ray_origins_by_token
+from splattingocc.evaluation.standalone import (error_message, find_predictions,
+                                                per_class_rayiou_json, score_frames,
+                                                scoring_state)
+from splattingocc.paths import DATASET_CONFIG
 
 
-def rayiou_of_stats(tp: np.ndarray,  # [R, T, C]
-                    gt_count: np.ndarray,  # [R, C]
-                    pred_count: np.ndarray,  # [R, C]
-                    free_label: int) -> np.ndarray:
-    """RayIoU (fraction) of each of R sets of summed ray counts at once, with the definition of
-    ``ray_iou.rayiou_from_stats``: the NaN-ignoring mean over thresholds and non-free classes."""
-    tp = np.asarray(tp, dtype=np.float64)
-    both = (np.asarray(gt_count, dtype=np.float64) + np.asarray(pred_count, dtype=np.float64))
-    assert tp.ndim == 3 and both.shape == (tp.shape[0], tp.shape[2]), (tp.shape, both.shape)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        iou = tp / (both[:, None, :] - tp)  # [R, T, C], NaN for 0 / 0
-    iou = np.delete(iou, free_label, axis=2).reshape(tp.shape[0], -1)
-    present = np.isfinite(iou)
-    n = present.sum(1)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        return np.where(n > 0, np.where(present, iou, 0.0).sum(1) / n, np.nan)
-
-
-def bootstrap_weights(units: int, resamples: int, seed: int = 0) -> np.ndarray:
-    """[R, U] how often each of U units is drawn in each of R resamples with replacement."""
-    draws = np.random.default_rng(seed).integers(0, units, size=(int(resamples), units))
-    weights = np.zeros((int(resamples), units))
-    np.add.at(weights, (np.arange(int(resamples))[:, None], draws), 1.0)
-    return weights
-
-
-def paired_bootstrap(hists_a: np.ndarray,  # [U, C, C]
-                     hists_b: np.ndarray,  # [U, C, C]
-                     free_label: int, resamples: int, seed: int = 0,
-                     ray_a: dict | None = None, ray_b: dict | None = None) -> dict:
-    """Differences A - B of mIoU and geometry IoU over ``resamples`` paired resamples of the U
-    units (module docstring): {'miou': [R], 'geometry_iou': [R]} (fractions). With ``ray_a``
-    and ``ray_b`` ({'tp' [U, T, C], 'gt_count' [U, C], 'pred_count' [U, C]}: each unit's ray
-    counts), also 'rayiou' [R] over the same resamples."""
-    hists_a, hists_b = np.asarray(hists_a), np.asarray(hists_b)
-    assert hists_a.shape == hists_b.shape and hists_a.ndim == 3, (hists_a.shape, hists_b.shape)
-    weights = bootstrap_weights(hists_a.shape[0], resamples, seed)
-    sa = scores_of_hists(np.einsum('ru,ucd->rcd', weights, hists_a), free_label)
-    sb = scores_of_hists(np.einsum('ru,ucd->rcd', weights, hists_b), free_label)
-    out = {k: sa[k] - sb[k] for k in ('miou', 'geometry_iou')}
-    if ray_a is not None and ray_b is not None:
-        ra, rb = (rayiou_of_stats(np.einsum('ru,utc->rtc', weights, r['tp']),
-                                  weights @ r['gt_count'], weights @ r['pred_count'], free_label)
-                  for r in (ray_a, ray_b))
-        out['rayiou'] = ra - rb
-    return out
-
-
-def _interval(d: np.ndarray) -> dict:
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return {'low': None, 'high': None, 'share_a_higher': None}
-    return {'low': round(100 * float(np.percentile(d, 2.5)), 4),
-            'high': round(100 * float(np.percentile(d, 97.5)), 4),
-            'share_a_higher': round(float((d > 0).mean()), 4)}
-
-
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--pred-dir', required=True, help='predictions A')
@@ -141,17 +59,19 @@ def parse_args(argv=None):
     parser.add_argument('--info', default=None,
                         help='info pkl with the poses of every keyframe of the split: adds RayIoU')
     parser.add_argument('--json', default=None, help='write the comparison to this JSON file')
-    parser.add_argument('--dataset-config', default=str(eval_occ.DEFAULT_DATASET_CONFIG),
+    parser.add_argument('--dataset-config', default=str(DATASET_CONFIG),
                         help='config with class_names and free_label')
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _frame_results(items, state, what: str):
-    """{(scene, token): eval_occ's per-frame result ('hist' and, with RayIoU, 'ray')}."""
-    from tqdm import tqdm
-    eval_occ._init_worker(state)
-    return {(scene, token): eval_occ._evaluate_one((scene, token, p, g))
-            for scene, token, p, g in tqdm(items, desc=what, unit='frame')}
+    """{(scene, token): the frame's counts (``score_frame``: 'hist' and, with RayIoU, 'ray')}."""
+    results = score_frames(items, state, desc=what)
+    return {(scene, token): r for (scene, token, _, _), r in zip(items, results)}
 
 
 def _stack_units(results: dict, groups, field):
@@ -163,7 +83,8 @@ def _stack_units(results: dict, groups, field):
             for name in ('tp', 'gt_count', 'pred_count')}
 
 
-def main(argv=None):
+def main(argv=None) -> dict:
+    """Compare; returns the JSON document (also written with --json)."""
     args = parse_args(argv)
     from mmengine.config import Config
 
@@ -180,18 +101,13 @@ def main(argv=None):
             if key not in cfg:
                 raise SystemExit(f'{cfg_path} has no key {key!r} (needed for RayIoU, --info)')
     data_root = Path(args.data_root)
-    state = dict(mask=args.mask, ray=want_ray, origins={}, info=args.info,
-                 num_classes=len(class_names), free_label=free_label,
-                 ignore_label=int(cfg.get('ignore_label', 255)),
-                 pc_range=list(cfg.point_cloud_range) if want_ray else None,
-                 voxel_size=list(cfg.voxel_size) if want_ray else None,
-                 dirs=lidar_ray_directions() if want_ray else None)
     try:
-        items_a = eval_occ.find_predictions(Path(args.pred_dir), data_root)
-        items_b = eval_occ.find_predictions(Path(args.ref_dir), data_root)
+        items_a = find_predictions(Path(args.pred_dir), data_root)
+        items_b = find_predictions(Path(args.ref_dir), data_root)
+        origins = None
         if want_ray:
-            state['origins'] = ray_origins_by_token(load_infos(args.info))
-            missing = [t for _, t, _, _ in items_a if t not in state['origins']]
+            origins = ray_origins_by_token(load_infos(args.info))
+            missing = [t for _, t, _, _ in items_a if t not in origins]
             if missing:
                 raise ValueError(f'{len(missing)} predicted samples are not in --info '
                                  f'{args.info} (e.g. {missing[0]}); pass the info file of '
@@ -206,10 +122,11 @@ def main(argv=None):
                                  f'{s}/{t}): compare predictions of the same frames')
         print(f'[compare_occ] {len(items_a)} frames; A = {args.pred_dir}, B = {args.ref_dir}; '
               f"mask={args.mask}{'; RayIoU' if want_ray else ''}")
+        state = scoring_state(cfg, args.mask, origins, args.info)
         ra = _frame_results(items_a, state, 'A')
         rb = _frame_results(items_b, state, 'B')
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise SystemExit(f'compare_occ: {eval_occ._message(e)}')
+        raise SystemExit(f'compare_occ: {error_message(e)}')
     keys = sorted(ra)
     if args.unit == 'scene':
         groups = [[k for k in keys if k[0] == s] for s in sorted({s for s, _ in keys})]
@@ -243,7 +160,7 @@ def main(argv=None):
         n: {'a': pct(point_a['iou'][0, i]), 'b': pct(point_b['iou'][0, i])}
         for i, n in enumerate(class_names) if i != free_label}
     if want_ray:
-        per_a, per_b = (eval_occ.per_class_rayiou_json(
+        per_a, per_b = (per_class_rayiou_json(
             rayiou_from_stats(r['tp'].sum(0), r['gt_count'].sum(0), r['pred_count'].sum(0),
                               free_label)['per_class'], class_names, free_label)
             for r in (ray_a, ray_b))
@@ -252,7 +169,7 @@ def main(argv=None):
         diffs = paired_bootstrap(units_a, units_b, free_label, args.bootstrap, args.seed,
                                  ray_a, ray_b)
         for key in score_keys:
-            doc[key].update(_interval(diffs[key]))
+            doc[key].update(percentile_interval(diffs[key]))
 
     print(f"{'score':<14}{'A':>9}{'B':>9}{'A - B':>9}   95% interval of A - B   A higher in")
     labels = {'miou': 'mIoU', 'geometry_iou': 'geometry IoU', 'rayiou': 'RayIoU'}
@@ -279,10 +196,6 @@ def main(argv=None):
                       'correlated, so this interval is narrower than a new set of scenes would '
                       'give (try --unit scene when there are enough scenes)')
     if args.json:
-        eval_occ._write_json_atomic(Path(args.json), doc)
+        atomic_write_json(args.json, doc, sort_keys=False)
         print(f'[compare_occ] written to {args.json}')
     return doc
-
-
-if __name__ == '__main__':
-    main()

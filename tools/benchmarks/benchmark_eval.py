@@ -1,6 +1,6 @@
 """Speed of the Occ3D evaluation on the CPU: mIoU accumulation and RayIoU, frames per second.
 
-    python tools/benchmark_eval.py [--frames N] [--ray-frames M] [--json FILE]
+    python tools/benchmarks/benchmark_eval.py [--frames N] [--ray-frames M] [--json FILE]
 
 Frames are perturbed copies of the real Occ3D frames in <realdata>/occ3d/ (200 x 200 x 16): the
 ground truth shifted by one voxel with 5 % of the voxels relabelled at random. RayIoU uses 8
@@ -10,25 +10,15 @@ the ground truth and the prediction. Targets: >= 200 frames/s (mIoU), >= 2 frame
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from splattingocc.evaluation.functional.occ_miou import (confusion_matrix,  # noqa: E402
-                                                         confusion_matrix_pair)
-from splattingocc.evaluation.functional.ray_iou import (lidar_ray_directions,  # noqa: E402
-                                                        rayiou_frame_stats)
-from splattingocc.paths import realdata_root  # noqa: E402
+from splattingocc.benchmarking import Stopwatch, cpu_description, load_average
+from splattingocc.engine.launch import atomic_write_json, run_main
+from splattingocc.evaluation.functional.occ_miou import confusion_matrix, confusion_matrix_pair
+from splattingocc.evaluation.functional.ray_iou import lidar_ray_directions, rayiou_frame_stats
+from splattingocc.paths import DATASET_CONFIG, realdata_root
 
 
 def _frames(n, seed=0):
@@ -62,7 +52,7 @@ def main(argv=None):
     parser.add_argument('--json', default=None, help='write the table as JSON here')
     args = parser.parse_args(argv)
     from mmengine.config import Config
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs/_base_/datasets/occ3d_nuscenes.py'))
+    cfg = Config.fromfile(str(DATASET_CONFIG))
     pc_range, voxel_size = list(cfg.point_cloud_range), list(cfg.voxel_size)
     C = int(cfg.num_classes)
 
@@ -78,33 +68,32 @@ def main(argv=None):
     for name, fn in tasks:
         fn(*frames[0])  # warm-up
         hist = np.zeros((C, C), np.int64)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for i in range(args.frames):
-            hist += fn(*frames[i])
-            if (i + 1) % 100 == 0:
-                print(f'  {name}: {i + 1}/{args.frames}', flush=True)
-        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        with Stopwatch() as sw:
+            for i in range(args.frames):
+                hist += fn(*frames[i])
+                if (i + 1) % 100 == 0:
+                    print(f'  {name}: {i + 1}/{args.frames}', flush=True)
+        dt, cpu = sw.wall_s, sw.cpu_s
         rows.append(dict(task=name, frames=args.frames, seconds=dt, fps=args.frames / dt,
                          cpu_seconds=cpu, cpu_fps=args.frames / cpu, target_fps=200.0))
 
     dirs = lidar_ray_directions()
     origins = _origins(8)
-    t0, c0 = time.perf_counter(), time.process_time()
     rays = 0
-    for i in range(args.ray_frames):
-        pred, gt, _ = frames[i]
-        s = rayiou_frame_stats(pred, gt, origins, pc_range, voxel_size, C, int(cfg.free_label),
-                               dirs=dirs)
-        rays += s['rays']
-        print(f'  rayiou: {i + 1}/{args.ray_frames}', flush=True)
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with Stopwatch() as sw:
+        for i in range(args.ray_frames):
+            pred, gt, _ = frames[i]
+            s = rayiou_frame_stats(pred, gt, origins, pc_range, voxel_size, C,
+                                   int(cfg.free_label), dirs=dirs)
+            rays += s['rays']
+            print(f'  rayiou: {i + 1}/{args.ray_frames}', flush=True)
+    dt, cpu = sw.wall_s, sw.cpu_s
     rows.append(dict(task=f'rayiou (8 origins x {len(dirs)} rays, 2 grids)',
                      frames=args.ray_frames, seconds=dt, fps=args.ray_frames / dt,
                      cpu_seconds=cpu, cpu_fps=args.ray_frames / cpu, target_fps=2.0,
                      kept_rays_per_frame=rays / args.ray_frames))
 
-    machine = f'{platform.machine()} {platform.processor() or ""} {os.cpu_count()} cores'.strip()
-    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    machine, load = cpu_description(), load_average()
     print(f'\nmachine: {machine}, numpy {np.__version__}, single process, load average '
           f'{load:.1f} (wall-clock rates drop when the cores are shared; CPU-time rates do not)')
     print(f"{'task':<46}{'frames':>7}{'wall s':>9}{'frames/s':>10}{'cpu s':>8}{'cpu f/s':>9}"
@@ -114,15 +103,11 @@ def main(argv=None):
               f"{r['cpu_seconds']:>8.3f}{r['cpu_fps']:>9.1f}{r['target_fps']:>8.0f}  "
               f"{'yes' if r['fps'] >= r['target_fps'] else 'NO'}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.bench-', suffix='.tmp', dir=path.parent)
-        with os.fdopen(fd, 'w') as f:
-            json.dump({'rows': rows, 'machine': machine, 'load_average': load}, f, indent=2)
-        os.replace(tmp, path)
-        print(f'written {path}')
+        atomic_write_json(args.json, {'rows': rows, 'machine': machine, 'load_average': load},
+                          sort_keys=False)
+        print(f'written {args.json}')
     return rows
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_main(main))

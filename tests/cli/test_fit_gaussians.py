@@ -1,11 +1,13 @@
-"""tools/fit_gaussians.py: Gaussians fitted straight to labels reproduce them (hand case), the
-tool scores the real Occ3D frame's fit with the metric, and bad arguments are clear errors."""
+"""tools/analysis/fit_gaussians.py: Gaussians fitted straight to labels reproduce them (hand
+case), the tool scores the real Occ3D frame's fit with the metric, and bad arguments are clear
+errors."""
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from splattingocc.cli import fit_gaussians as tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,14 +22,13 @@ def _small_head_and_voxelizer():
     return head, vox
 
 
-def test_fit_reproduces_a_hand_made_scene(load_tool):
+def test_fit_reproduces_a_hand_made_scene():
     # a road layer (class 11) on the floor and a 2 x 2 x 2-voxel "car" (class 4) on it: every
     # voxel right after fitting, and nothing occupied before (initial opacity 0.1)
     head, vox = _small_head_and_voxelizer()
     sem = torch.full((8, 8, 4), 17, dtype=torch.long)
     sem[:, :, 0] = 11
     sem[2:4, 4:6, 1:3] = 4
-    tool = load_tool('fit_gaussians')
     before = tool.fit_frame(head, vox, sem, None, steps=0)
     assert (before == 17).all()
     torch.manual_seed(0)
@@ -39,24 +40,23 @@ def test_fit_reproduces_a_hand_made_scene(load_tool):
         assert inter / union >= 0.9, (c, inter, union)
 
 
-def test_fit_loss_ignores_voxels_outside_the_mask(load_tool):
+def test_fit_loss_ignores_voxels_outside_the_mask():
     # the mask leaves out the car: the fit is never told about it and leaves it free
     head, vox = _small_head_and_voxelizer()
     sem = torch.full((8, 8, 4), 17, dtype=torch.long)
     sem[:, :, 0] = 11
     sem[2:4, 4:6, 1:3] = 4
     mask = sem != 4
-    out = load_tool('fit_gaussians').fit_frame(head, vox, sem, mask, steps=150, lr=0.1)
+    out = tool.fit_frame(head, vox, sem, mask, steps=150, lr=0.1)
     assert (out[2:4, 4:6, 1:3] != 4).all()
     assert (out[:, :, 0] == 11).float().mean() >= 0.9
 
 
-def test_tool_end_to_end_on_a_tiny_dataset(tmp_path, tiny_dataset, load_tool):
+def test_tool_end_to_end_on_a_tiny_dataset(tmp_path, tiny_dataset):
     root = tiny_dataset
     config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
     opts = ['--cfg-options', f'val_dataloader.dataset.data_root={root}/']
     out = tmp_path / 'fit.json'
-    tool = load_tool('fit_gaussians')
     zero = tool.main([config, '--frames', '0', '--steps', '0', *opts])
     scores = tool.main([config, '--frames', '0', '--steps', '20', '--lr', '0.1', '--json',
                         str(out), *opts])

@@ -3,7 +3,7 @@ dataset: two seeded runs are bit-identical, and a run interrupted and resumed eq
 uninterrupted one. Needs the demo's dataset (data/synthetic-nuscenes with info pkls: `bash
 tools/demo.sh` or tools/create_data.py synthetic + nuscenes) and SPLATTINGOCC_SLOW_TESTS=1:
     SPLATTINGOCC_SLOW_TESTS=1 [SPLATTINGOCC_SYNTHETIC_DATA=DIR] \
-        python -m pytest tests/tools/test_tiny_config_reproducibility.py
+        python -m pytest tests/cli/test_tiny_config_reproducibility.py
 """
 import os
 import sys
@@ -15,8 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
 import splattingocc.engine  # noqa: F401,E402
+from splattingocc.cli import train as train_tool  # noqa: E402
 from toy_components import (REPO, Interrupt, StopAfter, assert_same_state,  # noqa: E402
-                            load_tool, losses_of, unique_name)
+                            losses_of, unique_name)
 
 CONFIG = str(REPO / 'configs' / 'splattingocc' / 'splattingocc-tiny-synthetic.py')
 # the demo's dataset; SPLATTINGOCC_SYNTHETIC_DATA points elsewhere (e.g. a small generated copy)
@@ -32,8 +33,6 @@ pytestmark = [
                        reason=f'{DATA} has no info pkls: run bash tools/demo.sh (or '
                        'tools/create_data.py synthetic + nuscenes) to create the dataset'),
 ]
-
-train_tool = load_tool('train')
 
 
 def _runner(work_dir, *extra):

@@ -1,7 +1,7 @@
 """What can the config's Gaussian grid represent? Fit its Gaussians directly to Occ3D labels.
 
-    python tools/fit_gaussians.py CONFIG [--frames 0,1] [--steps 300] [--lr 0.05]
-                                  [--json FILE] [--cfg-options k=v ...]
+    python tools/analysis/fit_gaussians.py CONFIG [--frames 0,1] [--steps 300] [--lr 0.05]
+                                           [--json FILE] [--cfg-options k=v ...]
 
 No network and no images: for each chosen val frame, the raw values of one Gaussian per cell of
 the head's grid (offset, scale, rotation, opacity, class logits; mapped to Gaussians exactly as the
@@ -17,25 +17,19 @@ from __future__ import annotations
 import argparse
 import copy
 import pickle
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from mmengine.config import DictAction
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from mmengine.config import DictAction  # noqa: E402
-
-from splattingocc.errors import UserError  # noqa: E402
-from splattingocc.engine.launch import atomic_write_json, load_config, run_main  # noqa: E402,E501
+from splattingocc.engine.launch import atomic_write_json, load_config
+from splattingocc.errors import UserError
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('config', help='config file (its model.head, model.voxelizer and val data)')
     p.add_argument('--frames', default='0', help='comma-separated val frame indices (default 0)')
@@ -44,7 +38,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--json', help='also write the scores as JSON to this file (atomically)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='config overrides, key=value')
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def fit_frame(head, voxelizer, semantics: torch.Tensor, mask: Optional[torch.Tensor],
@@ -159,7 +157,3 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.json:
         atomic_write_json(args.json, scores)
     return scores
-
-
-if __name__ == '__main__':
-    sys.exit(run_main(main))

@@ -1,6 +1,6 @@
-"""tools/probe_depth.py: the per-class depth scores against hand-computed cases, and the tool end
-to end on a tiny synthetic dataset (the image half learns, the saved state loads, the counts
-add up)."""
+"""tools/analysis/probe_depth.py: the per-class depth scores against hand-computed cases, and the
+tool end to end on a tiny synthetic dataset (the image half learns, the saved state loads, the
+counts add up)."""
 import json
 from pathlib import Path
 
@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from splattingocc.cli import probe_depth as tool
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAMES = ['others', 'barrier', 'bicycle', 'bus', 'car', 'construction_vehicle', 'motorcycle',
          'pedestrian', 'traffic_cone', 'trailer', 'truck', 'driveable_surface', 'other_flat',
          'sidewalk', 'terrain', 'manmade', 'vegetation', 'free']
 
 
-def test_depth_scores_hand_computed(load_tool):
-    tool = load_tool('probe_depth')
+def test_depth_scores_hand_computed():
     cls = np.array([4, 4, 4, 11, 15])
     hit = np.array([1, 0, 1, 1, 0])
     mass = np.array([0.5, 0.1, 0.3, 0.9, 0.2])
@@ -33,7 +34,7 @@ def test_depth_scores_hand_computed(load_tool):
         tool.depth_scores(cls, hit[:2], mass, err, NAMES)
 
 
-def test_probe_depth_end_to_end(tmp_path, tiny_dataset, load_tool):
+def test_probe_depth_end_to_end(tmp_path, tiny_dataset):
     from splattingocc.engine.launch import load_config
     from splattingocc.registry import MODELS
 
@@ -42,7 +43,6 @@ def test_probe_depth_end_to_end(tmp_path, tiny_dataset, load_tool):
     options = [f'train_dataloader.dataset.data_root={root}/',
                f'val_dataloader.dataset.data_root={root}/', 'train_dataloader.num_workers=0',
                'model.view_transform.lift_upsample=2']
-    tool = load_tool('probe_depth')
     ckpt, out_json = tmp_path / 'probe.pth', tmp_path / 'probe.json'
     out = tool.main([config, '--iters', '24', '--lr', '3e-3', '--log-every', '8', '--save',
                      str(ckpt), '--json', str(out_json), '--cfg-options', *options])
@@ -67,9 +67,8 @@ def test_probe_depth_end_to_end(tmp_path, tiny_dataset, load_tool):
     assert not moved & {'volume_encoder', 'head'}
 
 
-def test_bad_arguments_are_clear_errors(load_tool):
+def test_bad_arguments_are_clear_errors():
     from splattingocc.errors import UserError
-    tool = load_tool('probe_depth')
     config = str(REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic.py')
     with pytest.raises(UserError, match='--iters must be >= 0'):
         tool.main([config, '--iters', '-1'])

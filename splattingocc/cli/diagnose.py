@@ -1,8 +1,8 @@
 """Per-class diagnosis of a checkpoint: is a class lost in 2D (not recognised) or in 3D (wrong
 geometry)?
 
-    python tools/diagnose.py CONFIG CHECKPOINT [--max-samples N] [--json FILE]
-                             [--cfg-options k=v ...]
+    python tools/analysis/diagnose.py CONFIG CHECKPOINT [--max-samples N] [--json FILE]
+                                      [--cfg-options k=v ...]
 
 On the config's val dataset (its pipeline plus the LiDAR-projected 2D labels of the current
 frame), per class: of the ground-truth voxels inside mask_camera, the share predicted occupied and
@@ -18,29 +18,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
+from mmengine.config import DictAction
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from mmengine.config import DictAction  # noqa: E402
-
-import splattingocc.engine  # noqa: F401,E402  (allow-list for torch.load)
-from splattingocc.errors import UserError  # noqa: E402
-from splattingocc.engine.launch import (atomic_write_json, load_config,  # noqa: E402
-                                        run_main)
-from splattingocc.evaluation.diagnostics import (ClassDiagnostics, lift_statistics,  # noqa: E402,F401
-                                                 nearest_label_per_cell,
-                                                 val_pipeline_with_labels)
+import splattingocc.engine  # noqa: F401  (allow-list for torch.load)
+from splattingocc.engine.launch import atomic_write_json, load_config
+from splattingocc.errors import UserError
+from splattingocc.evaluation.diagnostics import (ClassDiagnostics, cells_to_grid,
+                                                 lift_statistics, val_pipeline_with_labels)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('config', help='config file')
     p.add_argument('checkpoint', help='checkpoint file')
@@ -49,19 +40,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--json', help='also write the table as JSON to this file (atomically)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='config overrides, key=value')
-    return p.parse_args(argv)
+    return p
 
 
-def cells_to_grid(cells: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    """[B, x, y, z] values of a coarse grid -> [B, X, Y, Z] on a grid that it divides (each
-    voxel takes the value of the cell containing it)."""
-    factors = [g // c for g, c in zip(grid, cells.shape[1:])]
-    if any(f * c != g for f, c, g in zip(factors, cells.shape[1:], grid)):
-        raise ValueError(f'diagnose: the lifted volume {tuple(cells.shape[1:])} does not divide '
-                         f'the Occ3D grid {tuple(grid)}')
-    for axis, f in enumerate(factors, start=1):
-        cells = cells.repeat_interleave(f, dim=axis)
-    return cells
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 @torch.no_grad()
@@ -148,7 +131,3 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         atomic_write_json(args.json, dict(config=args.config, checkpoint=args.checkpoint,
                                           classes=summary))
     return summary
-
-
-if __name__ == '__main__':
-    sys.exit(run_main(main))

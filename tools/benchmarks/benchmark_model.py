@@ -1,6 +1,6 @@
 """Seconds per training iteration of a model config, on synthetic tensors of the config's shapes.
 
-    python tools/benchmark_model.py configs/splattingocc/splattingocc-tiny-synthetic.py \
+    python tools/benchmarks/benchmark_model.py configs/splattingocc/splattingocc-tiny-synthetic.py \
         [--iters 10] [--warmup 2] [--threads N] [--json FILE] [--predict] [--cfg-options k=v ...]
 
 The batch has the shapes the config's data pipeline produces (cameras, input size, label
@@ -8,32 +8,27 @@ resolution, adjacent frames) with the real nuScenes camera rig of the real-data 
 (``<realdata>/nuscenes-keyframe``; a ring of 6 cameras if absent), random images and random sparse
 LiDAR-like labels (20% of the label pixels, depth 2..40 m). One iteration = forward ('loss'),
 backward and an AdamW step, as a training step does (data loading excluded: see
-tools/benchmark_dataset.py). Prints the median and a per-stage split of one extra iteration.
+tools/benchmarks/benchmark_dataset.py). Prints the median and a per-stage split of one extra
+iteration.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import pickle
-import platform
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from mmengine.config import Config, DictAction
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mmengine.config import Config, DictAction  # noqa: E402
-
-from splattingocc.paths import realdata_root  # noqa: E402
-from splattingocc.registry import MODELS  # noqa: E402
-from splattingocc.geometry import rigid_inverse  # noqa: E402
+from splattingocc.benchmarking import KEYFRAME_INFO, cpu_description
+from splattingocc.engine.launch import atomic_write_json, run_main
+from splattingocc.geometry import rigid_inverse
+from splattingocc.paths import realdata_root
+from splattingocc.registry import MODELS
 
 
 def _find(pipeline, type_name):
@@ -45,7 +40,7 @@ def _find(pipeline, type_name):
 
 def camera_rig(camera_names, width, height):
     """(cam2img [N, 3, 3] for a width x height image cropped BEVDet-style, cam2ego [N, 4, 4])."""
-    pkl = realdata_root() / 'nuscenes-keyframe' / 'n015-2018-07-24-11-22-45+0800.pkl'
+    pkl = realdata_root() / KEYFRAME_INFO
     if pkl.exists():
         with open(pkl, 'rb') as f:
             images = pickle.load(f)['data_list'][0]['images']
@@ -178,8 +173,7 @@ def main(argv=None):
               + (' (warm-up)' if i < args.warmup else ''), flush=True)
     stages = stage_times(model, batch)
     result = dict(config=args.config, batch_size=bs, threads=torch.get_num_threads(),
-                  machine=f'{platform.processor() or platform.machine()}, '
-                          f'{os.cpu_count()} CPUs, torch {torch.__version__}',
+                  machine=f'{cpu_description()}, torch {torch.__version__}',
                   parameters=sum(q.numel() for q in model.parameters()),
                   gaussians=int(np.prod(cfg.model.head.grid_size)),
                   rays_per_sample=(cfg.model.pixel_sampler or {}).get('num_rays'),
@@ -203,13 +197,9 @@ def main(argv=None):
     for k, v in stages.items():
         print(f'  {k:<16}{v:.3f} s')
     if args.json:
-        d = os.path.dirname(os.path.abspath(args.json))
-        fd, tmp = tempfile.mkstemp(dir=d, suffix='.tmp')
-        with os.fdopen(fd, 'w') as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, result, sort_keys=False)
     return result
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_main(main))

@@ -1,7 +1,7 @@
 """Memory growth of training: resident memory (RSS) at two iterations and the growth between them.
 
-    python tools/benchmark_memory.py [CONFIG] [--iters 500] [--probe 100] [--json OUT.json]
-                                     [--cfg-options k=v ...]
+    python tools/benchmarks/benchmark_memory.py [CONFIG] [--iters 500] [--probe 100]
+                                                [--json OUT.json] [--cfg-options k=v ...]
 
 Trains CONFIG (default: the tiny synthetic config) for --iters iterations in a temporary work dir
 (checkpoints and validation off) and prints the RSS of the training process plus its data-loader
@@ -22,20 +22,11 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401
+from splattingocc.benchmarking import rss_bytes
 from splattingocc.engine.launch import (apply_randomness_args, atomic_write_json, load_config,
                                         normalize_evaluators, run_main, setup_distributed)
 
 DEFAULT_CONFIG = 'configs/splattingocc/splattingocc-tiny-synthetic.py'
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process from /proc (0 if it is gone)."""
-    try:
-        with open(f'/proc/{pid}/statm') as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return pages * os.sysconf('SC_PAGE_SIZE')
 
 
 def child_pids(pid: int) -> list:

@@ -7,16 +7,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
 import splattingocc.engine  # noqa: F401,E402
-from toy_components import REPO, TOY_CONFIG, dist_env, load_tool, unique_name  # noqa: E402
+from splattingocc.cli import test as test_tool  # noqa: E402
+from splattingocc.cli import train  # noqa: E402
+from toy_components import REPO, TOY_CONFIG, dist_env, unique_name  # noqa: E402
 
 
 def test_dist_test_two_cpu_processes(tmp_path):
-    train = load_tool('train')
     train.main([TOY_CONFIG, '--work-dir', str(tmp_path / 'train'), '--cfg-options',
                 f'experiment_name={unique_name()}'])
-    single = load_tool('test').main([TOY_CONFIG, str(tmp_path / 'train' / 'iter_8.pth'),
-                                     '--work-dir', str(tmp_path / 'single'), '--eval', 'segm',
-                                     'ray', '--cfg-options', f'experiment_name={unique_name()}'])
+    single = test_tool.main([TOY_CONFIG, str(tmp_path / 'train' / 'iter_8.pth'),
+                             '--work-dir', str(tmp_path / 'single'), '--eval', 'segm', 'ray',
+                             '--cfg-options', f'experiment_name={unique_name()}'])
 
     env = dist_env()
     dump = tmp_path / 'dump'

@@ -13,37 +13,29 @@ backward (as a 3D loss on density and scores would). Columns: wall-clock median 
 the median process CPU time (all threads; less sensitive to other processes on a shared machine).
 
 Usage:
-  python tools/benchmark_voxelizer.py [--repeats 5] [--threads 1] [--device cpu] [--json out.json]
+  python tools/benchmarks/benchmark_voxelizer.py [--repeats 5] [--threads 1] [--device cpu]
+                                                 [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from mmengine.config import Config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mmengine.config import Config  # noqa: E402
-
-from splattingocc.paths import REPO_ROOT, realdata_root  # noqa: E402
-from splattingocc.structures import Gaussians  # noqa: E402
-from splattingocc.voxelizer import GaussianVoxelizer, gaussians_from_voxels  # noqa: E402
-
-FRAME = 'occ3d/29796060110c4163b07f06eff4af0753.labels.npz'
+from splattingocc.benchmarking import OCC3D_FRAME, Stopwatch, realdata_file
+from splattingocc.engine.launch import atomic_write_json, run_main
+from splattingocc.paths import DATASET_CONFIG
+from splattingocc.structures import Gaussians
+from splattingocc.voxelizer import GaussianVoxelizer, gaussians_from_voxels
 
 
 def gt_frame_gaussians(ds, scale: float, device) -> Gaussians:
-    path = realdata_root() / FRAME
-    if not path.exists():
-        sys.exit(f'benchmark_voxelizer: {path} not found; set SPLATTINGOCC_REALDATA to the folder '
-                 'holding occ3d/ (see ../shared/realdata/README.md)')
+    path = realdata_file(OCC3D_FRAME, 'benchmark_voxelizer')
     sem = torch.from_numpy(np.load(path)['semantics'])[None].to(device)  # [1, X, Y, Z]
     return gaussians_from_voxels(sem, ds.point_cloud_range, ds.free_label, ds.num_classes,
                                  scale=scale, opacity=1.0)
@@ -80,10 +72,10 @@ def time_case(vox, gs: Gaussians, repeats: int, backward: bool, device) -> dict:
     out = once()  # warm-up
     times, cpu_times = [], []
     for r in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        once()
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
+        with Stopwatch() as sw:
+            once()
+        times.append(sw.wall_s)
+        cpu_times.append(sw.cpu_s)
         print(f'  repeat {r + 1}/{repeats}: {times[-1]:.3f} s wall, {cpu_times[-1]:.3f} s cpu',
               flush=True)
     occupied = int((out.semantics != vox.free_label).sum())
@@ -115,7 +107,7 @@ def main(argv=None):
     if device.type == 'cuda' and not torch.cuda.is_available():
         sys.exit('benchmark_voxelizer: --device cuda given but CUDA is not available; '
                  'use --device cpu')
-    ds = Config.fromfile(str(REPO_ROOT / 'configs/_base_/datasets/occ3d_nuscenes.py'))
+    ds = Config.fromfile(str(DATASET_CONFIG))
     vox = GaussianVoxelizer(ds.point_cloud_range, ds.occ_size, ds.num_classes, ds.free_label,
                             voxel_size=ds.voxel_size, density_threshold=args.density_threshold,
                             cutoff=args.cutoff, max_pairs_per_chunk=args.max_pairs_per_chunk)
@@ -144,11 +136,9 @@ def main(argv=None):
     if args.json:
         meta = dict(device=str(device), threads=torch.get_num_threads(), grid=list(ds.occ_size),
                     cutoff=args.cutoff, repeats=args.repeats, torch=torch.__version__)
-        tmp = args.json.with_name(args.json.name + f'.tmp{os.getpid()}')
-        tmp.write_text(json.dumps(dict(meta=meta, results=rows), indent=2))
-        os.replace(tmp, args.json)  # atomic
+        atomic_write_json(args.json, dict(meta=meta, results=rows), sort_keys=False)
         print(f'wrote {args.json}')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_main(main))

@@ -1,6 +1,7 @@
 """Seconds per sample of the data pipeline (one process, no workers), with a per-transform table.
 
-    python tools/benchmark_dataset.py --info data/synthetic-nuscenes/synthetic_infos_train.pkl \
+    python tools/benchmarks/benchmark_dataset.py \
+        --info data/synthetic-nuscenes/synthetic_infos_train.pkl \
         --data-root data/synthetic-nuscenes [--size 224 80] [--num-adjacent 1] [--train-aug] \
         [--samples 30] [--json out.json]
 
@@ -9,17 +10,13 @@ resolution); pass --size to match a config. With --config the dataset and pipeli
 that config's train_dataloader instead. Target: median < 0.2 s per sample on one CPU core.
 """
 import argparse
-import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from splattingocc.engine.launch import atomic_write_json, run_main
+from splattingocc.paths import DATASET_CONFIG
 
 
 def parse_args(argv=None):
@@ -35,8 +32,7 @@ def parse_args(argv=None):
                    help='random scale/crop jitter and photometric distortion')
     p.add_argument('--no-occ', action='store_true', help='do not load the Occ3D ground truth')
     p.add_argument('--samples', type=int, default=30, help='samples timed (after one warm-up)')
-    p.add_argument('--dataset-config',
-                   default=str(REPO / 'configs/_base_/datasets/occ3d_nuscenes.py'))
+    p.add_argument('--dataset-config', default=str(DATASET_CONFIG))
     p.add_argument('--json', help='also write the results to this JSON file')
     return p.parse_args(argv)
 
@@ -129,13 +125,10 @@ def main(argv=None):
                    mean_s=float(np.mean(per_sample)), p90_s=float(np.percentile(per_sample, 90)),
                    transforms={n: dict(median_ms=m, mean_ms=a) for n, m, a in rows},
                    shapes=shapes)
-        tmp = f'{args.json}.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            json.dump(res, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, res, sort_keys=False)
         print('wrote', args.json)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -1,24 +1,22 @@
 """Benchmark of the synthetic dataset generator: per-stage CPU time of a few frames, then the
 wall time of a whole generation.
 
-    python tools/benchmark_synthetic.py                       # default dataset (10 x 8 frames)
-    python tools/benchmark_synthetic.py --scenes 2 --samples-per-scene 2 --json out.json
+    python tools/benchmarks/benchmark_synthetic.py            # default dataset (10 x 8 frames)
+    python tools/benchmarks/benchmark_synthetic.py --scenes 2 --samples-per-scene 2 --json out.json
 
 Prints a table; ``--json`` also writes the numbers. The generated dataset goes to a temporary
 folder that is removed afterwards (``--keep DIR`` keeps it there instead).
 """
 import argparse
-import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from splattingocc.datasets.synthetic import writer as W  # noqa: E402
+from splattingocc.benchmarking import load_average
+from splattingocc.datasets.synthetic import writer as W
+from splattingocc.engine.launch import atomic_write_json, run_main
 
 STAGES = ('cast_camera', 'shade_camera', 'cast_lidar', 'lidar_intensity', 'voxelize',
           'traverse_visibility', 'encode_jpeg', 'npz_bytes')
@@ -102,7 +100,7 @@ def main(argv=None):
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    load = load_average()
 
     print(f'\n{"stage":28s} {"CPU s / frame":>14s}')
     for name, sec in stages.items():
@@ -121,11 +119,9 @@ def main(argv=None):
     result = dict(stages_cpu_s_per_frame=stages, wall_s=wall, cpu_s=cpu, frames=frames,
                   load_average=load, summary=summary)
     if args.json:
-        tmp_json = Path(args.json).with_suffix('.json.tmp')
-        tmp_json.write_text(json.dumps(result, indent=1))
-        os.replace(tmp_json, args.json)
+        atomic_write_json(args.json, result, sort_keys=False)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -4,9 +4,10 @@ Scene: the Occ3D-nuScenes ground truth ``<realdata>/occ3d/29796060110c4163b07f06
 .npz``; every occupied voxel (~39k) becomes one Gaussian at its centre (isotropic scale of half a
 voxel, opacity 0.9, identity rotation, one-hot semantics over the K dataset classes). The volume
 renderer gets the same grid as a density (``-ln(1 - 0.9) / voxel``: alpha 0.9 per voxel
-crossed) with one-hot features. Cameras: the six cameras of ``<realdata>/nuscenes-keyframe/...pkl`` (intrinsics
-scaled from 1600x900; viewmat = inverse of cam2ego, so the world is the ego frame of the grid; the
-keyframe is another scene than the Occ3D frame, which does not matter for timing).
+crossed) with one-hot features. Cameras: the six cameras of
+``<realdata>/nuscenes-keyframe/...pkl`` (intrinsics scaled from 1600x900; viewmat = inverse of
+cam2ego, so the world is the ego frame of the grid; the keyframe is another scene than the Occ3D
+frame, which does not matter for timing).
 
 Cases: ``dense-400x225`` (1600x900 scaled by 0.25), ``dense-704x256`` (scaled by 0.44 to 704x396,
 then the bottom 256 rows kept, as BEVDet's crop: cy -= 140), ``sampled-38400`` (38,400 pixels,
@@ -34,17 +35,15 @@ forward), which the table notes.
 
 Usage::
 
-    python tools/benchmark_render.py [--json FILE] [--repeats 3] [--backends torch,volume,gsplat]
+    python tools/benchmarks/benchmark_render.py [--json FILE] [--repeats 3]
+        [--backends torch,volume,gsplat]
         [--cases dense-400x225,dense-704x256,sampled-38400] [--device cpu|cuda] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import pickle
-import platform
 import re
 import statistics
 import subprocess
@@ -57,15 +56,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from splattingocc.benchmarking import (KEYFRAME_INFO, OCC3D_FRAME, cpu_description,
+                                       realdata_file, rss_bytes)
+from splattingocc.engine.launch import atomic_write_json, run_main
+from splattingocc.geometry import rigid_inverse
+from splattingocc.paths import DATASET_CONFIG
+from splattingocc.structures import Cameras, DensityGrid, Gaussians
 
-from splattingocc.paths import REPO_ROOT, realdata_root  # noqa: E402
-from splattingocc.geometry import rigid_inverse  # noqa: E402
-from splattingocc.structures import Cameras, DensityGrid, Gaussians  # noqa: E402
-
-OCC_FILE = 'occ3d/29796060110c4163b07f06eff4af0753.labels.npz'
-CAM_FILE = 'nuscenes-keyframe/n015-2018-07-24-11-22-45+0800.pkl'
-DATASET_CONFIG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'occ3d_nuscenes.py'
 CASES = ('dense-400x225', 'dense-704x256', 'sampled-38400')
 BACKENDS = ('torch', 'volume', 'gsplat')
 FULL_W, FULL_H = 1600, 900
@@ -79,11 +76,8 @@ def load_dataset_config() -> dict:
                 free_label=int(cfg.free_label), camera_names=list(cfg.camera_names))
 
 
-def load_occupancy(root: Path, ds: dict) -> np.ndarray:
-    path = root / OCC_FILE
-    if not path.exists():
-        raise SystemExit(f'benchmark_render: {path} not found: set SPLATTINGOCC_REALDATA to the '
-                         'real-data fixture folder (holding occ3d/ and nuscenes-keyframe/)')
+def load_occupancy(ds: dict) -> np.ndarray:
+    path = realdata_file(OCC3D_FRAME, 'benchmark_render')
     sem = np.load(path)['semantics']
     if list(sem.shape) != ds['occ_size']:
         raise SystemExit(f'benchmark_render: {path} has a grid of {sem.shape}, the dataset config '
@@ -91,12 +85,9 @@ def load_occupancy(root: Path, ds: dict) -> np.ndarray:
     return sem  # [X, Y, Z] uint8 class per voxel
 
 
-def load_rig(root: Path, ds: dict):
+def load_rig(ds: dict):
     """cam2img [C, 3, 3] at 1600x900 and cam2ego [C, 4, 4] in the config's camera order."""
-    path = root / CAM_FILE
-    if not path.exists():
-        raise SystemExit(f'benchmark_render: {path} not found: set SPLATTINGOCC_REALDATA to the '
-                         'real-data fixture folder')
+    path = realdata_file(KEYFRAME_INFO, 'benchmark_render')
     with open(path, 'rb') as f:
         info = pickle.load(f)['data_list'][0]
     K = np.stack([np.asarray(info['images'][n]['cam2img'], dtype=np.float64)[:3, :3]
@@ -185,13 +176,8 @@ class PeakMemory:
 
     def __init__(self, device, enabled: bool = True):
         self.cuda = torch.device(device).type == 'cuda'
-        self.page = os.sysconf('SC_PAGE_SIZE')
         self.enabled = enabled
         self.peak_bytes = 0
-
-    def _rss(self) -> int:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * self.page
 
     def __enter__(self):
         if not self.enabled:
@@ -201,7 +187,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.base = self._rss()
+            self.base = rss_bytes()
             self.peak = self.base
             self.stop = False
             self.thread = threading.Thread(target=self._poll, daemon=True)
@@ -210,7 +196,7 @@ class PeakMemory:
 
     def _poll(self):
         while not self.stop:
-            self.peak = max(self.peak, self._rss())
+            self.peak = max(self.peak, rss_bytes())
             time.sleep(0.0005)
 
     def __exit__(self, *exc):
@@ -222,7 +208,7 @@ class PeakMemory:
         else:
             self.stop = True
             self.thread.join()
-            self.peak = max(self.peak, self._rss())
+            self.peak = max(self.peak, rss_bytes())
             self.peak_bytes = self.peak - self.base
         return False
 
@@ -323,10 +309,9 @@ def memory_probe(args) -> None:
     RSS-tracking malloc settings; prints ``PEAK_MB <value>``."""
     _malloc_track_rss()
     backend, case = args.memory_probe.split(',')
-    root = realdata_root()
     ds = load_dataset_config()
-    sem = load_occupancy(root, ds)
-    K_full, cam2ego = load_rig(root, ds)
+    sem = load_occupancy(ds)
+    K_full, cam2ego = load_rig(ds)
     cams = case_cameras(case, K_full, cam2ego, 'cpu')
     pixels = case_pixels(case, cams, 'cpu')
     renderer = build_renderer(backend)
@@ -367,14 +352,13 @@ def main(argv=None):
         if c not in CASES:
             raise SystemExit(f'benchmark_render: unknown case {c!r}; choose from {CASES}')
     device = torch.device(args.device)
-    root = realdata_root()
     ds = load_dataset_config()
-    sem = load_occupancy(root, ds)
-    K_full, cam2ego = load_rig(root, ds)
+    sem = load_occupancy(ds)
+    K_full, cam2ego = load_rig(ds)
     mem_method = ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
                   'peak RSS increase, /proc/self/statm sampled every 0.5 ms')
-    machine = (f'{platform.machine()} {platform.processor() or ""} {os.cpu_count()} cores, torch '
-               f'{torch.__version__}, {torch.get_num_threads()} threads, device {device}'
+    machine = (f'{cpu_description()}, torch {torch.__version__}, {torch.get_num_threads()} '
+               f'threads, device {device}'
                + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
     print(f'[benchmark_render] {machine}; memory: {mem_method}', flush=True)
 
@@ -461,12 +445,9 @@ def main(argv=None):
                          | ({'volume_checkpoint': r['volume_checkpoint']}
                             if 'volume_checkpoint' in r else {}) for r in rows],
                    machine=machine, memory_method=mem_method, repeats=args.repeats, notes=notes)
-        path = Path(args.json)
-        tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(json.dumps(out, indent=2))
-        os.replace(tmp, path)
-        print(f'[benchmark_render] wrote {path}')
+        atomic_write_json(args.json, out, sort_keys=False)
+        print(f'[benchmark_render] wrote {args.json}')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_main(main))

@@ -1,6 +1,6 @@
 """Trivial occupancy baselines, scored like any model (the floor every trained number must clear).
 
-    python tools/baselines.py --data-root data/synthetic-nuscenes [--out outputs/baselines]
+    python tools/analysis/baselines.py --data-root data/synthetic-nuscenes [--out outputs/baselines]
         [--baselines all-free,voxel-mode] [--ray] [--json FILE]
 
 Baselines (predictions for every frame of the val info pkl):
@@ -18,20 +18,17 @@ mask_camera; RayIoU with ``--ray``). ``--json`` writes {baseline: scores} (perce
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from splattingocc.evaluation.dump import dump_prediction, load_occ_gt  # noqa: E402
-from splattingocc.evaluation.ray_origins import info_scene_name, load_infos  # noqa: E402
+from splattingocc.engine.launch import atomic_write_json
+from splattingocc.errors import UserError
+from splattingocc.evaluation.dump import dump_prediction, load_occ_gt
+from splattingocc.evaluation.ray_origins import info_scene_name, load_infos
+from splattingocc.evaluation.standalone import error_message, evaluate_folder
+from splattingocc.paths import DATASET_CONFIG
 
 BASELINES = ('all-free', 'voxel-mode')
 
@@ -67,7 +64,7 @@ def _gt_path(data_root: Path, info: dict) -> Path:
     return data_root / 'gts' / info_scene_name(info) / str(info['token']) / 'labels.npz'
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-root', required=True,
@@ -81,12 +78,29 @@ def parse_args(argv=None):
                    help=f'comma-separated, from {", ".join(BASELINES)}')
     p.add_argument('--ray', action='store_true', help='also RayIoU')
     p.add_argument('--json', default=None, help='write {baseline: scores} to this JSON file')
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def _score(pred_dir: Path, data_root: Path, dataset_cfg, info: Optional[Path]) -> dict:
+    """What ``tools/eval_occ.py --pred-dir PRED_DIR --data-root DATA_ROOT`` (with ``--metric
+    miou ray --info INFO`` when ``info`` is given) prints and returns."""
+    try:
+        return evaluate_folder(pred_dir, data_root, dataset_cfg, 'camera', ray=info is not None,
+                               info=None if info is None else str(info))
+    except UserError as e:
+        raise SystemExit(str(e))
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise SystemExit(f'eval_occ: {error_message(e)}')
 
 
 def main(argv=None) -> dict:
+    """Write and score the baselines; returns {baseline: scores} (also written with --json)."""
     args = parse_args(argv)
-    import eval_occ  # tools/eval_occ.py (this folder is on sys.path when run as a script)
+    from mmengine.config import Config
 
     data_root = Path(args.data_root)
     train_info = Path(args.train_info or data_root / 'nuscenes_infos_train.pkl')
@@ -111,11 +125,11 @@ def main(argv=None) -> dict:
         return load_occ_gt(path)['semantics']
 
     shape = gt_semantics(val[0]).shape
+    dataset_cfg = Config.fromfile(str(DATASET_CONFIG))
     results = {}
     for name in names:
         if name == 'all-free':
-            from mmengine.config import Config
-            free = int(Config.fromfile(str(eval_occ.DEFAULT_DATASET_CONFIG)).free_label)
+            free = int(dataset_cfg.free_label)
             pred = np.full(shape, free, dtype=np.uint8)
         else:
             print(f'[baselines] voxel-mode: label counts over {len(train)} train frames',
@@ -125,10 +139,7 @@ def main(argv=None) -> dict:
         for info in val:
             dump_prediction(out_dir, info_scene_name(info), str(info['token']), pred)
         print(f'[baselines] {name}: {len(val)} val predictions in {out_dir}', flush=True)
-        argv_eval = ['--pred-dir', str(out_dir), '--data-root', str(data_root)]
-        if args.ray:
-            argv_eval += ['--metric', 'miou', 'ray', '--info', str(val_info)]
-        results[name] = eval_occ.main(argv_eval)
+        results[name] = _score(out_dir, data_root, dataset_cfg, val_info if args.ray else None)
 
     print('\nbaseline     mIoU   geometry IoU' + ('   RayIoU' if args.ray else ''))
     for name, r in results.items():
@@ -138,14 +149,6 @@ def main(argv=None) -> dict:
         print(line)
     if args.json:
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
-        with os.fdopen(fd, 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, path)
+        atomic_write_json(path, results, sort_keys=False)
         print(f'[baselines] scores written to {path}')
     return results
-
-
-if __name__ == '__main__':
-    main()

@@ -1,5 +1,4 @@
 """tools/eval_occ.py: dump then evaluate (JSON fields and values), SparseOcc files, errors."""
-import importlib.util
 import json
 import pickle
 import subprocess
@@ -8,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from splattingocc.evaluation.dump import dump_prediction, load_prediction, prediction_path
+from splattingocc.cli import eval_occ as tool
+from splattingocc.evaluation.dump import dump_prediction
 from splattingocc.evaluation.functional.occ_miou import (confusion_matrix,
                                                          geometry_iou_from_confusion,
                                                          miou_from_confusion, per_class_iou)
@@ -16,13 +16,6 @@ from splattingocc.paths import REPO_ROOT
 
 FILES = {'scene-a': ('tokA', '29796060110c4163b07f06eff4af0753.labels.npz'),
          'scene-b': ('tokB', 'occupancy-vis-demo.labels.npz')}
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('eval_occ', REPO_ROOT / 'tools' / 'eval_occ.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture()
@@ -48,20 +41,7 @@ def _gts(root):
             for sc, (tok, _) in FILES.items()}
 
 
-def test_dump_is_atomic_uint8_and_loads_back(tmp_path):
-    sem = np.arange(24).reshape(2, 3, 4) % 18
-    p = dump_prediction(tmp_path, 'scene-1', 'abc', sem)
-    assert p == prediction_path(tmp_path, 'scene-1', 'abc')
-    back = load_prediction(p)
-    assert back.dtype == np.uint8
-    np.testing.assert_array_equal(back, sem)
-    assert [q.name for q in p.parent.iterdir()] == ['pred.npz']  # no temporary left behind
-    with pytest.raises(ValueError, match=r'\[X, Y, Z\]'):
-        dump_prediction(tmp_path, 'scene-1', 'abc', np.zeros((4, 4), np.uint8))
-
-
 def test_round_trip_json(data_root, tmp_path):
-    tool = _load_tool()
     gts = _gts(data_root)
     preds = {}
     rng = np.random.default_rng(0)
@@ -110,7 +90,6 @@ def test_round_trip_json(data_root, tmp_path):
 
 
 def test_errors_name_the_file(data_root, tmp_path):
-    tool = _load_tool()
     g = _gts(data_root)['tokA']['semantics']
     bad = tmp_path / 'bad'
     dump_prediction(bad, 'scene-a', 'tokA', np.zeros((200, 200, 8), np.uint8))

@@ -10,13 +10,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'engine'))  # toy_components
 
 import splattingocc.engine  # noqa: F401,E402
+from splattingocc.cli import test as test_tool  # noqa: E402
+from splattingocc.cli import train as train_tool  # noqa: E402
 from splattingocc.engine.launch import (evaluator_metric_cfgs, normalize_evaluators,  # noqa: E402
                                         resolve_dist_backend, run_main)
-from toy_components import (TOY_CONFIG, ToyOccDataset, load_tool,  # noqa: E402
-                            unique_name)
-
-train_tool = load_tool('train')
-test_tool = load_tool('test')
+from toy_components import TOY_CONFIG, ToyOccDataset, unique_name  # noqa: E402
 
 
 @pytest.fixture(scope='module')

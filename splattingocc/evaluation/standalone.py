@@ -1,0 +1,212 @@
+"""Scoring folders of prediction files offline, as ``tools/eval_occ.py`` does.
+
+Predictions: ``DIR/<scene_name>/<sample_token>/pred.npz`` (``tools/test.py --dump-dir``), or
+SparseOcc-style flat files ``DIR/<token>.npz``; ground truth: ``DATA/gts/<scene>/<token>/
+labels.npz``. Each frame contributes its confusion matrices (and, with RayIoU, its ray counts)
+through :func:`splattingocc.evaluation.metrics.occ_metric.occ_frame_result`; the dataset's scores
+are those of the summed counts (Occ3D's protocol). Used by ``tools/eval_occ.py``,
+``tools/analysis/compare_occ.py`` and ``tools/analysis/baselines.py``.
+
+Errors a user can cause (a missing file, a wrong shape, a sample missing from the info pkl) are
+``FileNotFoundError`` / ``ValueError`` / ``KeyError`` naming the file, or :class:`UserError`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import UserError
+from .dump import PRED_FILENAME, load_occ_gt, load_prediction
+from .functional.ray_iou import lidar_ray_directions
+from .metrics.occ_metric import format_occ_table, occ_frame_result, summarize_occ_results
+from .ray_origins import load_infos, ray_origins_by_token
+
+__all__ = [
+    'find_predictions', 'scoring_state', 'init_worker', 'score_frame', 'score_frames',
+    'evaluate_folder', 'scores_json', 'per_class_rayiou_json', 'percent', 'error_message'
+]
+
+#: one frame to score: (scene name, sample token, prediction file, ground-truth labels.npz)
+Item = Tuple[str, str, Path, Path]
+
+
+def find_predictions(pred_dir: Path, data_root: Path) -> List[Item]:
+    """[(scene, token, pred_path, gt_path)], sorted, for every prediction file in ``pred_dir``."""
+    pred_dir, data_root = Path(pred_dir), Path(data_root)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f'--pred-dir {pred_dir} is not a folder')
+    found = []
+    for p in sorted(pred_dir.glob(f'*/*/{PRED_FILENAME}')):
+        scene, token = p.parent.parent.name, p.parent.name
+        found.append((scene, token, p, data_root / 'gts' / scene / token / 'labels.npz'))
+    flat = sorted(pred_dir.glob('*.npz'))
+    if flat:
+        token2scene = {g.parent.name: g.parent.parent.name
+                       for g in (data_root / 'gts').glob('*/*/labels.npz')}
+        for p in flat:
+            token = p.stem
+            if token not in token2scene:
+                raise FileNotFoundError(f'{p}: no ground truth {data_root}/gts/*/{token}/'
+                                        'labels.npz for this token')
+            scene = token2scene[token]
+            found.append((scene, token, p, data_root / 'gts' / scene / token / 'labels.npz'))
+    if not found:
+        raise FileNotFoundError(f'no predictions in {pred_dir}: expected '
+                                f'{pred_dir}/<scene>/<token>/{PRED_FILENAME} (or <token>.npz)')
+    return found
+
+
+def scoring_state(dataset_cfg, mask: str, origins: Optional[dict] = None,
+                  info: Optional[str] = None) -> dict:
+    """Everything :func:`score_frame` needs, from a dataset config (``class_names``,
+    ``free_label``, optional ``ignore_label`` (255) and, for RayIoU, ``point_cloud_range`` and
+    ``voxel_size``).
+
+    Args:
+        mask: the voxels mIoU counts: 'camera', 'lidar' (the ground truth's ``mask_<mask>``) or
+            'none'.
+        origins: {sample token: [K, 3] ray origins} (``ray_origins_by_token``): RayIoU too;
+            None: mIoU only.
+        info: the info pkl the origins come from (named in errors).
+    """
+    ray = origins is not None
+    return dict(mask=mask, ray=ray, origins=origins or {}, info=info,
+                num_classes=len(dataset_cfg.class_names), free_label=int(dataset_cfg.free_label),
+                ignore_label=int(dataset_cfg.get('ignore_label', 255)),
+                pc_range=list(dataset_cfg.point_cloud_range) if ray else None,
+                voxel_size=list(dataset_cfg.voxel_size) if ray else None,
+                dirs=lidar_ray_directions() if ray else None)
+
+
+_WORKER = {}
+
+
+def init_worker(state: dict) -> None:
+    """Install a :func:`scoring_state` for :func:`score_frame` (also a pool initializer)."""
+    _WORKER.clear()
+    _WORKER.update(state)
+
+
+def score_frame(item: Item) -> dict:
+    """One frame's counts (``occ_frame_result``: 'hist' [C, C], 'hist_nomask' [C, C], with
+    RayIoU 'ray') and its 'token', under the state of :func:`init_worker`."""
+    scene, token, pred_path, gt_path = item
+    w = _WORKER
+    if not Path(gt_path).is_file():
+        raise FileNotFoundError(f'ground truth missing for {pred_path}: {gt_path} does not exist '
+                                '(check --data-root)')
+    gt = load_occ_gt(gt_path)
+    pred = load_prediction(pred_path)
+    if pred.size == gt['semantics'].size and pred.ndim == 1:
+        pred = pred.reshape(gt['semantics'].shape)  # SparseOcc files may be flat
+    if pred.shape != gt['semantics'].shape:
+        raise ValueError(f'{pred_path}: prediction shape {pred.shape} differs from the ground '
+                         f"truth {gt['semantics'].shape} of {gt_path}")
+    mask = None
+    if w['mask'] != 'none':
+        mask = gt[f"mask_{w['mask']}"]
+        if mask is None:
+            raise KeyError(f"{gt_path}: no 'mask_{w['mask']}' array; use --mask none")
+    origins = None
+    if w['ray']:
+        if token not in w['origins']:
+            raise KeyError(f'{pred_path}: sample {token} is not in --info {w["info"]}')
+        origins = w['origins'][token]
+    result = occ_frame_result(pred, gt['semantics'], mask, w['num_classes'], w['free_label'],
+                              w['ignore_label'], origins, w['pc_range'], w['voxel_size'],
+                              w['dirs'], name=str(pred_path))
+    result['token'] = token
+    return result
+
+
+def score_frames(items: Sequence[Item], state: dict, workers: int = 1,
+                 desc: str = 'eval') -> List[dict]:
+    """:func:`score_frame` of every item (in order), with a progress bar; ``workers`` > 1:
+    that many processes (fork where available: they only run numpy)."""
+    from tqdm import tqdm
+    if workers > 1:
+        import multiprocessing as mp
+        method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
+        with mp.get_context(method).Pool(workers, init_worker, (state, )) as pool:
+            return list(tqdm(pool.imap(score_frame, items, chunksize=4),
+                             total=len(items), desc=desc, unit='frame'))
+    init_worker(state)
+    return [score_frame(it) for it in tqdm(items, desc=desc, unit='frame')]
+
+
+def evaluate_folder(pred_dir, data_root, dataset_cfg, mask: str = 'camera', ray: bool = False,
+                    info: Optional[str] = None, workers: int = 1) -> dict:
+    """Score every prediction of ``pred_dir`` (``tools/eval_occ.py``): prints the frame count,
+    the progress and the per-class table; returns :func:`scores_json` plus 'mask'.
+
+    Raises:
+        UserError: ``ray`` without ``info``, or predicted samples missing from ``info``.
+        FileNotFoundError, ValueError, KeyError: a missing, malformed or mismatched file (the
+            message names it; :func:`error_message` prints it).
+    """
+    pred_dir = Path(pred_dir)
+    class_names, free_label = list(dataset_cfg.class_names), int(dataset_cfg.free_label)
+    items = find_predictions(pred_dir, Path(data_root))
+    origins = None
+    if ray:
+        if info is None:
+            raise UserError('--metric ray needs --info PKL (the info file with the poses of '
+                            'every keyframe of the evaluated scenes)')
+        origins = ray_origins_by_token(load_infos(info))
+        missing = [t for _, t, _, _ in items if t not in origins]
+        if missing:
+            raise UserError(f'{len(missing)} predicted samples are not in --info {info}'
+                            f' (e.g. {missing[0]}); pass the info file of this split')
+    state = scoring_state(dataset_cfg, mask, origins, info)
+    print(f'[eval_occ] {len(items)} frames from {pred_dir}; mask={mask}; '
+          f"metrics={'miou+ray' if ray else 'miou'}")
+    results = score_frames(items, state, workers)
+    summary = summarize_occ_results(results, class_names, free_label)
+    print(format_occ_table(summary, class_names, free_label))
+    doc = scores_json(summary, class_names, free_label)
+    doc['mask'] = mask
+    return doc
+
+
+def error_message(e: BaseException) -> str:
+    """The message of an error, as written (``str(KeyError('x'))`` would quote it)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+def percent(v) -> Optional[float]:
+    """A fraction in percent, rounded to 4 places; None for None, NaN or infinity."""
+    return None if v is None or not math.isfinite(v) else round(100.0 * float(v), 4)
+
+
+def per_class_rayiou_json(per_class: np.ndarray,  # [T, C - 1]
+                          class_names: Sequence[str], free_label: int) -> dict:
+    """{class name: RayIoU in percent over the thresholds, null where never seen} from the
+    [T, C - 1] 'per_class' array of ``rayiou_from_stats`` (free left out)."""
+    names = [n for i, n in enumerate(class_names) if i != free_label]
+    return {n: percent(float(np.nanmean(per_class[:, k])))
+            if np.isfinite(per_class[:, k]).any() else None for k, n in enumerate(names)}
+
+
+def scores_json(summary: dict, class_names: Sequence[str], free_label: int) -> dict:
+    """The JSON document of ``tools/eval_occ.py`` from ``summarize_occ_results`` (percent; null
+    where undefined): frames, miou, per_class_iou, geometry_iou, miou_no_mask, rayiou,
+    rayiou_1m, rayiou_2m, rayiou_4m and, with RayIoU, per_class_rayiou."""
+    ray = summary.get('ray')
+    out = {
+        'frames': int(summary['frames']),
+        'miou': percent(summary['miou']),
+        'per_class_iou': {n: percent(summary['iou'][i]) for i, n in enumerate(class_names)
+                          if i != free_label},
+        'geometry_iou': percent(summary['geometry_iou']),
+        'miou_no_mask': percent(summary.get('miou_nomask')),
+        'rayiou': percent(ray['rayiou']) if ray else None,
+    }
+    for j, t in enumerate(ray['thresholds'] if ray else (1, 2, 4)):
+        out[f'rayiou_{t:g}m'] = percent(ray['rayiou_at'][j]) if ray else None
+    if ray:
+        out['per_class_rayiou'] = per_class_rayiou_json(ray['per_class'], class_names, free_label)
+    return out
+

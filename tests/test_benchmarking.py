@@ -1,0 +1,40 @@
+"""splattingocc/benchmarking.py: the helpers of the benchmark scripts, on this process."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from splattingocc.benchmarking import (Stopwatch, cpu_description, load_average, realdata_file,
+                                       rss_bytes)
+from splattingocc.errors import UserError
+
+
+def test_stopwatch_counts_wall_and_cpu_time():
+    with Stopwatch() as sw:
+        total = sum(i * i for i in range(200_000))  # CPU work
+    assert total > 0
+    assert sw.wall_s > 0 and sw.cpu_s > 0
+    assert sw.cpu_s <= sw.wall_s * os.cpu_count() + 0.05
+
+
+def test_rss_of_this_process_and_of_a_finished_one():
+    assert rss_bytes() > 2 ** 20  # a Python interpreter: more than a MiB
+    assert abs(rss_bytes(os.getpid()) - rss_bytes()) < 64 * 2 ** 20  # the same process
+    finished = subprocess.Popen([sys.executable, '-c', 'pass'])
+    finished.wait()
+    assert rss_bytes(finished.pid) == 0  # gone (reaped): no /proc entry
+
+
+def test_machine_description_and_load():
+    assert f'{os.cpu_count()} cores' in cpu_description()
+    assert load_average() >= 0.0 or load_average() != load_average()  # a number or NaN
+
+
+def test_missing_fixture_file_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv('SPLATTINGOCC_REALDATA', str(tmp_path))
+    (tmp_path / 'occ3d').mkdir()
+    (tmp_path / 'occ3d' / 'x.npz').write_bytes(b'')
+    assert realdata_file('occ3d/x.npz', 'bench') == tmp_path / 'occ3d' / 'x.npz'
+    with pytest.raises(UserError, match=r'bench: .*occ3d/y\.npz not found: set SPLATTINGOCC_'):
+        realdata_file('occ3d/y.npz', 'bench')
