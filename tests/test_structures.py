@@ -1,4 +1,4 @@
-
+"""Gaussians, Cameras and the other containers: shapes checked on construction."""
 import pytest
 import torch
 

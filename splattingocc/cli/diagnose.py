@@ -56,6 +56,10 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
     from splattingocc.rendering.base import Cameras
 
     diag = ClassDiagnostics(class_names, free_label)
+    rays = next((s for s in model.supervision if hasattr(s, 'render')), None)
+    if rays is None:
+        raise UserError('diagnose renders the field the way the model is trained to: the config '
+                        "needs a RaySupervision in model.supervision (its renderer)")
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     for i in range(n):
         data = model.data_preprocessor(default_collate([dataset[i]]), False)
@@ -63,9 +67,12 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
             if key not in data:
                 raise UserError(f'diagnose: sample {i} has no {key!r}; check the 2D label files '
                                 '(tools/create_data.py nuscenes) and the pipeline')
-        scene, depth_prob, _ = model.extract_scene(data['img'], data['cam2img'], data['cam2ego'])
-        density, _ = model.occ_fields(scene)
-        pred = model.predict_semantics(scene)
+        N = data['img'].shape[1]
+        outputs = model.extract(data['img'], data['cam2img'], data['cam2ego'],
+                                data['gt_depth'][:, :N])
+        field, depth_prob = outputs.field, outputs.depth_probs
+        density, _ = model.readout.fields(field)
+        pred = model.readout(field)
         mask = data.get('mask_camera')
         reached = None
         vt = model.view_transform
@@ -82,7 +89,7 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
         B, C, h, w = gt_depth.shape
         cams = Cameras(viewmats=data['render_viewmats'].float(), Ks=data['render_Ks'].float(),
                        width=w, height=h)
-        out = model.renderer(model.render_scene(scene), cams, None)
+        out = rays.render(field, cams)
         K = len(class_names) - 1  # rendered classes: the occupied ones
         probs = out.features.reshape(B, C, h, w, -1)[..., :K]
         rendered = probs.argmax(-1)

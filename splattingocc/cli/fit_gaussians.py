@@ -7,10 +7,10 @@ No network and no images: for each chosen val frame, the raw values of one Gauss
 the head's grid (offset, scale, rotation, opacity, class logits; mapped to Gaussians exactly as the
 head maps its outputs, ``GaussianHead.decode``) are optimised with Adam against the frame's own
 Occ3D labels inside mask_camera (``Occupancy3DLoss``: occupancy BCE + class-balanced CE on the
-voxelizer's fields), then read out by the config's voxelizer and scored with the Occ3D metric. The
+field's grid), then read out by the config's read-out and scored with the Occ3D metric. The
 result is a representation bound: the mIoU the prediction grid reaches when the labels are known,
-so a trained model's gap to it is learning, not resolution. One process, CPU or the first GPU;
-about 1 s per step for the tiny config's 20,000 Gaussians on a 2-core CPU.
+so a trained model's gap to it is learning, not resolution. One process, CPU or the first GPU
+(E30: 300 steps per frame of the tiny config's 20,000 Gaussians took minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from splattingocc.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('config', help='config file (its model.head, model.voxelizer and val data)')
+    p.add_argument('config', help='config file (its model.head, model.readout and val data)')
     p.add_argument('--frames', default='0', help='comma-separated val frame indices (default 0)')
     p.add_argument('--steps', type=int, default=300, help='Adam steps per frame (default 300)')
     p.add_argument('--lr', type=float, default=0.05, help='Adam learning rate (default 0.05)')
@@ -45,22 +45,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def fit_frame(head, voxelizer, semantics: torch.Tensor, mask: Optional[torch.Tensor],
+def fit_frame(head, readout, semantics: torch.Tensor, mask: Optional[torch.Tensor],
               steps: int, lr: float = 0.05, loss=None, log_every: int = 0,
               seed: int = 0) -> torch.Tensor:
     """Fit one Gaussian per head cell to one frame's labels; return the read-out labels.
 
     Args:
-        head: a ``GaussianHead`` (its grid, bounds and mapping; its weights are not used).
-        voxelizer: a ``GaussianVoxelizer`` (the read-out grid and density threshold).
-        semantics: [X, Y, Z] long labels on the voxelizer's grid (free = voxelizer.free_label).
+        head: a ``GaussianHead`` (its grid, bounds, mapping and field; its weights are not used).
+        readout: an ``OccupancyReadout`` (the read-out grid, classes and threshold).
+        semantics: [X, Y, Z] long labels on the read-out's grid (free = readout.free_label).
         mask: [X, Y, Z] bool, where the loss applies (None: everywhere).
         steps: Adam steps (0: the initial Gaussians, for comparison).
         loss: an ``Occupancy3DLoss`` (default: class-balanced, power 0.5).
     Returns:
-        [X, Y, Z] uint8 labels from ``voxelizer``.
+        [X, Y, Z] labels from ``readout``.
     """
-    from splattingocc.losses import Occupancy3DLoss
+    from splattingocc.supervision import Occupancy3DLoss
 
     loss = loss if loss is not None else Occupancy3DLoss(class_weight='batch', power=0.5)
     gen = torch.Generator().manual_seed(seed)
@@ -76,9 +76,8 @@ def fit_frame(head, voxelizer, semantics: torch.Tensor, mask: Optional[torch.Ten
     msk = None if mask is None else mask[None].to(dev)
     t0 = time.time()
     for it in range(steps):
-        g = head.decode(**raw)
-        out = voxelizer(g, return_fields=True)
-        l_occ, l_sem = loss(out.density, out.scores, sem, voxelizer.free_label, msk)
+        density, scores = readout.fields(head.field(head.decode(**raw)))
+        l_occ, l_sem = loss.score(density, scores, sem, readout.free_label, msk)
         total = l_occ + l_sem
         if not torch.isfinite(total):
             raise FloatingPointError(f'fit_gaussians: loss is {total.item()} at step {it}')
@@ -89,7 +88,7 @@ def fit_frame(head, voxelizer, semantics: torch.Tensor, mask: Optional[torch.Ten
             print(f'[fit] step {it + 1}/{steps}  occupancy {l_occ.item():.4f}  semantics '
                   f'{l_sem.item():.4f}  {time.time() - t0:.0f} s', flush=True)
     with torch.no_grad():
-        return voxelizer(head.decode(**raw))[0].to(torch.uint8)
+        return readout(head.field(head.decode(**raw)))[0]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -110,15 +109,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     except ValueError as err:
         raise UserError(f'--frames: comma-separated integers expected, got {args.frames!r}') \
             from err
-    head_cfg = copy.deepcopy(cfg.model.head)
-    if head_cfg.get('scene_type', 'auto') not in ('auto', 'gaussians'):
-        raise UserError('fit_gaussians: the config\'s head is not a Gaussian head '
-                        f"(scene_type={head_cfg.get('scene_type')!r})")
-    head_cfg['scene_type'] = 'gaussians'
-    head = MODELS.build(head_cfg)
-    voxelizer = MODELS.build(cfg.model.voxelizer)
+    head = MODELS.build(copy.deepcopy(cfg.model.head))
+    if not (hasattr(head, 'decode') and hasattr(head, 'field')):
+        raise UserError(f'fit_gaussians: the config\'s head ({type(head).__name__}) is not a '
+                        'Gaussian head (GaussianHead): nothing to fit')
+    readout = MODELS.build(cfg.model.readout)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    head, voxelizer = head.to(device), voxelizer.to(device)
+    head, readout = head.to(device), readout.to(device)
 
     dcfg = cfg.val_dataloader.dataset
     ann = Path(dcfg.data_root) / dcfg.ann_file
@@ -143,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             torch.from_numpy(gt['mask_camera'].astype(bool))
         print(f'[fit] frame {i} ({n + 1}/{len(frames)}): {int(np.prod(head.grid_size))} '
               f'Gaussians, {args.steps} steps', flush=True)
-        pred = fit_frame(head, voxelizer, sem, mask, args.steps, args.lr,
+        pred = fit_frame(head, readout, sem, mask, args.steps, args.lr,
                          log_every=max(args.steps // 6, 1)).cpu().numpy()
         results.append(occ_frame_result(pred, gt['semantics'], gt['mask_camera'], len(names),
                                         free))

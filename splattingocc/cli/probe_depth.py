@@ -94,8 +94,8 @@ def train_depth(model, dataset, iters: int, lr: float, seed: int, log_every: int
     every iteration."""
     from mmengine.dataset import default_collate
 
-    from splattingocc.losses import lss_depth_loss
     from splattingocc.geometry import depth_labels_min_pool
+    from splattingocc.supervision.functional import lss_depth_loss
 
     vt = model.view_transform
     parts = [model.backbone, model.neck, vt]

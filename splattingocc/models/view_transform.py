@@ -220,8 +220,8 @@ class LSSViewTransform(nn.Module):
                       cam2img: Tensor,  # [B, N, 3, 3]
                       cam2ego: Tensor,  # [B, N, 4, 4]
                       img_size: Tuple[int, int]):
-        """The depth net's per-cell outputs, before any lifting (``tools/probe_depth.py`` trains
-        and scores the depth alone with this).
+        """The depth net's per-cell outputs, before any lifting (``tools/analysis/probe_depth.py``
+        trains and scores the depth alone with this).
 
         Returns:
             depth probabilities [B, N, D, s*Hf, s*Wf] (s = lift_upsample), the context to lift

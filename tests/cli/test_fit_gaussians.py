@@ -13,13 +13,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _small_head_and_voxelizer():
-    from splattingocc.models.gaussian_head import GaussianHead
-    from splattingocc.voxelizer import GaussianVoxelizer
+    from splattingocc.models import GaussianHead, OccupancyReadout
     pc = (0.0, 0.0, 0.0, 3.2, 3.2, 1.6)  # 8 x 8 x 4 voxels of 0.4 m; 4 x 4 x 2 cells of 0.8 m
     head = GaussianHead(8, pc, (4, 4, 2), num_classes=17, min_scale=0.2, max_scale=0.4,
-                        hidden_channels=8, scene_type='gaussians')
-    vox = GaussianVoxelizer(pc, (8, 8, 4), num_classes=18, free_label=17)
-    return head, vox
+                        hidden_channels=8)
+    readout = OccupancyReadout(pc, (8, 8, 4), num_classes=18, free_label=17)
+    return head, readout
 
 
 def test_fit_reproduces_a_hand_made_scene():

@@ -22,13 +22,14 @@ import time
 
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from splattingocc.benchmarking import KEYFRAME_INFO, cpu_description
-from splattingocc.engine.launch import atomic_write_json, run_main
+from splattingocc.engine.launch import atomic_write_json, load_config, run_main
 from splattingocc.geometry import rigid_inverse
 from splattingocc.paths import realdata_root
 from splattingocc.registry import MODELS
+from splattingocc.structures import NetworkOutputs
 
 
 def _find(pipeline, type_name):
@@ -120,11 +121,13 @@ def stage_times(model, batch) -> dict:
     vol = model.volume_encoder(vol)
     t['volume_encoder'] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scene = model.head(vol)
+    outputs = NetworkOutputs(field=model.head(vol), depth_probs=depth,
+                             depth_bins=getattr(model.view_transform, 'depth_bins', None),
+                             lift_logits=lifted[2] if len(lifted) > 2 else None)
     t['head'] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    losses = model.loss(scene, depth, batch, lifted[2] if len(lifted) > 2 else None)
-    t['render+losses'] = time.perf_counter() - t0
+    losses = model.loss(outputs, batch)
+    t['supervision'] = time.perf_counter() - t0
     total = sum(v for k, v in losses.items() if k.startswith('loss'))
     t0 = time.perf_counter()
     total.backward()
@@ -149,9 +152,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     import splattingocc.models  # noqa: F401  (registration)
     model = MODELS.build(cfg.model)
     model.train()
@@ -176,7 +177,8 @@ def main(argv=None):
                   machine=f'{cpu_description()}, torch {torch.__version__}',
                   parameters=sum(q.numel() for q in model.parameters()),
                   gaussians=int(np.prod(cfg.model.head.grid_size)),
-                  rays_per_sample=(cfg.model.pixel_sampler or {}).get('num_rays'),
+                  rays_per_sample=next((s.get('pixel_sampler') or {} for s in cfg.model.supervision
+                                        if s.get('type') == 'RaySupervision'), {}).get('num_rays'),
                   s_per_iter_median=statistics.median(times), s_per_iter_min=min(times),
                   stages_s=stages)
     if args.predict:

@@ -113,7 +113,7 @@ def case_cameras(case: str, K_full: np.ndarray, cam2ego: np.ndarray, device) -> 
 def case_pixels(case: str, cams: Cameras, device):
     if not case.startswith('sampled'):
         return None
-    from splattingocc.rendering.pixels import sample_pixels
+    from splattingocc.supervision.pixels import sample_pixels
     num = int(case.split('-')[1])
     C = cams.num_cameras
     labels = torch.zeros(1, C, cams.height, cams.width, dtype=torch.long)  # every pixel labelled
