@@ -121,7 +121,6 @@ class ToyOccMetric(BaseMetric):
 # ---------------------------------------------------------------------------------------------
 # helpers for the engine/tool tests
 # ---------------------------------------------------------------------------------------------
-import importlib  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -134,10 +133,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 TOY_CONFIG = str(HERE / 'toy_config.py')
 TOY_CONFIG_EPOCH = str(HERE / 'toy_config_epoch.py')
-
-
-# kept for tests/test_ablation.py: a tool's logic is the package module splattingocc.cli.<name>
-def load_tool(name): return importlib.import_module(f'splattingocc.cli.{name}')  # noqa: E704
 
 
 def unique_name(prefix: str = 'toy') -> str:

@@ -66,13 +66,15 @@ def test_minutes_budget_accounting(base, tmp_path):
 
 def _toy_train(tmp_path, monkeypatch, extra, resume=False):
     sys.path.insert(0, str(REPO_ROOT / 'tests' / 'engine'))
-    from toy_components import TOY_CONFIG, load_tool, unique_name
+    from toy_components import TOY_CONFIG, unique_name
+
+    from splattingocc.cli import train
     ticks = iter(range(10 ** 6))
     monkeypatch.setattr(TimeBudgetHook, '_clock', staticmethod(lambda: float(next(ticks))))
     args = [TOY_CONFIG, '--work-dir', str(tmp_path)] + (['--resume'] if resume else [])
     args += ['--cfg-options', f'experiment_name={unique_name()}',
              'default_hooks.ablation_timer.type=TimeBudgetHook', *extra]
-    return load_tool('train').main(args)
+    return train.main(args)
 
 
 def test_time_budget_hook_stops_with_checkpoint_and_final_eval(tmp_path, monkeypatch):

@@ -7,10 +7,10 @@ No network and no images: for each chosen val frame, the raw values of one Gauss
 the head's grid (offset, scale, rotation, opacity, class logits; mapped to Gaussians exactly as the
 head maps its outputs, ``GaussianHead.decode``) are optimised with Adam against the frame's own
 Occ3D labels inside mask_camera (``Occupancy3DLoss``: occupancy BCE + class-balanced CE on the
-voxelizer's fields), then read out by the config's voxelizer and scored with the Occ3D metric. The
+field's grid), then read out by the config's read-out and scored with the Occ3D metric. The
 result is a representation bound: the mIoU the prediction grid reaches when the labels are known,
-so a trained model's gap to it is learning, not resolution. One process, CPU or the first GPU;
-about 1 s per step for the tiny config's 20,000 Gaussians on a 2-core CPU.
+so a trained model's gap to it is learning, not resolution. One process, CPU or the first GPU
+(E30: 300 steps per frame of the tiny config's 20,000 Gaussians took minutes on 2 cores).
 """
 import sys
 
