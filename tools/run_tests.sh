@@ -7,9 +7,8 @@ cd "$REPO"
 source tools/setup_env.sh
 # The suite starts several processes at once (distributed and Slurm tests): OpenMP threads that
 # sleep when idle instead of spinning keep them from starving each other. Training and benchmarks
-# on an otherwise idle machine are faster with OpenMP's default (spinning): 0.27 vs 0.34 s per
-# iteration of the tiny config (tools/benchmarks/benchmark_model.py), so only the tests set
-# this.
+# on an otherwise idle machine are faster with OpenMP's default (spinning; E3), so only the tests
+# set this.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 echo "[tests] python -m pytest tests $*"
 exec "$REPO/.venv/bin/python" -m pytest tests -ra --durations=15 "$@"
