@@ -6,10 +6,12 @@ Named arms (:data:`NAMED_ARMS`, all defined in the "named arms" block below):
 * ``nerf``: the head replaced by a ``DensityGridHead`` on the same grid and the ray
   supervision's renderer by the RenderOcc-style ``VolumeRenderer`` (as
   ``configs/renderocc/*.py``);
-* ``3d``: the base's ``volume_supervision`` alone, on the Occ3D grid inside mask_camera (as
-  ``splattingocc-tiny-synthetic-3d.py``);
+* ``3d``: the base's ``volume_supervision`` and the lift's depth loss, every label a class and
+  the argmax read-out (as ``splattingocc-tiny-synthetic-3d.py``);
 * ``2d3d``: the base's supervision plus its ``volume_supervision`` (as
-  ``splattingocc-tiny-synthetic-2d3d.py``).
+  ``splattingocc-tiny-synthetic-2d3d.py``);
+* ``seed``: the head replaced by the base's ``seed_head``, fixed isotropic Gaussians (as
+  ``splattingocc-tiny-synthetic-seed.py``).
 
 Any other knob is an arm ``name=key=value[,key=value...]``, e.g.
 ``uniform=model.supervision.0.pixel_sampler.mode=uniform``,
@@ -145,21 +147,48 @@ def _volume_supervision(name: str, base: Config) -> dict:
     return Config(dict(v=vol)).to_dict()['v']
 
 
+def _num_classes(name: str, base: Config) -> int:
+    if base.get('num_classes') is None:
+        raise UserError(f'--arms {name}: the base config {base.filename} has no num_classes '
+                        '(configs/_base_/datasets/occ3d_nuscenes.py defines it)')
+    return int(base.num_classes)
+
+
 def _3d_arm(base: Config, model: dict) -> Arm:
-    # the upper bound: 3D labels only, the loss on the Occ3D grid inside mask_camera
+    # the bound: 3D labels through the base's volume supervision, the lift's depth loss kept,
+    # every label (free included) a class, the argmax read-out
     # (as configs/splattingocc/splattingocc-tiny-synthetic-3d.py)
-    vol = dict(_volume_supervision('3d', base), grid_size=None, mask_camera=True)
-    overrides = {'model.supervision': [vol],
+    sup = Config(dict(s=model.get('supervision') or [])).to_dict()['s']
+    lift = [s for s in sup if isinstance(s, dict) and s.get('type') == 'LSSDepthLoss']
+    overrides = {'model.head.num_classes': _num_classes('3d', base),
+                 'model.readout.threshold': None,
+                 'model.supervision': [_volume_supervision('3d', base)] + lift,
                  'train_dataloader.dataset.pipeline': _pipeline_3d('3d', base)}
-    return Arm('3d', overrides, 'Occ3D (3D) supervision only, no 2D labels, loss on '
-               'the Occ3D grid inside mask_camera')
+    return Arm('3d', overrides, "Occ3D (3D) labels only through the base's volume supervision "
+               '(LSS depth loss kept), all 18 labels classes, argmax read-out')
 
 
 def _2d3d_arm(base: Config, model: dict) -> Arm:
     sup = Config(dict(s=model.get('supervision') or [])).to_dict()['s']
-    overrides = {'model.supervision': sup + [_volume_supervision('2d3d', base)],
+    overrides = {'model.head.num_classes': _num_classes('2d3d', base),
+                 'model.readout.threshold': None,
+                 'model.supervision': sup + [_volume_supervision('2d3d', base)],
                  'train_dataloader.dataset.pipeline': _pipeline_3d('2d3d', base)}
-    return Arm('2d3d', overrides, "2D labels and the base's volume (3D) supervision")
+    return Arm('2d3d', overrides, "2D labels plus the 3d arm's volume (3D) supervision, argmax "
+               'read-out')
+
+
+def _seed_arm(base: Config, model: dict) -> Arm:
+    head = base.get('seed_head')
+    if not isinstance(head, dict):
+        raise UserError(f'--arms seed: the base config {base.filename} defines no seed_head '
+                        "(e.g. dict(type='FixedGaussianHead', ...), as "
+                        'configs/_base_/models/splattingocc_tiny.py does)')
+    overrides = {'model.head._delete_': True}
+    overrides.update({f'model.head.{k}': v
+                      for k, v in Config(dict(h=head)).to_dict()['h'].items()})
+    return Arm('seed', overrides, "the seed code's variant: fixed isotropic Gaussians at the "
+               'voxel centres, only opacity and classes learned (as *-seed.py)')
 
 
 #: name -> builder of every named arm
@@ -168,6 +197,7 @@ NAMED_ARMS: Dict[str, Callable[[Config, dict], Arm]] = {
     'nerf': _nerf_arm,
     '3d': _3d_arm,
     '2d3d': _2d3d_arm,
+    'seed': _seed_arm,
 }
 
 # ----------------------------------------------------------------------------------------------

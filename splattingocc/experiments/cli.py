@@ -26,7 +26,8 @@ def build_parser():
         '(results.md / results.json / plots in --out; an entry in --log-file if given).',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='Named arms: splat (base as is), nerf (density grid + VolumeRenderer), 3d (3D '
-        'supervision only), 2d3d (2D + 3D). Other arms: name=key=value[,key=value...], e.g.\n'
+        'supervision only), 2d3d (2D + 3D), seed (fixed isotropic Gaussians). Other arms: '
+        'name=key=value[,key=value...], e.g.\n'
         '  uniform=model.supervision.0.pixel_sampler.mode=uniform\n'
         '  aux1=train_dataloader.dataset.num_adjacent=1\n'
         '  l1=model.supervision.0.losses.0._delete_=True,'

@@ -1,6 +1,6 @@
 """The SplattingOcc network: backbone, neck, view transform, volume encoder, heads, read-out."""
 from .backbone import ResNet
-from .heads import DensityGridHead, GaussianHead
+from .heads import DensityGridHead, FixedGaussianHead, GaussianHead
 from .neck import MergeNeck
 from .network import SplattingOcc
 from .readout import OccupancyReadout
@@ -8,4 +8,4 @@ from .view_transform import LSSViewTransform
 from .volume_encoder import BEVVolumeEncoder, VolumeEncoder3D
 
 __all__ = ['ResNet', 'MergeNeck', 'LSSViewTransform', 'VolumeEncoder3D', 'BEVVolumeEncoder',
-           'GaussianHead', 'DensityGridHead', 'OccupancyReadout', 'SplattingOcc']
+           'GaussianHead', 'FixedGaussianHead', 'DensityGridHead', 'OccupancyReadout', 'SplattingOcc']

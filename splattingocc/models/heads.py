@@ -17,6 +17,10 @@ threshold on the field's density, as in RenderOcc's rendering of occupied space.
 * opacity  = sigmoid(raw + logit(init_opacity))
 * features = K semantic logits.
 
+:class:`FixedGaussianHead` -> ``VoxelGaussianField``: the seed code's variant ("density as
+opacity"): one Gaussian per voxel at its centre, with one fixed isotropic scale and the identity
+rotation; only the opacity (mapped as above) and the K logits are predicted.
+
 :class:`DensityGridHead` -> ``DensityGridField`` (the NeRF baseline's representation): per voxel
 a density ``softplus(raw + density_bias)`` (1/m) and the K logits.
 """
@@ -159,6 +163,56 @@ class GaussianHead(nn.Module):
 
 
 @MODELS.register_module()
+class FixedGaussianHead(nn.Module):
+    """Voxel features [B, C, X, Y, Z] -> one Gaussian per voxel at the voxel's centre, isotropic
+    with the fixed standard deviation ``scale``, identity rotation; opacity and K logits learned
+    (module docstring). A ``VoxelGaussianField``.
+
+    Args:
+        in_channels, pc_range, grid_size, num_classes, hidden_channels, init_opacity, cutoff,
+            query_window: as ``GaussianHead``.
+        scale: the standard deviation of every Gaussian, metres.
+    """
+
+    def __init__(self, in_channels: int, pc_range: Sequence[float], grid_size: Sequence[int],
+                 scale: float, num_classes: int = 17, hidden_channels: int = 64,
+                 init_opacity: float = 0.1, cutoff: float = 3.0, query_window: int = 2):
+        super().__init__()
+        self.in_channels = in_channels
+        self.pc_range, self.grid_size = _check_grid('FixedGaussianHead', pc_range, grid_size)
+        if not scale > 0 or not 0 < init_opacity < 1:
+            raise ValueError(f'FixedGaussianHead: needs scale > 0 and 0 < init_opacity < 1, got '
+                             f'{scale}, {init_opacity}')
+        self.scale_value, self.num_classes = float(scale), num_classes
+        self.init_opacity = float(init_opacity)
+        self.cutoff, self.query_window = float(cutoff), int(query_window)
+        self.mlp = nn.Sequential(nn.Conv3d(in_channels, hidden_channels, 1), nn.ReLU(inplace=True))
+        self.opacity = nn.Conv3d(hidden_channels, 1, 1)
+        self.semantics = nn.Conv3d(hidden_channels, num_classes, 1)
+        nn.init.normal_(self.opacity.weight, std=1e-3)
+        nn.init.zeros_(self.opacity.bias)
+        self.register_buffer('centres', voxel_centres(self.pc_range, self.grid_size),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> VoxelGaussianField:
+        """x: [B, C, X, Y, Z] -> a field of N = X*Y*Z fixed Gaussians."""
+        assert x.dim() == 5 and x.shape[1] == self.in_channels and \
+            tuple(x.shape[2:]) == self.grid_size, (x.shape, self.in_channels, self.grid_size)
+        B = x.shape[0]
+        h = self.mlp(x)  # [B, hidden, X, Y, Z]
+        logits = rearrange(self.semantics(h), 'b k x y z -> b (x y z) k')
+        raw = rearrange(self.opacity(h), 'b c x y z -> b (x y z) c')[..., 0]  # [B, N]
+        bias = math.log(self.init_opacity / (1 - self.init_opacity))
+        means = self.centres.reshape(1, -1, 3).expand(B, -1, 3)  # [B, N, 3]
+        N = means.shape[1]
+        gaussians = Gaussians(means=means, quats=means.new_tensor([1.0, 0, 0, 0]).expand(B, N, 4),
+                              scales=means.new_full((B, N, 3), self.scale_value),
+                              opacities=torch.sigmoid(raw + bias), features=logits)
+        return VoxelGaussianField(gaussians, self.pc_range, self.grid_size, cutoff=self.cutoff,
+                                  window=self.query_window)
+
+
+@MODELS.register_module()
 class DensityGridHead(nn.Module):
     """Voxel features [B, C, X, Y, Z] -> a density grid with K logits per voxel, as a
     ``DensityGridField``.
@@ -201,4 +255,4 @@ class DensityGridHead(nn.Module):
         return DensityGridField(grid, self.edge)
 
 
-__all__ = ['GaussianHead', 'DensityGridHead']
+__all__ = ['GaussianHead', 'FixedGaussianHead', 'DensityGridHead']

@@ -5,6 +5,10 @@
 centres (for Gaussians the exact voxelizer, for a density grid trilinear resampling). The
 argmax rules for K = num_classes (free among the classes) and K = num_classes - 1 (occupied
 classes only) are ``voxelizer.scores_to_semantics``'s.
+
+``threshold=None`` is the argmax read-out of a field trained to score free space as a class
+(K = num_classes, e.g. by ``SemanticVoxelCELoss``): every voxel takes its highest-scoring label,
+free included, and only a voxel without any score is free; no threshold is involved.
 """
 from __future__ import annotations
 
@@ -28,13 +32,14 @@ class OccupancyReadout(nn.Module):
         occ_size: (X, Y, Z) voxels (dataset config ``occ_size``).
         num_classes: labels including free; free_label: the free label (dataset config).
         voxel_size: optional, checked against pc_range / occ_size.
-        threshold: a voxel is occupied where ``field.occupancy(density)`` is at least this.
+        threshold: a voxel is occupied where ``field.occupancy(density)`` is at least this;
+            None: the argmax read-out (module docstring).
         label_dtype: 'uint8' (as the Occ3D ground truth) or 'int64'.
     """
 
     def __init__(self, pc_range: Sequence[float], occ_size: Sequence[int], num_classes: int,
                  free_label: int, voxel_size: Optional[Sequence[float]] = None,
-                 threshold: float = 0.5, label_dtype: str = 'uint8'):
+                 threshold: Optional[float] = 0.5, label_dtype: str = 'uint8'):
         super().__init__()
         grid_spec(pc_range, occ_size, voxel_size)  # fail early on a bad config
         if label_dtype not in ('int64', 'uint8'):
@@ -50,7 +55,7 @@ class OccupancyReadout(nn.Module):
         self.occ_size = tuple(int(n) for n in occ_size)
         self.num_classes = int(num_classes)
         self.free_label = int(free_label)
-        self.threshold = float(threshold)
+        self.threshold = None if threshold is None else float(threshold)
         self.label_dtype = torch.uint8 if label_dtype == 'uint8' else torch.int64
 
     def fields(self, field: SceneField) -> Tuple[Tensor, Tensor]:
@@ -67,8 +72,17 @@ class OccupancyReadout(nn.Module):
     def forward(self, field: SceneField) -> Tensor:
         """Labels [B, X, Y, Z] (``label_dtype``; free = ``free_label``)."""
         density, scores = self.fields(field)
-        return scores_to_semantics(field.occupancy(density), scores, self.threshold,
-                                   self.free_label, self.num_classes, self.label_dtype)
+        if self.threshold is not None:
+            return scores_to_semantics(field.occupancy(density), scores, self.threshold,
+                                       self.free_label, self.num_classes, self.label_dtype)
+        if scores.shape[-1] != self.num_classes:
+            raise ValueError(f'OccupancyReadout(threshold=None): the argmax read-out needs a score '
+                             f'for every label, free included ({self.num_classes}), got '
+                             f'{scores.shape[-1]}: set the head\'s num_classes to '
+                             f'{self.num_classes} or give a threshold')
+        total = scores.sum(-1)  # [B, X, Y, Z]; 0 where no element reaches the voxel
+        return scores_to_semantics(total, scores, torch.finfo(total.dtype).tiny, self.free_label,
+                                   self.num_classes, self.label_dtype)
 
     def extra_repr(self) -> str:
         return f'pc_range={self.pc_range}, occ_size={self.occ_size}, threshold={self.threshold}'

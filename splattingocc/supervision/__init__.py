@@ -18,14 +18,14 @@ from .priors import OpacityEntropyLoss, OpacitySparsityLoss
 from .ray_losses import (FreeSpaceLoss, L1DepthLoss, RayDistortionLoss, RayLoss, RenderedCELoss,
                          SILogLoss, SurfaceLoss)
 from .rays import RayBatch, RaySupervision
-from .volume import (Occupancy3DLoss, VolumeBatch, VolumeSupervision, downsample_labels,
-                     downsample_mask)
+from .volume import (Occupancy3DLoss, SemanticVoxelCELoss, VolumeBatch, VolumeSupervision,
+                     downsample_labels, downsample_mask)
 
 __all__ = [
     'Supervision', 'class_weight_setting', 'merge_terms', 'require_keys', 'ImageSemanticLoss',
     'LSSDepthLoss', 'PixelSample', 'PixelSampler', 'open_sky_mask', 'sample_mask_pixels',
     'sample_pixels', 'OpacityEntropyLoss', 'OpacitySparsityLoss', 'FreeSpaceLoss', 'L1DepthLoss',
     'RayDistortionLoss', 'RayLoss', 'RenderedCELoss', 'SILogLoss', 'SurfaceLoss', 'RayBatch',
-    'RaySupervision', 'Occupancy3DLoss', 'VolumeBatch', 'VolumeSupervision',
+    'RaySupervision', 'Occupancy3DLoss', 'SemanticVoxelCELoss', 'VolumeBatch', 'VolumeSupervision',
     'downsample_labels', 'downsample_mask'
 ]

@@ -58,6 +58,11 @@ Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ig
 * 3D occupancy (``VolumeSupervision``): with the field's density rho and class scores
   s on a grid, occupancy probability ``q = 1 - exp(-rho)``; ``loss_occ3d`` = mean BCE(q, occupied)
   and ``loss_sem3d`` = class-weighted mean over occupied voxels of ``-log(s[c] / sum(s) + eps)``.
+* 3D semantic cross entropy (``VolumeSupervision`` with ``SemanticVoxelCELoss``; the 3D baselines
+  of BEVStereo-occ and RenderOcc predict every voxel's class, free included): with class scores
+  s over all K = num_classes labels (free among them), ``loss_voxel_ce`` = the class-weighted mean
+  over the scored voxels of ``-log(s[c] / sum(s) + eps)`` (torch's weighted CE convention:
+  ``sum_v cw[c_v] l_v / sum_v cw[c_v]``). It sets no threshold: the read-out takes the argmax.
 """
 from __future__ import annotations
 
@@ -310,6 +315,37 @@ def occupancy_3d_losses(density: Tensor,  # [B, X, Y, Z]
     return loss_occ, loss_sem
 
 
+def voxel_semantic_ce(scores: Tensor,  # [B, X, Y, Z, K]
+                      semantics: Tensor,  # [B, X, Y, Z]
+                      mask: Optional[Tensor] = None,  # [B, X, Y, Z]
+                      class_weight: Optional[Tensor] = None,  # [K]
+                      eps: float = 1e-6) -> Tensor:
+    """Cross entropy of every scored voxel's class, free included (module docstring).
+
+    Args:
+        scores: [B, X, Y, Z, K] non-negative class scores over all K labels (any scale).
+        semantics: [B, X, Y, Z] labels in 0..K-1, ``IGNORE`` = not scored.
+        mask: [B, X, Y, Z] voxels to score (e.g. mask_camera); None = all.
+        class_weight: [K] or None (uniform).
+    Returns:
+        scalar.
+    """
+    assert scores.dim() == 5 and semantics.shape == scores.shape[:4], (scores.shape,
+                                                                      semantics.shape)
+    K = scores.shape[-1]
+    use = semantics.long() != IGNORE
+    if mask is not None:
+        assert mask.shape == semantics.shape, (mask.shape, semantics.shape)
+        use = use & mask.bool()
+    if not bool(use.any()):
+        return zero_loss(scores)
+    lab = semantics.long()[use]
+    check_labels(lab, K, IGNORE, 'voxel_semantic_ce')
+    s = scores[use]  # [V, K]
+    p = s / s.sum(-1, keepdim=True).clamp_min(eps)
+    return rendered_semantic_ce(p, lab, class_weight=class_weight, eps=eps)
+
+
 def free_space_loss(density: Tensor,  # [M, S]
                     valid: Tensor,  # [M, S]
                     weight: Optional[Tensor] = None,  # [M]
@@ -408,6 +444,6 @@ def auxiliary_ray_weights(frame_offset: Tensor,  # [B, C]
 __all__ = [
     'IGNORE', 'silog_loss', 'l1_depth_loss', 'class_balanced_weights', 'rendered_semantic_ce',
     'lss_depth_loss', 'image_semantic_ce', 'opacity_entropy', 'ray_position_variance',
-    'occupancy_3d_losses', 'free_space_loss', 'surface_losses', 'auxiliary_ray_weights',
+    'occupancy_3d_losses', 'voxel_semantic_ce', 'free_space_loss', 'surface_losses', 'auxiliary_ray_weights',
     'zero_loss', 'check_labels'
 ]

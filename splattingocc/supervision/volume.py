@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from ..registry import MODELS
 from ..structures import NetworkOutputs
 from .base import Supervision, merge_terms, require_keys
-from .functional import IGNORE, class_balanced_weights, occupancy_3d_losses
+from .base import class_weight_setting
+from .functional import IGNORE, class_balanced_weights, occupancy_3d_losses, voxel_semantic_ce
 
 
 def downsample_labels(semantics: Tensor,  # [B, X, Y, Z]
@@ -124,13 +125,52 @@ class Occupancy3DLoss(nn.Module):
 
 
 @MODELS.register_module()
+class SemanticVoxelCELoss(nn.Module):
+    """``loss_voxel_ce = loss_weight * voxel_semantic_ce(scores, labels, mask, class weights)``:
+    every scored voxel's class, free included, so the field needs one class score per label
+    (``num_classes``, free among them) and the read-out takes the argmax (``OccupancyReadout``
+    with ``threshold=None``). The 3D baselines of BEVStereo-occ (``bevdet_occ.py``,
+    ``loss_single``: unweighted CE over 18 classes) and RenderOcc predict the same thing.
+
+    Args:
+        class_weight: None (uniform, as BEVStereo-occ's loss), a list of K weights, or 'batch'
+            (``class_balanced_weights`` of the scored voxels' labels with ``power``).
+        power: exponent of the batch inverse frequency.
+        loss_weight: multiplier.
+    """
+
+    def __init__(self, class_weight: Union[None, str, Sequence[float]] = None,
+                 power: float = 0.5, loss_weight: float = 1.0, eps: float = 1e-6):
+        super().__init__()
+        self.mode, fixed = class_weight_setting('SemanticVoxelCELoss', class_weight)
+        self.register_buffer('class_weight', fixed, persistent=False)
+        self.power, self.loss_weight, self.eps = power, loss_weight, eps
+
+    def score(self, scores: Tensor, semantics: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """scores [B, X, Y, Z, K], semantics and mask [B, X, Y, Z] (``voxel_semantic_ce``)."""
+        K = scores.shape[-1]
+        cw = self.class_weight
+        if self.mode == 'batch':
+            sem = semantics.long()
+            use = sem != IGNORE
+            if mask is not None:
+                use = use & mask.bool()
+            cw = class_balanced_weights(sem[use], K, self.power)
+        return self.loss_weight * voxel_semantic_ce(scores, semantics, mask, cw, self.eps)
+
+    def forward(self, vol: VolumeBatch) -> Dict[str, Tensor]:
+        return dict(loss_voxel_ce=self.score(vol.scores, vol.semantics, vol.mask))
+
+
+@MODELS.register_module()
 class VolumeSupervision(Supervision):
     """3D supervision by the Occ3D ground truth (module docstring).
 
     Args:
         pc_range: (x0, y0, z0, x1, y1, z1) of the label grid (dataset ``point_cloud_range``).
         num_classes: labels including free; free_label: the free label.
-        losses: volume losses, each ``forward(VolumeBatch) -> dict`` (``Occupancy3DLoss``).
+        losses: volume losses, each ``forward(VolumeBatch) -> dict`` (``Occupancy3DLoss``,
+            ``SemanticVoxelCELoss``).
         grid_size: None (the label grid) or (X, Y, Z) dividing it.
         mask_camera: score only the ``mask_camera`` voxels.
     """
@@ -174,5 +214,5 @@ class VolumeSupervision(Supervision):
         return losses
 
 
-__all__ = ['VolumeSupervision', 'VolumeBatch', 'Occupancy3DLoss', 'downsample_labels',
-           'downsample_mask']
+__all__ = ['VolumeSupervision', 'VolumeBatch', 'Occupancy3DLoss', 'SemanticVoxelCELoss',
+           'downsample_labels', 'downsample_mask']

@@ -15,6 +15,7 @@ VARIANTS = {
     'nerf': REPO_ROOT / 'configs/renderocc/renderocc-tiny-synthetic.py',
     '3d': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-3d.py',
     '2d3d': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-2d3d.py',
+    'seed': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-seed.py',
 }
 
 

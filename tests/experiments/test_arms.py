@@ -9,7 +9,7 @@ from splattingocc.experiments import apply_overrides, arm_changes, config_diff, 
 
 
 def test_named_arms_change_exactly_their_keys(base):
-    arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d'], base)}
+    arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d,seed'], base)}
     # splat: the base itself
     assert config_diff(base, apply_overrides(base, arms['splat'].overrides)) == {}
     # nerf: the head (replaced, not merged) and the ray supervision's renderer
@@ -20,8 +20,10 @@ def test_named_arms_change_exactly_their_keys(base):
     assert nerf['model.head.type'] == ('GaussianHead', 'DensityGridHead')
     assert nerf['model.supervision.0.renderer.type'] == ('TorchSplatRenderer', 'VolumeRenderer')
     assert nerf['model.head.min_scale'][1] == '<absent>'  # replaced, not merged
-    # 3d / 2d3d: the supervision list and the training pipeline that loads the 3D labels
-    expected = ['model.supervision', 'train_dataloader.dataset.pipeline']
+    # 3d / 2d3d: the supervision list, 18 classes with the argmax read-out, and the training
+    # pipeline that loads the 3D labels
+    expected = ['model.supervision', 'model.head.num_classes', 'model.readout.threshold',
+                'train_dataloader.dataset.pipeline']
     for name in ('3d', '2d3d'):
         diff = config_diff(base, apply_overrides(base, arms[name].overrides))
         for key in diff:
@@ -29,11 +31,19 @@ def test_named_arms_change_exactly_their_keys(base):
         for r in expected:
             assert any(key == r or key.startswith(r + '.') for key in diff), (name, r)
         assert arm_changes(base, arms[name])['changes'].keys() == set(expected)
+        assert diff['model.head.num_classes'] == (17, 18)
+        assert diff['model.readout.threshold'] == (0.5, None)
     sup3d = apply_overrides(base, arms['3d'].overrides).model.supervision
-    assert [s['type'] for s in sup3d] == ['VolumeSupervision'] and sup3d[0]['mask_camera']
+    assert [s['type'] for s in sup3d] == ['VolumeSupervision', 'LSSDepthLoss']
+    assert sup3d[0]['mask_camera'] and sup3d[0]['grid_size'] is None
     sup2d3d = apply_overrides(base, arms['2d3d'].overrides).model.supervision
     assert [s['type'] for s in sup2d3d] == ['RaySupervision', 'LSSDepthLoss',
                                             'VolumeSupervision']
+    assert sup2d3d[-1] == sup3d[0]  # one 3D loss for the bound and 2d3d
+    # seed: the head only
+    seed = config_diff(base, apply_overrides(base, arms['seed'].overrides))
+    assert {k.split('.')[1] for k in seed} == {'head'}
+    assert seed['model.head.type'] == ('GaussianHead', 'FixedGaussianHead')
     # the same configs as the hand-written variant configs of the repository
     for name, path in VARIANTS.items():
         variant = Config.fromfile(str(path))

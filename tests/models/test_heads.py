@@ -3,7 +3,7 @@ import torch
 
 from splattingocc.geometry import voxel_centres
 from splattingocc.fields import DensityGridField, VoxelGaussianField
-from splattingocc.models.heads import DensityGridHead, GaussianHead
+from splattingocc.models.heads import DensityGridHead, FixedGaussianHead, GaussianHead
 from splattingocc.structures import DensityGrid, Gaussians
 
 PC_RANGE = (-8.0, -8.0, -1.0, 8.0, 8.0, 3.0)
@@ -92,3 +92,21 @@ def test_head_gradients_reach_every_output_layer():
     loss.backward()
     for name, p in head.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_fixed_gaussian_head_learns_only_opacity_and_classes():
+    head = FixedGaussianHead(8, PC_RANGE, GRID, scale=0.6, num_classes=17, hidden_channels=8,
+                             init_opacity=0.1)
+    field = head(torch.randn(2, 8, *GRID))
+    assert isinstance(field, VoxelGaussianField) and field.grid_size == GRID
+    g = field.gaussians
+    assert torch.equal(g.means, voxel_centres(PC_RANGE, GRID).reshape(1, -1, 3).expand(2, -1, 3))
+    assert torch.equal(g.scales, torch.full((2, 32, 3), 0.6))
+    assert torch.equal(g.quats, torch.tensor([1.0, 0, 0, 0]).expand(2, 32, 4))
+    assert torch.allclose(g.opacities, torch.full((2, 32), 0.1), atol=1e-3)
+    (g.opacities.sum() + g.features.square().sum()).backward()
+    assert {n for n, p in head.named_parameters() if p.grad is not None
+            and p.grad.abs().sum() > 0} == {n for n, _ in head.named_parameters()}
+    assert not g.means.requires_grad and not g.scales.requires_grad
+    with pytest.raises(ValueError, match='scale'):
+        FixedGaussianHead(8, PC_RANGE, GRID, scale=0.0)

@@ -121,7 +121,8 @@ def test_predict_output_format(density):
 def test_predict_labels_are_the_readout_of_the_field():
     """The read-out of a Gaussian field is the voxelizer's: a Gaussian with a known class at a
     known voxel shows up there, everything else is free."""
-    model = MODELS.build(small_model_cfg())
+    cfg = small_model_cfg()
+    model = MODELS.build(cfg)
     centre = torch.tensor([[[0.5, 0.5, 0.25]]])  # centre of Occ3D voxel (8, 8, 2)
     logits = torch.full((1, 1, 17), -5.0)
     logits[0, 0, 4] = 5.0
@@ -131,6 +132,20 @@ def test_predict_labels_are_the_readout_of_the_field():
     assert sem.dtype == torch.uint8
     assert sem[8, 8, 2] == 4
     assert (sem == FREE).sum() == sem.numel() - (sem == 4).sum()
+    # the argmax read-out (threshold None) of a field that scores free as a class: a faint
+    # Gaussian (far below the threshold above) still decides its voxels; where its free logit
+    # wins they are free; voxels no Gaussian reaches are free
+    argmax = MODELS.build(dict(cfg['readout'], threshold=None))
+    logits18 = torch.full((1, 1, 18), -5.0)
+    logits18[0, 0, 4] = 5.0
+    faint = Gaussians(means=centre, quats=g.quats, scales=g.scales,
+                      opacities=torch.full((1, 1), 0.01), features=logits18)
+    sem = argmax(GaussianField(faint, PC))[0]
+    assert sem[8, 8, 2] == 4 and (sem == 4).sum() > 1 and (sem == FREE).any()
+    logits18[0, 0, FREE] = 9.0
+    assert (argmax(GaussianField(faint, PC)) == FREE).all()
+    with pytest.raises(ValueError, match='every label'):
+        argmax(GaussianField(g, PC))  # 17 classes: free is not among them
 
 
 def test_configs_build():
@@ -140,6 +155,7 @@ def test_configs_build():
              'splattingocc/splattingocc-tiny-synthetic-3d',
              'splattingocc/splattingocc-tiny-synthetic-2d3d',
              'splattingocc/splattingocc-tiny-synthetic-oracle-depth',
+             'splattingocc/splattingocc-tiny-synthetic-seed',
              'renderocc/renderocc-tiny-synthetic', 'renderocc/renderocc-Nframe']
     cfgs = {n: Config.fromfile(f'configs/{n}.py') for n in names}
     tiny_cfg = cfgs['splattingocc/splattingocc-tiny-synthetic'].model.to_dict()
@@ -149,21 +165,30 @@ def test_configs_build():
     nerf = MODELS.build(cfgs['renderocc/renderocc-tiny-synthetic'].model)
     assert type(nerf.head).__name__ == 'DensityGridHead'
     assert type(nerf.supervision[0].renderer).__name__ == 'VolumeRenderer'
-    # 3D only: one volume supervision on the Occ3D grid inside mask_camera
+    # 3D bound: the base's volume supervision (18-way CE on the Occ3D grid inside mask_camera)
+    # and the lift's depth loss; 2D + 3D: the demo's supervision plus the same volume term;
+    # both score every label (18 classes) and read out the argmax
+    base_vol = cfgs['splattingocc/splattingocc-tiny-synthetic'].volume_supervision.to_dict()
+    assert base_vol['grid_size'] is None and base_vol['mask_camera']
     m3d = cfgs['splattingocc/splattingocc-tiny-synthetic-3d'].model.to_dict()
-    assert [s['type'] for s in m3d['supervision']] == ['VolumeSupervision']
-    assert m3d['supervision'][0]['grid_size'] is None and m3d['supervision'][0]['mask_camera']
-    # 2D + 3D: the base's supervision plus the base's volume supervision
+    assert m3d['supervision'] == [base_vol, dict(type='LSSDepthLoss', loss_weight=0.2)]
     m2d3d = cfgs['splattingocc/splattingocc-tiny-synthetic-2d3d'].model.to_dict()
-    assert m2d3d['supervision'][:-1] == tiny_cfg['supervision']
-    assert m2d3d['supervision'][-1] == \
-        cfgs['splattingocc/splattingocc-tiny-synthetic'].volume_supervision.to_dict()
+    assert m2d3d['supervision'] == tiny_cfg['supervision'] + [base_vol]
     for name in ('3d', '2d3d'):
         cfg = cfgs[f'splattingocc/splattingocc-tiny-synthetic-{name}']
         assert 'LoadOcc3DLabels' in [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
         m = cfg.model.to_dict()
+        assert m['head'].pop('num_classes') == 18 and m['readout'].pop('threshold') is None
         m.pop('supervision')
-        assert m == {k: v for k, v in tiny_cfg.items() if k != 'supervision'}
+        want = {k: v for k, v in tiny_cfg.items() if k != 'supervision'}
+        want['head'] = {k: v for k, v in want['head'].items() if k != 'num_classes'}
+        want['readout'] = {k: v for k, v in want['readout'].items() if k != 'threshold'}
+        assert m == want, name
+        assert MODELS.build(cfg.model).readout.threshold is None
+    # the seed variant: the tiny model with the fixed-Gaussian head
+    seed = cfgs['splattingocc/splattingocc-tiny-synthetic-seed'].model.to_dict()
+    assert seed.pop('head')['type'] == 'FixedGaussianHead'
+    assert seed == {k: v for k, v in tiny_cfg.items() if k != 'head'}
     # the oracle-depth diagnostic: the tiny model plus the switch, labels loaded at test
     oracle = cfgs['splattingocc/splattingocc-tiny-synthetic-oracle-depth']
     mo = oracle.model.to_dict()
@@ -184,6 +209,25 @@ def test_configs_build():
     assert real.backbone.depth == 50 and tuple(real.head.grid_size) == (200, 200, 16)
     with pytest.raises(FileNotFoundError, match='resnet50'):
         MODELS.build(real.backbone)
+
+
+def test_the_3d_bound_scores_every_label_and_reads_out_the_argmax():
+    """18 classes (free included), SemanticVoxelCELoss inside mask_camera on the Occ3D grid and
+    the LSS depth loss; the argmax read-out predicts free and occupied voxels."""
+    torch.manual_seed(0)
+    cfg = small_model_cfg(supervision=[
+        volume_supervision(mask_camera=True, losses=[dict(type='SemanticVoxelCELoss')]),
+        dict(type='LSSDepthLoss', loss_weight=0.2)])
+    cfg['head']['num_classes'] = NUM_CLASSES
+    cfg['readout']['threshold'] = None
+    model = MODELS.build(cfg)
+    losses = model(mode='loss', **random_batch())
+    assert set(losses) == {'loss_voxel_ce', 'loss_lss_depth'}
+    loss_sum(losses).backward()
+    assert check_grads(model) == []
+    model.eval()
+    out = model(mode='predict', **random_batch())[0]['semantics']
+    assert out.shape == tuple(OCC_GRID) and out.max() <= FREE
 
 
 @pytest.mark.parametrize('density', [False, True])

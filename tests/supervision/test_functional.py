@@ -5,13 +5,14 @@ import torch
 
 from splattingocc.supervision import (FreeSpaceLoss, ImageSemanticLoss, L1DepthLoss,
                                       Occupancy3DLoss, OpacitySparsityLoss, RayDistortionLoss,
-                                      RenderedCELoss, SILogLoss, SurfaceLoss)
+                                      RenderedCELoss, SemanticVoxelCELoss, SILogLoss, SurfaceLoss)
 from splattingocc.supervision.functional import (auxiliary_ray_weights, class_balanced_weights,
                                                  free_space_loss, image_semantic_ce,
                                                  l1_depth_loss, lss_depth_loss,
                                                  occupancy_3d_losses, opacity_entropy,
                                                  ray_position_variance, rendered_semantic_ce,
-                                                 silog_loss, surface_losses)
+                                                 silog_loss, surface_losses,
+                                                 voxel_semantic_ce)
 
 
 def test_silog_hand_computed():
@@ -343,3 +344,22 @@ def test_image_semantic_ce_no_labels_and_bad_labels():
     loss.backward()  # stays in the graph
     with pytest.raises(ValueError, match='class index 3'):
         image_semantic_ce(logits, torch.full((1, 2, 4, 4), 3))
+
+
+def test_voxel_semantic_ce_hand_case():
+    """Two scored voxels (a third outside the mask, a fourth ignored): CE of the normalised
+    scores, class-weighted as torch's weighted CE."""
+    scores = torch.tensor([[1.0, 3.0, 0.0], [2.0, 2.0, 4.0], [5.0, 0.0, 0.0],
+                           [0.0, 1.0, 0.0]]).reshape(1, 4, 1, 1, 3)
+    sem = torch.tensor([1, 2, 0, 255]).reshape(1, 4, 1, 1)
+    mask = torch.tensor([True, True, False, True]).reshape(1, 4, 1, 1)
+    nll = [-math.log(0.75 + 1e-6), -math.log(0.5 + 1e-6)]
+    got = voxel_semantic_ce(scores, sem, mask)
+    assert got.item() == pytest.approx(sum(nll) / 2, rel=1e-6)
+    cw = torch.tensor([1.0, 2.0, 3.0])
+    got = voxel_semantic_ce(scores, sem, mask, class_weight=cw)
+    assert got.item() == pytest.approx((2 * nll[0] + 3 * nll[1]) / 5, rel=1e-6)
+    module = SemanticVoxelCELoss(class_weight=[1.0, 2.0, 3.0], loss_weight=0.5)
+    assert module.score(scores, sem, mask).item() == pytest.approx(0.5 * got.item(), rel=1e-6)
+    with pytest.raises(ValueError, match='class index 7'):
+        voxel_semantic_ce(scores, torch.tensor([7, 0, 0, 0]).reshape(1, 4, 1, 1))

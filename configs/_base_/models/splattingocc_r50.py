@@ -39,14 +39,14 @@ ray_supervision = dict(
              power=0.5),
     ],
 )
-# the 3D supervision of 3D-supervised variants: the Gaussians voxelized onto the Occ3D grid
-# (the prediction grid is the same here)
+# the 3D supervision of 3D-supervised variants, as in the tiny model: cross entropy over all 18
+# labels (free included) on the Occ3D grid inside mask_camera, uniform class weights; such a
+# variant sets head.num_classes=num_classes and readout.threshold=None (the argmax read-out)
 volume_supervision = dict(
     type='VolumeSupervision', pc_range=point_cloud_range,  # noqa: F405
     num_classes=num_classes, free_label=free_label,  # noqa: F405
-    grid_size=None, mask_camera=False,
-    losses=[dict(type='Occupancy3DLoss', occ_weight=1.0, sem_weight=1.0, class_weight='batch',
-                 power=0.5)])
+    grid_size=None, mask_camera=True,
+    losses=[dict(type='SemanticVoxelCELoss', class_weight=None)])
 
 model = dict(
     type='SplattingOcc',

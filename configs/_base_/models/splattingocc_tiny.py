@@ -47,14 +47,15 @@ ray_supervision = dict(
     ],
 )
 # the 3D supervision of the 3D-supervised variants (*-3d.py, *-2d3d.py and tools/ablate.py's 3d
-# and 2d3d arms): the Gaussians voxelized onto the 50 x 50 x 8 prediction grid against
-# block-majority labels (grid_size=None: the Occ3D grid itself)
+# and 2d3d arms), as the 3D baselines of BEVStereo-occ and RenderOcc: cross entropy over all 18
+# labels (free included) of the Gaussians voxelized onto the Occ3D grid, inside mask_camera, uniform
+# class weights (BEVStereo-occ's unweighted CrossEntropyLoss). The head then predicts 18 classes
+# and the read-out takes the argmax (threshold=None): see the variant configs
 volume_supervision = dict(
     type='VolumeSupervision', pc_range=point_cloud_range,  # noqa: F405
     num_classes=num_classes, free_label=free_label,  # noqa: F405
-    grid_size=pred_grid_size, mask_camera=False,
-    losses=[dict(type='Occupancy3DLoss', occ_weight=1.0, sem_weight=1.0, class_weight='batch',
-                 power=0.5)])
+    grid_size=None, mask_camera=True,
+    losses=[dict(type='SemanticVoxelCELoss', class_weight=None)])
 
 model = dict(
     type='SplattingOcc',
@@ -90,3 +91,12 @@ model = dict(
         # optional priors, off by default: dict(type='OpacityEntropyLoss', loss_weight=0.01)
     ],
 )
+
+# the seed code's variant ("density as opacity", *-seed.py and tools/ablate.py's seed arm): one
+# Gaussian at each prediction voxel's centre, identity rotation and one fixed isotropic scale,
+# only opacity and classes learned. The scale is not tuned: 0.6 m, between half the cell's
+# vertical (0.4 m) and horizontal (0.8 m) edge
+seed_head = dict(type='FixedGaussianHead', in_channels=volume_channels,
+                 pc_range=point_cloud_range, grid_size=pred_grid_size,  # noqa: F405
+                 num_classes=num_classes - 1, scale=0.6,  # noqa: F405
+                 hidden_channels=32, init_opacity=0.1, cutoff=3.0, query_window=2)
