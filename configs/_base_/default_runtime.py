@@ -18,7 +18,7 @@ default_hooks = dict(
     # one val sample (rendered depth, semantics, opacity vs the LiDAR labels; top-down read-out
     # vs the ground truth) in WORK_DIR/pictures; the render share of the iteration time logged;
     # TensorBoard (pip install -e .[tb]) with --cfg-options default_hooks.watch.tensorboard=True
-    watch=dict(type='WatchHook', tensorboard=False, picture_interval=200),
+    watch=dict(type='WatchHook', tensorboard=False, picture_interval=100),
 )
 custom_hooks = [
     dict(type='FiniteLossHook'),  # stop with a clear error when a loss term becomes NaN/inf

@@ -165,7 +165,7 @@ class WatchHook(Hook):
     priority = 'NORMAL'  # after IterTimerHook ('time'), before LoggerHook (same iteration)
 
     def __init__(self, tensorboard: bool = False, tensorboard_dir: str = 'tensorboard',
-                 picture_interval: int = 200, sample_index: int = 0,
+                 picture_interval: int = 100, sample_index: int = 0,
                  camera: Union[int, str] = 0, picture_dir: str = 'pictures',
                  max_depth: Optional[float] = None, dpi: int = 72, render_share: bool = True):
         if int(picture_interval) < 0:

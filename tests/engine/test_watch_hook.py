@@ -37,7 +37,7 @@ def test_one_key_turns_tensorboard_on(options, on):
     cfg = load_tool_config(args.config, args.cfg_options)
     hook = HOOKS.build(cfg.default_hooks.watch)
     assert isinstance(hook, WatchHook) and hook.tensorboard is on
-    assert hook.picture_interval == 200  # pictures on by default, with or without TensorBoard
+    assert hook.picture_interval == 100  # pictures on by default, with or without TensorBoard
 
 
 def test_without_tensorboard_the_run_stops_with_one_line(monkeypatch, capsys, tmp_path):
