@@ -20,5 +20,10 @@ setup(
         'matplotlib>=3.6',
         'tqdm',
     ],
-    extras_require={'test': ['pytest>=7']},
+    extras_require={
+        # TensorBoard for watching runs (default_hooks.watch.tensorboard=True)
+        'tb': ['tensorboard>=2.14'],
+        # the tests read TensorBoard event files with tensorboard's own reader
+        'test': ['pytest>=7', 'tensorboard>=2.14'],
+    },
 )

@@ -14,6 +14,11 @@ default_hooks = dict(
     checkpoint=dict(type='AtomicCheckpointHook', interval=-1, by_epoch=False, max_keep_ckpts=3,
                     save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # watch the run (splattingocc/engine/watch.py): every picture_interval iterations a PNG of
+    # one val sample (rendered depth, semantics, opacity vs the LiDAR labels; top-down read-out
+    # vs the ground truth) in WORK_DIR/pictures; the render share of the iteration time logged;
+    # TensorBoard (pip install -e .[tb]) with --cfg-options default_hooks.watch.tensorboard=True
+    watch=dict(type='WatchHook', tensorboard=False, picture_interval=100),
 )
 custom_hooks = [
     dict(type='FiniteLossHook'),  # stop with a clear error when a loss term becomes NaN/inf

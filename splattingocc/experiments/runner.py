@@ -24,6 +24,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from splattingocc.engine.checkpoint import atomic_write_text
+from splattingocc.engine.watch import tensorboard_available
 from splattingocc.errors import UserError
 from splattingocc.paths import REPO_ROOT
 
@@ -62,6 +63,9 @@ class AblationRunner:
         plots: write the PNG plots (matplotlib).
         command_line: the ablate command, for the log entry.
         progress: where progress lines go.
+        tensorboard: TensorBoard event files for every training run, in
+            ``OUT/<arm>/seed<s>/tensorboard`` (``tensorboard --logdir OUT`` overlays the arms);
+            None: when the tensorboard package is installed. Calibration runs write none.
     """
 
     def __init__(self, base: str, arms: Sequence[Arm], seeds: Sequence[int], budget: Budget,
@@ -69,7 +73,8 @@ class AblationRunner:
                  ray: bool = False, val_samples: Optional[int] = None, calib_iters: int = 12,
                  command_runner: Optional[CommandRunner] = None, python: str = sys.executable,
                  log_file: Optional[str] = None, plots: bool = True,
-                 command_line: str = '', progress: Callable[[str], None] = None):
+                 command_line: str = '', progress: Callable[[str], None] = None,
+                 tensorboard: Optional[bool] = None):
         self.base_path = osp.abspath(base)
         self.base_cfg = load_base_config(self.base_path)
         self.arms = list(arms)
@@ -98,6 +103,7 @@ class AblationRunner:
         self._configs: Dict[str, Tuple[str, List[str]]] = {}
         self.command_line = command_line
         self.progress = progress or (lambda msg: print(msg, flush=True))
+        self.tensorboard = tensorboard_available() if tensorboard is None else bool(tensorboard)
         self.ran: List[Tuple[str, int]] = []
         # fail early on a schedule that cannot take an iteration budget
         schedule_overrides(self.base_cfg, 1, self.evals)
@@ -177,6 +183,9 @@ class AblationRunner:
         elif self.val_samples:
             tokens.append(f'val_dataloader.dataset.indices={int(self.val_samples)}')
         tokens += self._hook_tokens(max_seconds, record=calibration)
+        if self.tensorboard and not calibration:
+            # WORK_DIR/tensorboard: one tree under OUT, a run per (arm, seed)
+            tokens += ['default_hooks.watch.type=WatchHook', 'default_hooks.watch.tensorboard=True']
         cmd = [self.python, str(REPO_ROOT / 'tools' / 'train.py'), config, '--work-dir', work_dir]
         if resume:
             cmd.append('--resume')
@@ -297,6 +306,9 @@ class AblationRunner:
         """Run what is not finished yet, then write the results, plots and the log entry."""
         self.check_stored()
         os.makedirs(self.out_dir, exist_ok=True)
+        self.progress(f'TensorBoard: tensorboard --logdir {self.out_dir} (a run per arm and seed)'
+                      if self.tensorboard else 'TensorBoard: not installed, no event files '
+                      "(pip install -e '.[tb]')")
         total = len(self.arms) * len(self.seeds)
         done = 0
         for seed in self.seeds:  # every arm once before the next seed: comparable results early
