@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .geometry import quat_to_rotmat
+from .precision import float32_math
 from .registry import MODELS
 from .structures import Gaussians
 
@@ -105,6 +106,7 @@ def grid_spec(pc_range: Sequence[float], occ_size: Sequence[int],
     return lo, vs, size
 
 
+@float32_math
 def voxelize_gaussians(
     means: Tensor,  # [B, N, 3]
     quats: Tensor,  # [B, N, 4]
@@ -137,7 +139,8 @@ def voxelize_gaussians(
 
     Returns:
         VoxelizerOutput with density [B, X, Y, Z], scores [B, X, Y, Z, K] (dtype of ``means``;
-        float32 for half-precision inputs), semantics None and the pair counts.
+        float32 for half-precision inputs), semantics None and the pair counts. Its products run
+        in float32 under autocast too (``precision.py``).
     """
     assert means.dim() == 3 and means.shape[-1] == 3, means.shape
     B, N = means.shape[:2]
@@ -152,9 +155,6 @@ def voxelize_gaussians(
     if max_pairs_per_chunk is not None and max_pairs_per_chunk < 1:
         raise ValueError(f'voxelizer: max_pairs_per_chunk must be >= 1, got {max_pairs_per_chunk}')
     lo, vs, (X, Y, Z) = grid_spec(pc_range, occ_size, voxel_size)
-    if means.dtype in (torch.float16, torch.bfloat16):  # e.g. under autocast: work in float32
-        means, quats, scales, opacities, features = (
-            t.float() for t in (means, quats, scales, opacities, features))
     K = features.shape[-1]
     device, dtype = means.device, means.dtype
     num_vox = X * Y * Z
@@ -231,6 +231,7 @@ def grid_gaussian_density(points: Tensor,  # [B, P, 3]
                                 window=window)[0]
 
 
+@float32_math
 def grid_gaussian_fields(points: Tensor,  # [B, P, 3]
                          means: Tensor,  # [B, N, 3]
                          quats: Tensor,  # [B, N, 4]

@@ -5,6 +5,9 @@
 #   PYTHON            interpreter that creates the venv (default: python3; needs 3.10+)
 #   SPLATTINGOCC_TORCH  pip spec for PyTorch (default: torch==2.13.0; for CUDA pick the build
 #                     that matches your driver, e.g. "torch==2.13.0 --index-url <your index>")
+#   SOCC_BUILD_GSPLAT 1 (default): where torch sees a CUDA device, build gsplat's CUDA extension
+#                     here, once per machine (minutes the first time, under a lock; a clear error
+#                     if it cannot be built); 0: skip (e.g. with a prebuilt gsplat)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -38,4 +41,12 @@ else
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$REPO/.venv/bin:$PATH"
+# gsplat 1.5.3 from the package index compiles its CUDA code on first use: here, once, not in
+# every training process at once (splattingocc/rendering/gsplat_build.py)
+if [ "${SOCC_BUILD_GSPLAT:-1}" = 1 ] \
+   && "$VPY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  say "building gsplat's CUDA extension if needed (python -m splattingocc.rendering.gsplat_build)"
+  PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$VPY" -m splattingocc.rendering.gsplat_build \
+    || fail "gsplat's CUDA extension could not be built (message above); SOCC_BUILD_GSPLAT=0 skips this step (training with the gsplat renderer will then fail with the same message)"
+fi
 "$VPY" -c 'import splattingocc, torch, gsplat, mmengine; print("[setup] python", __import__("sys").version.split()[0], "| torch", torch.__version__, "| gsplat", gsplat.__version__, "| mmengine", mmengine.__version__, "| cuda", torch.cuda.is_available())'

@@ -11,6 +11,7 @@ from .hooks import DumpPredictionHook, FiniteLossHook, RandomStateHook, Training
 from .launch import (CPUCompatibleDDP, atomic_write_json, default_work_dir, enable_amp,
                      load_config, resolve_dist_backend, setup_distributed)
 from .preemption import PreemptibleEpochBasedTrainLoop, PreemptionHook  # noqa: F401
+from .interval_checkpoint import IntervalCheckpointHook  # noqa: F401
 from .watch import WatchHook  # noqa: F401  (TensorBoard and pictures during training)
 
 register_checkpoint_safe_globals()

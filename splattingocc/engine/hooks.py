@@ -187,6 +187,12 @@ class RandomStateHook(Hook):
     This hook stores, at every save, the states of every rank (``checkpoint['rng_states']``, a list
     indexed by rank) and sets them again right before the first iteration after the resume.
 
+    Cost: the states of the other ranks are gathered (``all_gather_object``, a collective) only
+    when a checkpoint is written: the hook wraps ``runner.save_checkpoint`` for the time of
+    training, and every rank calls it (mmengine's ``save_checkpoint`` writes on rank 0 only, but
+    the checkpoint hooks and ``PreemptionHook`` call it on every rank), so the gather runs on all
+    ranks right before the save.
+
     Exactness: the states are captured when the checkpoint is saved. Epoch-based loops restore
     them at the start of the next epoch (before its data iterator exists): exact. Iteration-based
     loops restore them before the next iteration's forward pass, i.e. after the loop skipped the
@@ -202,14 +208,26 @@ class RandomStateHook(Hook):
         self._pending = None
         self._gathered = None
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        # every rank takes part; checkpoints are written by rank 0 in a later after_train_iter hook
-        _, world_size = get_dist_info()
-        if world_size > 1:
-            self._gathered = all_gather_object(_rng_states())
+    def before_train(self, runner) -> None:
+        # gather the ranks' states right before each save, on every rank (class docstring)
+        save = runner.save_checkpoint
+        if getattr(save, '_gathers_rng_states', False):
+            return
 
-    def after_train_epoch(self, runner) -> None:
-        self.after_train_iter(runner, -1)
+        def save_checkpoint(*args, **kwargs):
+            _, world_size = get_dist_info()
+            self._gathered = all_gather_object(_rng_states()) if world_size > 1 else None
+            try:
+                return save(*args, **kwargs)
+            finally:
+                self._gathered = None
+
+        save_checkpoint._gathers_rng_states = True
+        runner.save_checkpoint = save_checkpoint
+
+    def after_train(self, runner) -> None:
+        if getattr(runner.__dict__.get('save_checkpoint'), '_gathers_rng_states', False):
+            del runner.save_checkpoint  # back to the Runner's own method
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         _, world_size = get_dist_info()

@@ -9,13 +9,22 @@ exits with code 0 and the batch script can requeue the job.
 
 A request is either
 
-* the signal (default ``SIGUSR1``) delivered to a training process: the handler (installed from
-  the main thread when the hook is built, again in ``before_train``, removed in ``after_train``)
-  only sets a flag; or
+* a signal (default ``SIGUSR1`` or ``SIGTERM``) delivered to a training process: the handler
+  (installed from the main thread when the hook is built, again in ``before_train``, removed in
+  ``after_train``) only sets a flag; or
 * the file named by ``$SOCC_PREEMPT_FLAG`` (or the hook's ``flag_file``) existing; rank 0 looks.
 
 Each checked iteration all ranks ``all_reduce`` (max) their local request: one scalar, so every
 rank stops after the same iteration even when only one process got the signal.
+
+SIGTERM: schedulers preempt by sending SIGTERM to every process of the job (and SIGKILL after a
+grace time); Slurm's ``scancel`` does the same. While training runs, SIGTERM is a request like
+SIGUSR1 (checkpoint at the next iteration boundary, then stop with exit code 0). Outside training
+(building the runner, testing, after ``after_train``) the training process reacts to SIGTERM as
+it would without the hook (the previous handler; by default it terminates); processes forked
+from it (data loader workers) keep ignoring it, as they ignore SIGUSR1, and end with their
+parent. ``slurm/socc_8gpu.sh`` keeps torchrun itself from acting on SIGTERM (it would kill the
+workers before they save).
 
 Loops:
 
@@ -37,7 +46,7 @@ import os.path as osp
 import random
 import signal
 import threading
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -91,7 +100,8 @@ class PreemptionHook(Hook):
             plus one checkpoint).
         flag_file: request file; default: the path in ``$SOCC_PREEMPT_FLAG`` (no file request
             when neither is set).
-        signal_name: the signal that requests preemption (``'SIGUSR1'``; ``None``: no handler).
+        signal_name: the signal(s) that request preemption: a name, a list of names (default
+            ``('SIGUSR1', 'SIGTERM')``) or ``None`` (no handler: the flag file only).
 
     Runs after every other ``after_train_iter`` hook (priority ``LOWEST``): the parameter
     schedulers have stepped, the logger has logged and the regular checkpoint hook has saved (a
@@ -101,17 +111,22 @@ class PreemptionHook(Hook):
     priority = 'LOWEST'
 
     def __init__(self, interval: int = 1, flag_file: Optional[str] = None,
-                 signal_name: Optional[str] = 'SIGUSR1'):
+                 signal_name: Union[None, str, Sequence[str]] = ('SIGUSR1', 'SIGTERM')):
         assert interval >= 1, f'PreemptionHook interval must be >= 1, got {interval}'
-        if signal_name is not None and not hasattr(signal, signal_name):
-            raise ValueError(f'PreemptionHook signal_name={signal_name!r} is not a signal of this '
-                             "platform: use e.g. 'SIGUSR1', or None for the flag file only")
+        names = () if signal_name is None else (
+            (signal_name,) if isinstance(signal_name, str) else tuple(signal_name))
+        for name in names:
+            if not hasattr(signal, name):
+                raise ValueError(f'PreemptionHook signal_name={name!r} is not a signal of this '
+                                 "platform: use e.g. 'SIGUSR1', or None for the flag file only")
         self.interval = interval
         self.flag_file = flag_file
-        self.signal_name = signal_name
+        self.signal_name = names
         self.signal_received = False
+        self._owner_pid = os.getpid()  # the training process (forked children only set a flag)
+        self._training = False
         self.preempted_at: Optional[int] = None  # iteration (1-based) of the preemption checkpoint
-        self._previous_handler = None
+        self._previous_handler = {}  # signal number -> handler before ours
         self._handler_installed = False
         self._flag_path: Optional[str] = None
         self._ckpt_before_iter = None
@@ -123,27 +138,41 @@ class PreemptionHook(Hook):
         self._install_handler()
 
     # -- request sources ---------------------------------------------------------------------
-    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
+    def _on_signal(self, signum, frame) -> None:
         # only set a flag: the work happens at the next iteration boundary
+        if (signum == signal.SIGTERM and not self._training
+                and os.getpid() == self._owner_pid):
+            # not training (module docstring): what SIGTERM did before the hook
+            previous = self._previous_handler.get(signum, signal.SIG_DFL)
+            if callable(previous):
+                return previous(signum, frame)
+            if previous == signal.SIG_IGN:
+                return None
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return None
         self.signal_received = True
 
     def _install_handler(self) -> None:
         """Make ``_on_signal`` the handler of ``signal_name`` (main thread only; idempotent)."""
-        if self.signal_name is None or threading.current_thread() is not threading.main_thread():
+        if not self.signal_name or threading.current_thread() is not threading.main_thread():
             return
-        previous = signal.signal(getattr(signal, self.signal_name), self._on_signal)
-        if not self._handler_installed:
-            self._previous_handler = previous
-            self._handler_installed = True
+        for name in self.signal_name:
+            signum = getattr(signal, name)
+            previous = signal.signal(signum, self._on_signal)
+            if not self._handler_installed:
+                self._previous_handler[signum] = previous
+        self._handler_installed = True
 
     def before_train(self, runner) -> None:
         self.signal_received = False
         self.preempted_at = None
+        self._training = True
         self._flag_path = self.flag_file or os.environ.get(FLAG_ENV) or None
         self._install_handler()
         sources = []
         if self._handler_installed:
-            sources.append(self.signal_name)
+            sources.extend(self.signal_name)
         if self._flag_path:
             sources.append(f'file {self._flag_path}')
         if not _preemptible(runner.train_loop):
@@ -160,12 +189,12 @@ class PreemptionHook(Hook):
                 'will checkpoint and stop after the first iteration (delete it if it is stale)')
 
     def after_train(self, runner) -> None:
+        self._training = False
         if self._handler_installed and threading.current_thread() is threading.main_thread():
-            previous = self._previous_handler
-            signal.signal(getattr(signal, self.signal_name),
-                          signal.SIG_DFL if previous is None else previous)
+            for signum, previous in self._previous_handler.items():
+                signal.signal(signum, signal.SIG_DFL if previous is None else previous)
             self._handler_installed = False
-            self._previous_handler = None
+            self._previous_handler = {}
 
     def _requested(self) -> bool:
         """This rank's request (signal, or on rank 0 the flag file), agreed over all ranks."""

@@ -4,7 +4,10 @@ Rule (SparseOcc, ``loaders/ego_pose_dataset.py``): for the frame at time-order p
 its scene, take every keyframe j of the scene (including i) in time order, map frame j's LiDAR
 origin into frame i's ego frame (ego_i <- global <- ego_j <- lidar_j), keep it if |x| < 39 m and
 |y| < 39 m, and if more than 8 remain keep those at positions ``round(linspace(0, n - 1, 8))``
-of the kept list. The current frame's own origin is therefore not always among them.
+of the kept list. The current frame's own origin is therefore not always among them. When it is,
+it is frame i's lidar2ego translation itself, not the round trip through the global frame (as in
+SparseOcc): nuScenes' LiDAR sits at ego y = 0.0, on a voxel face, and the round trip lands it at
+y = -8.8e-14, in the voxel row below (see ``functional/ray_casting.py`` for the first voxel).
 
 Design: the evaluation needs the poses of the other keyframes of the scene, which one data sample
 does not carry. Two ways provide them, both built on :func:`ray_origins_by_token`:
@@ -122,10 +125,13 @@ def scene_lidar_origins(scene_infos: Sequence[dict],
     R = ego2global_ref[:3, :3]
     t = ego2global_ref[:3, 3]
     kept = []
-    for info in scene_infos:
+    for j, info in enumerate(scene_infos):
         lidar2ego, ego2global = info_lidar_pose(info)
-        lidar_global = ego2global[:3, :3] @ lidar2ego[:3, 3] + ego2global[:3, 3]  # [3]
-        origin = R.T @ (lidar_global - t)  # [3] global -> current ego (rigid inverse R^T, -R^T t)
+        if j == index:  # the current frame: exact, no round trip through the global frame
+            origin = lidar2ego[:3, 3].copy()  # [3]
+        else:
+            lidar_global = ego2global[:3, :3] @ lidar2ego[:3, 3] + ego2global[:3, 3]  # [3]
+            origin = R.T @ (lidar_global - t)  # [3] global -> current ego (R^T, -R^T t)
         if abs(origin[0]) < xy_limit and abs(origin[1]) < xy_limit:
             kept.append(origin)
     if not kept:

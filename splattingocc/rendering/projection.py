@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import quat_to_rotmat
+from ..precision import float32_math
 
 # gsplat 1.5.3, gsplat/cuda/include/Common.h: ALPHA_THRESHOLD = 1/255
 ALPHA_THRESHOLD = 1.0 / 255.0
@@ -51,8 +52,9 @@ class Projection(NamedTuple):
     conics: Tensor
 
 
+@float32_math
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
-    """3D covariances R diag(s^2) R^T.
+    """3D covariances R diag(s^2) R^T (float32 math under autocast: ``precision.py``).
 
     Args:
         quats: [..., 4] (w, x, y, z), any norm.
@@ -67,6 +69,7 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     return M @ M.transpose(-1, -2)  # [..., 3, 3]
 
 
+@float32_math
 def project_gaussians(
     means: Tensor,  # [B, N, 3]
     covars: Tensor,  # [B, N, 3, 3]
@@ -82,8 +85,10 @@ def project_gaussians(
 ) -> Projection:
     """EWA-project world-space Gaussians into C pinhole cameras (gsplat 1.5.3 rules).
 
-    Differentiable w.r.t. means, covars, viewmats and Ks (radii are not differentiable). Gradients
-    are finite for culled Gaussians (behind the camera, degenerate covariances).
+    Runs in float32 (or float64) under autocast too: its products are not autocast to float16
+    (``precision.py``). Differentiable w.r.t. means, covars, viewmats and Ks (radii are not
+    differentiable). Gradients are finite for culled Gaussians (behind the camera, degenerate
+    covariances).
 
     Args:
         means: [B, N, 3] world-space centres.

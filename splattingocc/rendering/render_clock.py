@@ -5,13 +5,20 @@ autograd marks on the renderer's outputs and on its differentiable inputs record
 reach the outputs (the render's backward starts) and when they have passed through to the inputs
 (it ends). The model logs ``time_render`` = this step's forward + the previous step's backward
 (the backward of the current step has not run when the losses are logged), so that the sum over a
-run misses only the last backward. On CUDA the clock synchronises the device at each mark.
+run misses only the last backward.
+
+When it runs (``mode``): a CUDA clock has to synchronise the device at every mark (about ten
+times per training step, some inside the backward, where it stalls DDP's overlap of gradient
+communication with computation), so by default (``'auto'``) the clock runs only where that costs
+nothing, on CPU tensors; on CUDA it does nothing (no marks, no synchronisation, no ``time_render``
+log value) unless asked for with ``mode=True`` (config: ``model.supervision[i].time_render=True``
+of the ray supervision, e.g. for a rendering-share measurement). ``mode=False``: never.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -40,11 +47,22 @@ def _now(device: Optional[torch.device] = None) -> float:
 class RenderClock:
     """Times one render per training step (see the module docstring).
 
-    Use: ``scene = clock.start(scene)``, render, ``out = clock.stop(out)``; then
-    ``clock.seconds()`` is this forward plus the last completed backward.
+    Use: ``scene = clock.start(scene, device)``, render, ``out = clock.stop(out, device)``; then
+    ``clock.seconds()`` is this forward plus the last completed backward (None where the clock
+    does not run on ``device``).
+
+    Args:
+        mode: ``'auto'`` (time renders on CPU devices only: there it needs no synchronisation),
+            ``True`` (also on CUDA, synchronising the device at each mark) or ``False`` (never).
     """
 
-    def __init__(self):
+    MODES = ('auto', True, False)
+
+    def __init__(self, mode: Union[str, bool] = 'auto'):
+        if mode not in self.MODES:
+            raise ValueError(f"time_render must be 'auto', True or False, got {mode!r}")
+        self.mode = mode
+        self._active = False
         self._t0: Optional[float] = None
         self._forward = 0.0
         self._bwd_start: Optional[float] = None
@@ -75,19 +93,34 @@ class RenderClock:
                 changes[f.name] = _Mark.apply(self, kind, v)
         return dataclasses.replace(obj, **changes) if changes else obj
 
+    def runs_on(self, device: Optional[torch.device]) -> bool:
+        """Whether the clock times renders on ``device`` (``mode``; None = the CPU)."""
+        if self.mode == 'auto':
+            return device is None or torch.device(device).type == 'cpu'
+        return bool(self.mode)
+
     def start(self, scene, device: Optional[torch.device] = None):
-        """Begin timing a render of ``scene`` (Gaussians or DensityGrid); returns it marked."""
+        """Begin timing a render of ``scene`` (Gaussians or DensityGrid); returns it marked (or
+        unchanged where the clock does not run on ``device``)."""
+        self._active = self.runs_on(device)
+        if not self._active:
+            return scene
         self._close_backward()  # the previous step's backward is complete by now
         self._t0 = _now(device)
         return self._mark_fields(scene, 'in') if torch.is_grad_enabled() else scene
 
     def stop(self, out, device: Optional[torch.device] = None):
         """End the forward timing; returns the render output (a RenderOutput) marked."""
+        if not self._active:
+            return out
         assert self._t0 is not None, 'RenderClock.stop() without start()'
         self._forward = _now(device) - self._t0
         self._t0 = None
         return self._mark_fields(out, 'out') if torch.is_grad_enabled() else out
 
-    def seconds(self) -> float:
-        """This step's render forward + the previous step's render backward."""
+    def seconds(self) -> Optional[float]:
+        """This step's render forward + the previous step's render backward; None when the last
+        render was not timed (``runs_on``)."""
+        if not self._active:
+            return None
         return self._forward + self._last_backward

@@ -33,6 +33,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..precision import HALF_DTYPES, float32_math
 from ..registry import MODELS
 from ..structures import Cameras, Gaussians, RenderOutput
 from .base import BaseSplatRenderer
@@ -388,6 +389,7 @@ def auto_tile_size(width: int, height: int, num_pixels: Optional[int] = None) ->
     return 64
 
 
+@float32_math
 def rasterize_torch(
     means: Tensor,  # [B, N, 3]
     quats: Tensor,  # [B, N, 4]
@@ -420,7 +422,8 @@ def rasterize_torch(
 
     Returns:
         RenderOutput: depth [B, C, H, W] or [B, C, P], features [B, C, H, W, K] or [B, C, P, K],
-        alpha [B, C, H, W] or [B, C, P], intersections = number of composited pairs.
+        alpha [B, C, H, W] or [B, C, P], intersections = number of composited pairs. Float32 for
+        half-precision inputs and under autocast (``precision.py``).
     """
     B, N = means.shape[:2]
     C = viewmats.shape[1]
@@ -570,10 +573,14 @@ class TorchSplatRenderer(BaseSplatRenderer):
         """See ``BaseSplatRenderer.forward``; pixels: None or [B, C, P, 2]."""
         self.check_inputs(gaussians, cameras, pixels)
         gaussians = self.prepare(gaussians)
+        means = gaussians.means
+        # the cameras in the precision of the render (float32 for half-precision Gaussians)
+        dtype = torch.float32 if means.dtype in HALF_DTYPES else means.dtype
         return rasterize_torch(
-            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
-            gaussians.features, cameras.viewmats.to(gaussians.means),
-            cameras.Ks.to(gaussians.means), int(cameras.width), int(cameras.height), pixels,
+            means, gaussians.quats, gaussians.scales, gaussians.opacities,
+            gaussians.features, cameras.viewmats.to(device=means.device, dtype=dtype),
+            cameras.Ks.to(device=means.device, dtype=dtype), int(cameras.width),
+            int(cameras.height), pixels,
             eps2d=self.eps2d, near_plane=self.near_plane, far_plane=self.far_plane,
             tile_size=self.tile_size, chunk=self.chunk)
 

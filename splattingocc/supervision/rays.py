@@ -17,7 +17,8 @@ One training step of :class:`RaySupervision`:
 4. **Render.** ``field.renderable()`` (class probabilities as features, plus the elements'
    positions when a loss term asks for them) goes through ``renderer`` at the rays' pixels; the
    render's wall-clock time (forward and the previous step's backward) is logged as
-   ``time_render`` (``rendering/render_clock.py``).
+   ``time_render`` (``rendering/render_clock.py``) on CPUs, and on CUDA only with
+   ``time_render=True`` (timing there synchronises the device).
 5. **Loss terms.** Every module of ``losses`` (``ray_losses.py``) gets the :class:`RayBatch` and
    returns its named terms; ``render_alpha`` (mean rendered alpha of the labelled rays) is logged.
 """
@@ -100,12 +101,16 @@ class RaySupervision(Supervision):
         aux_weight, dynamic_classes: adjacent-frame ray weights (module docstring).
         label_range: 'field' (the field's box), None (keep every label) or 6 numbers
             (x0, y0, z0, x1, y1, z1, current ego frame).
+        time_render: log the render's wall-clock time as ``time_render``: 'auto' (on CPUs only,
+            where it is free), True (on CUDA too: synchronises the device about ten times per
+            step, the backward included) or False (``rendering/render_clock.py``).
     """
 
     def __init__(self, renderer: dict, losses: Sequence[dict],
                  pixel_sampler: Optional[dict] = None, aux_weight: float = 0.3,
                  dynamic_classes: Sequence[int] = (),
-                 label_range: Union[None, str, Sequence[float]] = 'field'):
+                 label_range: Union[None, str, Sequence[float]] = 'field',
+                 time_render: Union[str, bool] = 'auto'):
         super().__init__()
         if not losses:
             raise ValueError('RaySupervision: losses is empty; give at least one ray loss, e.g. '
@@ -125,7 +130,7 @@ class RaySupervision(Supervision):
         self.label_range = label_range if label_range is None or isinstance(label_range, str) \
             else tuple(float(v) for v in label_range)
         self.with_positions = any(getattr(t, 'needs_positions', False) for t in self.losses)
-        self.clock = RenderClock()  # logged as time_render
+        self.clock = RenderClock(time_render)  # logged as time_render
 
     def sample(self, gt_depth: Tensor,  # [B, C, h, w]
                gt_semantics: Tensor,  # [B, C, h, w]
@@ -197,7 +202,9 @@ class RaySupervision(Supervision):
             losses['render_alpha'] = out.alpha.reshape(-1)[labelled].mean() if labelled.any() \
                 else out.alpha.new_zeros(())
             # seconds: this step's render forward + the previous step's render backward
-            losses['time_render'] = out.alpha.new_tensor(self.clock.seconds())
+            seconds = self.clock.seconds()
+            if seconds is not None:
+                losses['time_render'] = out.alpha.new_tensor(seconds)
         return losses
 
 

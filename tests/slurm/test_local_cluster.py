@@ -1,16 +1,25 @@
 """The Slurm scripts on a real two-node cluster on this machine (slurm/local_cluster.sh).
 
-One test, in the order a user works (kept short: a tiny synthetic dataset, 96 x 48 input, a few
-iterations):
+The first test, in the order a user works (kept short: a tiny synthetic dataset, 96 x 48 input,
+a few iterations):
 
-1. ``CONFIG=<tiny synthetic> WORK_DIR=... GPUS_PER_NODE=1 sbatch -N 2 slurm/run_2_nodes.sh``
-   trains on 2 nodes x 1 process (gloo on CPUs, placeholder 'gpu' resources). When the log shows
-   training, ``scancel --signal=USR1 --batch JOBID`` (what ``--signal=B:USR1@120`` does before the
-   time limit): the batch script asks training to stop, PreemptionHook checkpoints at the next
-   iteration, the job requeues itself and the requeued job resumes from the checkpoint and
-   finishes with the configured number of iterations.
+1. ``CONFIG=<tiny synthetic> WORK_DIR=... sbatch -N 2 --gpus-per-node=1 --cpus-per-task=1
+   --mem=500M slurm/run_2_nodes.sh`` trains on 2 nodes x 1 process (one per granted placeholder
+   'gpu'; gloo on CPUs), the resources given on the sbatch line overriding the script's defaults
+   and passed on to srun. When the log shows training, ``scancel --signal=USR1 --batch JOBID``
+   (what ``--signal=B:USR1@120`` does before the time limit): the batch script asks training to
+   stop, PreemptionHook checkpoints at the next iteration, the job requeues itself and the
+   requeued job resumes from the checkpoint and finishes with the configured number of
+   iterations.
 2. ``RUN=slurm/test.sh CHECKPOINT=... sbatch -N 2 slurm/run_2_nodes.sh`` evaluates the final
    checkpoint on the 2 nodes and prints the mIoU table.
+
+The second test preempts the way a scheduler does, with SIGTERM: ``scancel --signal=TERM JOBID``
+signals every process of the job step (torchrun and the training processes; a scheduler's
+preemption with a grace time does the same) and ``scancel --batch --signal=TERM`` the batch
+script; training checkpoints, the job requeues and resumes as with USR1. The third runs jobs that
+fail: GPUS_PER_NODE against the granted GPUs (refused with one line) and an evaluation of a
+missing checkpoint (the job's exit code is srun's, not 0).
 
 Slurm gives a requeued job a begin time in the future (``Reason=BeginTime``, about 2 minutes: the
 job credential of the killed run stays revoked for that long); the test moves it to a few seconds
@@ -187,14 +196,20 @@ def _job_env(cluster: Cluster, **extra) -> dict:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    return dict(cluster.env, PYTHON=sys.executable, GPUS_PER_NODE='1', OMP_NUM_THREADS='1',
-                MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES='', **extra)
+    env = dict(cluster.env, PYTHON=sys.executable, OMP_NUM_THREADS='1', MASTER_PORT=str(port),
+               CUDA_VISIBLE_DEVICES='')
+    env.pop('GPUS_PER_NODE', None)
+    if not cluster.has_gpus():  # a CPU cluster: the processes per node must be named
+        env['GPUS_PER_NODE'] = '1'
+    return dict(env, **extra)
 
 
-def _sbatch(cluster: Cluster, env: dict, output: Path) -> str:
-    args = ['sbatch', '--parsable', '-N', '2', '-o', str(output), '--job-name', 'socc-test']
-    if not cluster.has_gpus():  # no placeholder GPUs (mknod refused): a CPU cluster
-        args.append('--gpus-per-node=0')
+def _sbatch(cluster: Cluster, env: dict, output: Path, gpus: int = 1) -> str:
+    """sbatch run_2_nodes.sh on 2 nodes with 1 CPU and 500 MB per node (overriding the script's
+    defaults, which this machine's nodes do not have) and ``gpus`` placeholder GPUs per node."""
+    args = ['sbatch', '--parsable', '-N', '2', '-o', str(output), '--job-name', 'socc-test',
+            '--cpus-per-task=1', '--mem=500M',
+            f'--gpus-per-node={gpus if cluster.has_gpus() else 0}']
     proc = cluster.run(*args, 'slurm/run_2_nodes.sh', env=env)
     return proc.stdout.strip().split(';')[0]
 
@@ -232,10 +247,7 @@ def _finished(job: dict) -> bool:
     return job.get('JobState') in ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT')
 
 
-def test_train_preempt_requeue_resume_and_evaluate_on_two_nodes(cluster, dataset, tmp_path):
-    t0 = time.time()
-    work_dir = tmp_path / 'work'
-    out = tmp_path / 'train.out'
+def _train_env(cluster: Cluster, dataset: Path, work_dir: Path) -> dict:
     train_opts = [
         *_data_options(dataset), *_preemption_hook_options(),
         'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',  # no validation in training
@@ -243,39 +255,42 @@ def test_train_preempt_requeue_resume_and_evaluate_on_two_nodes(cluster, dataset
         f'train_cfg.val_interval={MAX_ITERS}', f'param_scheduler.1.end={MAX_ITERS}',
         'param_scheduler.0.end=2', 'default_hooks.logger.interval=1',
         f'default_hooks.checkpoint.interval={CKPT_INTERVAL}']
-    env = _job_env(cluster, CONFIG=CONFIG, WORK_DIR=str(work_dir),
-                   PY_ARGS='--cfg-options ' + ' '.join(train_opts))
-    job_id = _sbatch(cluster, env, out)
+    return _job_env(cluster, CONFIG=CONFIG, WORK_DIR=str(work_dir),
+                    PY_ARGS='--cfg-options ' + ' '.join(train_opts))
 
-    # 1. preempt once training runs: USR1 to the batch shell, as --signal=B:USR1@120 does
+
+def _wait_for_training(cluster: Cluster, job_id: str, work_dir: Path, out: Path) -> None:
     def training(job):
         logs = sorted(work_dir.glob('*/*.log'))
         return bool(logs) and re.search(r'Iter\(train\) \[\s*[1-9]\d*/', logs[0].read_text())
     _wait(cluster, job_id, lambda job: training(job) or _finished(job), 'training to start', out)
     assert not _finished(cluster.job(job_id)), out.read_text()[-4000:]
-    cluster.run('scancel', '--signal=USR1', '--batch', job_id)
-    t_signal = time.time()
 
-    # 2. it requeues itself and the requeued job runs to the end
+
+def _wait_for_the_requeued_run(cluster: Cluster, job_id: str, out: Path) -> dict:
     # finished means: restarted, in a final state, and the restarted batch script printed its
     # closing line (the state alone can read FAILED for a moment while the requeue is under way)
     def requeued_run_finished(job):
         return (int(job.get('Restarts', 0)) >= 1 and _finished(job) and out.exists()
                 and '[run_2_nodes] finished with exit code' in out.read_text())
-    job = _wait(cluster, job_id, requeued_run_finished, 'the requeued job to finish', out)
-    t_train = time.time()
-    text = out.read_text()
-    assert job['JobState'] == 'COMPLETED' and job['ExitCode'] == '0:0', text[-6000:]
+    return _wait(cluster, job_id, requeued_run_finished, 'the requeued job to finish', out)
 
-    # two nodes, one rank each, world size 2 (in both runs)
-    assert len(re.findall(r'\[socc_8gpu\] node \S+/node1 rank 0 of 2: 1 processes', text)) == 2
-    assert len(re.findall(r'\[socc_8gpu\] node \S+/node2 rank 1 of 2: 1 processes', text)) == 2
-    assert f'job {job_id} (restart 0)' in text and f'job {job_id} (restart 1)' in text
-    saved = re.search(r'checkpoint saved at iteration (\d+); requeueing job', text)
-    assert saved, text[-6000:]
+
+def _digest(text: str) -> str:
+    """The lines of a job's output that tell what happened (not mmengine's hook listing)."""
+    keep = ('[run_2_nodes]', '[socc_8gpu]', '[test]', '[gsplat_build]', 'PreemptionHook', 'srun',
+            'rror', 'Traceback', 'slurmstepd', 'Signal', 'signal', 'exit')
+    return '\n'.join(line for line in text.splitlines() if any(k in line for k in keep))[-6000:]
+
+
+def _check_stop_and_resume(work_dir: Path, text: str) -> int:
+    """The preempted run stopped after a checkpoint at some iteration N, the requeued one resumed
+    at N + 1 and finished; returns N."""
+    saved = re.search(r'checkpoint saved at iteration (\d+) \(srun exit code 0\); requeueing job',
+                      text)
+    assert saved, _digest(text)
     stop = int(saved.group(1))
     assert 1 <= stop < MAX_ITERS
-
     logs = sorted(work_dir.glob('*/*.log'))  # one per run (timestamped folders)
     assert len(logs) == 2, logs
     first, second = (p.read_text() for p in logs)
@@ -287,13 +302,47 @@ def test_train_preempt_requeue_resume_and_evaluate_on_two_nodes(cluster, dataset
     iters_second = [int(i) for i in re.findall(rf'Iter\(train\) \[\s*(\d+)/{MAX_ITERS}\]', second)]
     assert iters_first == list(range(1, stop + 1))
     assert iters_second == list(range(stop + 1, MAX_ITERS + 1))
-
     final = torch.load(work_dir / f'iter_{MAX_ITERS}.pth')
     assert final['meta']['iter'] == MAX_ITERS
     assert len(final['rng_states']) == 2  # random states gathered from 2 ranks
     assert (work_dir / 'last_checkpoint').read_text().strip() == str(
         work_dir / f'iter_{MAX_ITERS}.pth')
     assert not (work_dir / '.preempt-request').exists()
+    return stop
+
+
+def test_train_preempt_requeue_resume_and_evaluate_on_two_nodes(cluster, dataset, tmp_path):
+    t0 = time.time()
+    work_dir = tmp_path / 'work'
+    out = tmp_path / 'train.out'
+    job_id = _sbatch(cluster, _train_env(cluster, dataset, work_dir), out)
+
+    # 1. preempt once training runs: USR1 to the batch shell, as --signal=B:USR1@120 does
+    _wait_for_training(cluster, job_id, work_dir, out)
+    cluster.run('scancel', '--signal=USR1', '--batch', job_id)
+    t_signal = time.time()
+
+    # 2. it requeues itself and the requeued job runs to the end
+    job = _wait_for_the_requeued_run(cluster, job_id, out)
+    t_train = time.time()
+    text = out.read_text()
+    assert job['JobState'] == 'COMPLETED' and job['ExitCode'] == '0:0', text[-6000:]
+
+    # two nodes, one rank each (one per granted GPU), world size 2, the sbatch line's CPUs and
+    # memory passed to srun (in both runs)
+    assert len(re.findall(r'\[socc_8gpu\] node \S+/node1 rank 0 of 2: 1 processes, 1 CPUs',
+                          text)) == 2
+    assert len(re.findall(r'\[socc_8gpu\] node \S+/node2 rank 1 of 2: 1 processes, 1 CPUs',
+                          text)) == 2
+    assert text.count('srun --ntasks-per-node=1 --kill-on-bad-exit=1 --cpus-per-task=1 '
+                      '--mem=500M') == 2
+    if cluster.has_gpus():
+        assert text.count('GPUS_PER_NODE=1 ') == 2 and text.count('per node: 1 GPUs') == 2
+    # gsplat's build step ran on each node before torchrun (nothing to build without CUDA)
+    assert text.count('[gsplat_build] torch sees no CUDA device') == 4
+    assert f'job {job_id} (restart 0)' in text and f'job {job_id} (restart 1)' in text
+    assert '[run_2_nodes] USR1 received' in text
+    _check_stop_and_resume(work_dir, text)
 
     # 3. evaluation of the final checkpoint on the two nodes
     out_test = tmp_path / 'test.out'
@@ -311,3 +360,46 @@ def test_train_preempt_requeue_resume_and_evaluate_on_two_nodes(cluster, dataset
     t_end = time.time()
     print(f'\n[slurm test] training + preemption + requeue: {t_train - t0:.1f} s '
           f'(signal at {t_signal - t0:.1f} s), evaluation: {t_end - t_train:.1f} s')
+
+
+def test_sigterm_preemption_checkpoints_requeues_and_resumes(cluster, dataset, tmp_path):
+    """A scheduler's preemption: SIGTERM to every process of the job step, and to the batch
+    script (``scancel --batch``, as ``--signal=B:TERM`` would)."""
+    work_dir = tmp_path / 'work'
+    out = tmp_path / 'train.out'
+    job_id = _sbatch(cluster, _train_env(cluster, dataset, work_dir), out)
+    _wait_for_training(cluster, job_id, work_dir, out)
+    cluster.run('scancel', '--signal=TERM', job_id)  # the step: torchrun, training processes
+    cluster.run('scancel', '--signal=TERM', '--batch', job_id)  # the batch script
+    job = _wait_for_the_requeued_run(cluster, job_id, out)
+    text = out.read_text()
+    assert job['JobState'] == 'COMPLETED' and job['ExitCode'] == '0:0', _digest(text)
+    assert '[run_2_nodes] TERM received: asking training to checkpoint and stop' in text
+    assert 'forcing job termination' not in text  # srun did not kill the step
+    _check_stop_and_resume(work_dir, text)
+
+
+def test_failing_jobs_end_with_their_own_exit_code(cluster, dataset, tmp_path):
+    # processes per node against the granted GPUs: refused before srun, one line
+    if cluster.has_gpus():
+        out = tmp_path / 'mismatch.out'
+        env = _job_env(cluster, CONFIG=CONFIG, WORK_DIR=str(tmp_path / 'w1'), GPUS_PER_NODE='2')
+        job_id = _sbatch(cluster, env, out, gpus=1)
+        job = _wait(cluster, job_id, _finished, 'the refused job', out)
+        text = out.read_text()
+        assert job['JobState'] == 'FAILED' and job['ExitCode'] == '2:0', text
+        assert ('run_2_nodes.sh: GPUS_PER_NODE=2 but Slurm granted 1 GPUs per node: submit with '
+                '--gpus-per-node=2, or unset GPUS_PER_NODE') in text
+        assert '[run_2_nodes] job' not in text  # nothing started
+    # an evaluation whose checkpoint does not exist: the job's exit code is srun's
+    out = tmp_path / 'fail.out'
+    env = _job_env(cluster, CONFIG=CONFIG, WORK_DIR=str(tmp_path / 'w2'), RUN='slurm/test.sh',
+                   CHECKPOINT=str(tmp_path / 'missing.pth'),
+                   PY_ARGS='--cfg-options ' + ' '.join(_data_options(dataset, ('val', 'test'))))
+    job_id = _sbatch(cluster, env, out)
+    job = _wait(cluster, job_id, lambda j: _finished(j) and out.exists() and
+                '[run_2_nodes] finished with exit code' in out.read_text(), 'the failing job', out)
+    text = out.read_text()
+    code = int(re.search(r'\[run_2_nodes\] finished with exit code (\d+)', text).group(1))
+    assert code != 0 and job['JobState'] == 'FAILED', text[-4000:]
+    assert job['ExitCode'] == f'{code}:0', (job['ExitCode'], text[-4000:])

@@ -13,6 +13,11 @@ Cases: ``dense-400x225`` (1600x900 scaled by 0.25), ``dense-704x256`` (scaled by
 then the bottom 256 rows kept, as BEVDet's crop: cy -= 140), ``sampled-38400`` (38,400 pixels,
 6,400 per camera, uniform without replacement at 704x256, fixed seed).
 
+Backends: ``torch`` (TorchSplatRenderer), ``volume`` (VolumeRenderer), ``gsplat``
+(GsplatRenderer, its channel chunks chosen so that nothing is padded: 18 classes + depth = 17 + 2)
+and ``gsplat-pad32`` (GsplatRenderer with gsplat's default chunk of 32: the 19 channels padded to
+32), both CUDA only.
+
 Per row: the median wall time of ``--repeats`` calls after one warm-up, forward alone (inputs do not
 require grad) and forward + backward (loss = depth.sum() + features.sum(), gradients w.r.t. all
 Gaussian parameters / density and features); the scene tensors are built before the clock starts.
@@ -36,7 +41,7 @@ forward), which the table notes.
 Usage::
 
     python tools/benchmarks/benchmark_render.py [--json FILE] [--repeats 3]
-        [--backends torch,volume,gsplat]
+        [--backends torch,volume,gsplat,gsplat-pad32]
         [--cases dense-400x225,dense-704x256,sampled-38400] [--device cpu|cuda] [--threads N]
 """
 from __future__ import annotations
@@ -64,7 +69,7 @@ from splattingocc.paths import DATASET_CONFIG
 from splattingocc.structures import Cameras, DensityGrid, Gaussians
 
 CASES = ('dense-400x225', 'dense-704x256', 'sampled-38400')
-BACKENDS = ('torch', 'volume', 'gsplat')
+BACKENDS = ('torch', 'volume', 'gsplat', 'gsplat-pad32')
 FULL_W, FULL_H = 1600, 900
 
 
@@ -216,6 +221,8 @@ class PeakMemory:
 def build_renderer(backend: str):
     from splattingocc.registry import MODELS
     import splattingocc.rendering  # noqa: F401  (registers the renderers)
+    if backend == 'gsplat-pad32':  # gsplat's default chunk: K + 1 channels padded to 32
+        return MODELS.build(dict(type='GsplatRenderer', channel_chunk=32))
     name = {'torch': 'TorchSplatRenderer', 'volume': 'VolumeRenderer',
             'gsplat': 'GsplatRenderer'}[backend]
     return MODELS.build(dict(type=name))
@@ -373,7 +380,7 @@ def main(argv=None):
         print(f'[benchmark_render] {case}: {n_pix} pixels, exact ray cast '
               f'{time.perf_counter() - t0:.1f} s', flush=True)
         for backend in backends:
-            if backend == 'gsplat' and device.type != 'cuda':
+            if backend.startswith('gsplat') and device.type != 'cuda':
                 note = f'gsplat skipped on {case}: needs CUDA (device is {device})'
                 if note not in notes:
                     notes.append(note)

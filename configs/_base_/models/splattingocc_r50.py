@@ -1,7 +1,8 @@
 # The real-data SplattingOcc network: ResNet-50 at 704 x 256, LSS lift (88 depth bins, BEVDet's
 # 1..45 m by 0.5 m) onto the full Occ3D grid (200 x 200 x 16, one Gaussian per 0.4 m voxel),
-# a 3D conv encoder, gsplat rendering on CUDA (pure-torch fallback elsewhere), RenderOcc's
-# 38,400 class-weighted rays per sample.
+# a 3D conv encoder, gsplat rendering (CUDA; a clear error where gsplat cannot run, never a
+# silent fallback: on CPUs pass --cfg-options model.supervision.0.renderer.backend=torch),
+# RenderOcc's 38,400 class-weighted rays per sample.
 from mmengine.config import read_base
 
 with read_base():
@@ -15,8 +16,8 @@ volume_channels = 64
 # pixels per sample (split over the cameras of all rendered frames)
 ray_supervision = dict(
     type='RaySupervision',
-    renderer=dict(type='SplatRenderer', backend='auto', eps2d=0.3, near_plane=0.01, tile_size=16,
-                  packed=True),
+    renderer=dict(type='SplatRenderer', backend='gsplat', eps2d=0.3, near_plane=0.01,
+                  tile_size=16, packed=True),
     pixel_sampler=dict(type='PixelSampler', mode='class_weighted', num_rays=38400,
                        num_classes=num_classes - 1,  # noqa: F405
                        weight_rule='renderocc', beta=0.005,

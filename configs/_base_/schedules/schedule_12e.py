@@ -1,7 +1,9 @@
 # Epoch-based schedule for real data (nuScenes + Occ3D, 8 GPUs x 1 sample = batch 8):
 # AdamW 2e-4 (RenderOcc's setting), weight decay 0.01, gradient clipping at 35 (RenderOcc / BEVDet),
 # 500-iteration linear warm-up, step decay x0.1 after epochs 8 and 11 (mmdetection3d's 1x),
-# a checkpoint per epoch (last 3 kept), evaluation after the last epoch.
+# a checkpoint per epoch (last 3 kept) and every 500 iterations in between (last 2 kept; deleted
+# once an epoch checkpoint supersedes them: a job killed without warning loses minutes, not an
+# epoch of ~3,500 iterations), evaluation after the last epoch.
 from mmengine.config import read_base
 
 with read_base():
@@ -10,7 +12,8 @@ with read_base():
 max_epochs = 12
 
 # mid-epoch checkpoint and resume on preemption (splattingocc/engine/preemption.py)
-train_cfg = dict(type='PreemptibleEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
+train_cfg = dict(type='PreemptibleEpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
@@ -30,3 +33,7 @@ default_hooks.update(  # noqa: F405
     checkpoint=dict(type='AtomicCheckpointHook', interval=1, by_epoch=True, max_keep_ckpts=3,
                     save_last=True),
 )
+# mid-epoch checkpoints (splattingocc/engine/interval_checkpoint.py; resumed exactly by the
+# preemptible loop above)
+custom_hooks = [*custom_hooks,  # noqa: F405
+                dict(type='IntervalCheckpointHook', interval=500, max_keep_ckpts=2)]

@@ -10,8 +10,14 @@ Conventions: the grid covers ``pc_range = (x_min, y_min, z_min, x_max, y_max, z_
 ``(i, j, k)`` spanning ``[min + size * index, min + size * (index + 1))`` on each axis (the Occ3D
 convention, centre at ``min + size * (index + 0.5)``); distances are metres along the ray
 (directions are unit vectors). A ray that starts inside an occupied voxel hits it at distance 0.
-On an exact tie between two face crossings the walk steps in the order y before x and z before
-x and y (the order of SparseOcc's ray caster, ``lib/dvr/dvr.cu``), so the visited voxels match.
+The voxel a ray starts in is the one that contains its origin under that half-open convention,
+``floor((origin - min) / size)``, whatever the direction: an origin on the face between two voxels
+starts in the upper one even when the ray moves down, and leaves it at distance 0 (SparseOcc's
+rule, ``int(origin)`` in ``lib/dvr/dvr.cu``; nuScenes' LiDAR at ego y = 0.0 lies on the face
+between rows 99 and 100 of Occ3D's grid, so this decides whether the rays moving in -y see row 100).
+A ray from outside the grid starts in the voxel it enters. On an exact tie between two face
+crossings the walk steps in the order y before x and z before x and y (the order of SparseOcc's
+ray caster, ``lib/dvr/dvr.cu``), so the visited voxels match.
 """
 from __future__ import annotations
 
@@ -105,19 +111,26 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
     t_hi = np.where(moving, np.maximum(t1, t2), np.where(inside_still, np.inf, -np.inf))
     t_in = np.maximum(t_lo.max(axis=1), 0.0)  # [R]
     t_out = t_hi.min(axis=1)  # [R]
-    live = (t_in < t_out) & (t_in <= limit)  # [R]
+    # an origin inside the grid (half-open voxels) starts there, even on the grid's lower faces
+    # where the slab test sees an empty interval for rays leaving through them
+    starts_inside = np.all((o >= 0) & (o < shape), axis=1)  # [R]
+    t_in = np.where(starts_inside, 0.0, t_in)
+    live = (starts_inside | (t_in < t_out)) & (t_in <= limit)  # [R]
 
     rid = np.nonzero(live)[0]  # [A]
-    o, d, t_in = o[rid], d[rid], t_in[rid]
+    o, d, t_in, inside0 = o[rid], d[rid], t_in[rid], starts_inside[rid]
     p = o + t_in[:, None] * d  # [A, 3] entry point
-    # The starting voxel: the one the ray moves into from p (ceil - 1 when moving backwards, so a
-    # ray starting on a face does not visit the voxel behind it).
-    v = np.where(d < 0, np.ceil(p) - 1, np.floor(p))  # [A, 3]
+    # The starting voxel: an origin inside the grid starts in the voxel that contains it,
+    # floor(o), whatever the direction (module docstring: SparseOcc's rule; a ray that starts on
+    # a face and moves down leaves that voxel at distance 0). A ray from outside starts in the
+    # voxel it moves into from the entry point p (ceil - 1 when moving backwards).
+    v = np.where(inside0[:, None] | (d >= 0), np.floor(p), np.ceil(p) - 1)  # [A, 3]
     v = np.clip(v, 0, shape - 1).astype(np.int64)  # [A, 3]
     step = np.where(d >= 0, 1, -1).astype(np.int64)  # [A, 3]
     moving = d != 0
     safe_d = np.where(moving, d, 1.0)
     t_max = np.where(moving, (v + (step > 0) - o) / safe_d, _BIG)  # [A, 3] next face crossing
+    t_max += 0.0  # -0.0 (an origin on a face, moving down) -> 0.0
     t_delta = np.where(moving, np.abs(1.0 / safe_d), _BIG)  # [A, 3]
 
     # The walk runs on the grid padded by one voxel of a "border" code (bit 7): a ray stops when
