@@ -33,7 +33,7 @@ from mmengine.utils import import_modules_from_strings
 from splattingocc.registry import MODEL_WRAPPERS
 
 from .checkpoint import atomic_write_text
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 
 def merge_cfg_options(cfg: Config, options: dict) -> None:
@@ -289,8 +289,12 @@ def _json_default(value):
 def run_main(main, argv: Optional[Sequence[str]] = None) -> int:
     """Run a tool's ``main``; a user error becomes one line on stderr and exit code 2.
 
-    User errors: :class:`UserError` and ``FileNotFoundError`` (a missing data/config/checkpoint
-    file, whose message names it). Set ``SPLATTINGOCC_TRACEBACK=1`` to see the full traceback.
+    User errors: :class:`UserError` and its subclasses (``splattingocc.errors``: a data file in
+    the wrong format, a corrupt image, an unsafe pickle, an output that exists; the converters'
+    and readers' own error types derive from them) and ``FileNotFoundError`` (a missing
+    data/config/checkpoint file, whose message names it), also when raised inside a DataLoader
+    worker (:func:`splattingocc.errors.one_line`). Set ``SPLATTINGOCC_TRACEBACK=1`` to see the
+    full traceback.
     """
     import sys
     try:
@@ -298,7 +302,7 @@ def run_main(main, argv: Optional[Sequence[str]] = None) -> int:
     except (UserError, FileNotFoundError) as err:
         if os.environ.get('SPLATTINGOCC_TRACEBACK'):
             raise
-        print(f'error: {err}', file=sys.stderr)
+        print(f'error: {one_line(err)}', file=sys.stderr)
         return 2
     if _destroy_process_group():
         # A finished distributed run leaves through os._exit: with gloo, torch's C++ teardown at
@@ -323,7 +327,8 @@ def _destroy_process_group() -> bool:
 
 
 __all__ = [
-    'load_config', 'merge_cfg_options', 'default_work_dir', 'resolve_dist_backend', 'init_cpu_distributed',
+    'load_config', 'merge_cfg_options', 'default_work_dir', 'resolve_dist_backend',
+    'init_cpu_distributed',
     'CPUCompatibleDDP', 'setup_distributed', 'enable_amp', 'apply_randomness_args',
     'add_common_arguments', 'atomic_write_json', 'run_main', 'evaluator_metric_cfgs',
     'normalize_evaluators'

@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from splattingocc.errors import OutputExistsError
 from splattingocc.paths import REPO_ROOT
 from . import calibration as C
 from .categories import (ATTRIBUTES, FINE_CATEGORIES, FINE_INDEX, VISIBILITY, fine_to_occ_lut,
@@ -311,8 +312,9 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
     t_start = time.time()
     root = Path(root).expanduser().resolve()
     if root.exists() and not overwrite and any(root.iterdir()):
-        raise FileExistsError(f'{root} already exists and is not empty: remove it, choose another '
-                              'root, or pass overwrite=True')
+        raise OutputExistsError(f'{root} already exists and is not empty: remove it, choose '
+                                'another --root, or replace it (overwrite=True; tools/'
+                                'create_data.py synthetic --overwrite)')
     grid = dict(occ_config) if occ_config is not None else load_grid_config()
     missing = [k for k in GRID_KEYS if k not in grid]
     if missing:
