@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def load_prediction(path) -> np.ndarray:
                     break
             else:
                 raise ValueError(f"{path}: no 'semantics' (or 'pred') array; found {data.files}")
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         if isinstance(e, ValueError) and str(e).startswith(path):
             raise
         raise ValueError(f'{path}: not a readable .npz file ({e}); re-dump the prediction') from e
@@ -94,9 +95,13 @@ def load_occ_gt(path) -> dict:
                 raise KeyError(f"{path}: no 'semantics' array; found {data.files}")
             out = {k: (data[k] if k in data.files else None)
                    for k in ('semantics', 'mask_camera', 'mask_lidar')}
-    except (OSError, EOFError, ValueError) as e:
-        raise ValueError(f'{path}: not a readable Occ3D labels.npz ({e})') from e
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f'{path}: not a readable Occ3D labels.npz ({e}); download or generate '
+                         'it again') from e
     sem = out['semantics']
+    if not np.issubdtype(sem.dtype, np.integer) or sem.ndim != 3:
+        raise ValueError(f'{path}: semantics must be integers [X, Y, Z], got {sem.dtype} of shape '
+                         f'{sem.shape}; download or generate it again')
     for k in ('mask_camera', 'mask_lidar'):
         if out[k] is not None and out[k].shape != sem.shape:
             raise ValueError(f'{path}: {k} shape {out[k].shape} differs from semantics {sem.shape}')

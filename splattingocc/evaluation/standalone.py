@@ -25,7 +25,8 @@ from .metrics.occ_metric import format_occ_table, occ_frame_result, summarize_oc
 from .ray_origins import info_scene_name, load_infos, ray_origins_by_token
 
 __all__ = [
-    'find_predictions', 'check_prediction_set', 'scoring_state', 'init_worker', 'score_frame', 'score_frames',
+    'find_predictions', 'check_prediction_set', 'scoring_state', 'init_worker', 'score_frame',
+    'score_frames',
     'evaluate_folder', 'scores_json', 'per_class_rayiou_json', 'percent', 'error_message'
 ]
 
@@ -159,6 +160,13 @@ def score_frame(item: Item) -> dict:
         raise FileNotFoundError(f'ground truth missing for {pred_path}: {gt_path} does not exist '
                                 '(check --data-root)')
     gt = load_occ_gt(gt_path)
+    sem = gt['semantics']
+    bad = (sem >= w['num_classes']) & (sem != w['ignore_label'])
+    if sem.size and (sem.min() < 0 or bad.any()):
+        value = int(sem.min()) if sem.min() < 0 else int(sem[bad].flat[0])
+        raise ValueError(f'{gt_path}: semantics holds class {value}, expected 0..'
+                         f"{w['num_classes'] - 1} or {w['ignore_label']} (ignored); download or "
+                         'generate the ground truth again, or check --dataset-config')
     pred = load_prediction(pred_path)
     if pred.size == gt['semantics'].size and pred.ndim == 1:
         pred = pred.reshape(gt['semantics'].shape)  # SparseOcc files may be flat
@@ -187,14 +195,23 @@ def score_frames(items: Sequence[Item], state: dict, workers: int = 1,
     """:func:`score_frame` of every item (in order), with a progress bar; ``workers`` > 1:
     that many processes (fork where available: they only run numpy)."""
     from tqdm import tqdm
-    if workers > 1:
-        import multiprocessing as mp
-        method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
-        with mp.get_context(method).Pool(workers, init_worker, (state, )) as pool:
-            return list(tqdm(pool.imap(score_frame, items, chunksize=4),
-                             total=len(items), desc=desc, unit='frame'))
-    init_worker(state)
-    return [score_frame(it) for it in tqdm(items, desc=desc, unit='frame')]
+    out = []
+    # the bar is closed (its line ended) also when a frame raises, so an error message that
+    # follows starts on a line of its own
+    with tqdm(total=len(items), desc=desc, unit='frame') as bar:
+        if workers > 1:
+            import multiprocessing as mp
+            method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
+            with mp.get_context(method).Pool(workers, init_worker, (state, )) as pool:
+                for result in pool.imap(score_frame, items, chunksize=4):
+                    out.append(result)
+                    bar.update()
+            return out
+        init_worker(state)
+        for item in items:
+            out.append(score_frame(item))
+            bar.update()
+    return out
 
 
 def evaluate_folder(pred_dir, data_root, dataset_cfg, mask: str = 'camera', ray: bool = False,
