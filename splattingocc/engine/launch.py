@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 from typing import Optional, Sequence
 
@@ -120,6 +121,31 @@ def resolve_dist_backend(cfg: Config) -> str:
     return backend
 
 
+# a Slurm host list: host names (letters, digits, '-', '_', '.') with bracketed ranges, commas
+_SLURM_NODELIST = re.compile(r'[A-Za-z0-9._\-\[\],]+')
+
+
+def first_slurm_host(node_list: str) -> str:
+    """The first host of a Slurm node list (``n[01-04],m1`` -> ``n01``), from ``scontrol show
+    hostnames`` run without a shell (the list is one argument, never part of a command string);
+    a list with any other character is refused before anything runs."""
+    if not _SLURM_NODELIST.fullmatch(node_list or ''):
+        raise UserError(f'SLURM_NODELIST={node_list!r} is not a Slurm host list (only letters, '
+                        "digits, '-', '_', '.', ',', '[', ']'): set MASTER_ADDR to the first "
+                        'host instead')
+    try:
+        proc = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise UserError(f'cannot run scontrol to resolve SLURM_NODELIST={node_list} ({err}): '
+                        'set MASTER_ADDR') from err
+    hosts = proc.stdout.split()
+    if proc.returncode != 0 or not hosts:
+        raise UserError(f'cannot resolve the first host of SLURM_NODELIST={node_list} (scontrol '
+                        f'exit {proc.returncode}: {proc.stderr.strip()[:200]}): set MASTER_ADDR')
+    return hosts[0]
+
+
 def _slurm_env_to_torch_env() -> None:
     """Translate Slurm's task variables into the ones ``init_process_group('env://')`` reads."""
     needed = ['SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST']
@@ -130,12 +156,7 @@ def _slurm_env_to_torch_env() -> None:
     os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
     if 'MASTER_ADDR' not in os.environ:
-        node_list = os.environ['SLURM_NODELIST']
-        first = subprocess.getoutput(f'scontrol show hostnames {node_list} | head -n1').strip()
-        if not first:
-            raise UserError(f'cannot resolve the first host of SLURM_NODELIST={node_list}: '
-                            'set MASTER_ADDR')
-        os.environ['MASTER_ADDR'] = first
+        os.environ['MASTER_ADDR'] = first_slurm_host(os.environ['SLURM_NODELIST'])
     os.environ.setdefault('MASTER_PORT', '29500')
 
 
