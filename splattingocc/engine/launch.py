@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import os
 import os.path as osp
@@ -37,12 +38,104 @@ from .checkpoint import atomic_write_text
 from ..errors import UserError, one_line
 
 
+#: top-level config keys that are settings: what mmengine's Runner and the tools read
+SETTINGS_KEYS = frozenset(
+    [p for p in inspect.signature(Runner.__init__).parameters if p not in ('self', 'cfg')]
+    + ['runner_type', 'model_wrapper_cfg', 'find_unused_parameters', 'custom_imports'])
+
+
+def _copies_of(value, node, path: str, found: list, derived: list) -> None:
+    """Paths under ``node`` whose value equals ``value`` (``found``), and, for a string
+    ``value``, string values that contain it (``derived``, e.g. ``data_root + 'x.pkl'``)."""
+    if path and _same_value(node, value):
+        found.append(path)
+        return
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _copies_of(value, v, f'{path}.{k}' if path else str(k), found, derived)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _copies_of(value, v, f'{path}.{i}', found, derived)
+    elif isinstance(value, str) and len(value) >= 3 and isinstance(node, str) and value in node:
+        derived.append(path)
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (dict, list, tuple)) or isinstance(b, (dict, list, tuple)):
+        return False
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - incomparable values are not copies
+        return False
+
+
+def check_variable_overrides(cfg: Config, options: dict) -> None:
+    """Refuse overrides of top-level variables of a pure-Python config.
+
+    Such a config copies its variables (``max_iters``, ``data_root``, ``ray_supervision``...)
+    into the nested settings while it is read (``train_cfg.update(max_iters=max_iters)``), so
+    ``--cfg-options max_iters=2`` changes the variable and nothing that runs. A key whose first
+    part is an existing top-level key that is not a setting (:data:`SETTINGS_KEYS`) is refused
+    naming the nested keys that hold its value (those of the same name; for a dotted key the rest
+    is appended); every such key of ``options`` is named in the one message. A new top-level key
+    is left alone (mmengine's own behaviour).
+    """
+    settings = {k: (cfg[k].to_dict() if hasattr(cfg[k], 'to_dict') else cfg[k])
+                for k in cfg.keys() if k in SETTINGS_KEYS}
+    problems = []
+    for key in options:
+        head, _, rest = key.partition('.')
+        if head in SETTINGS_KEYS or head not in cfg.keys() or rest.endswith('_delete_'):
+            continue
+        value = cfg[head]
+        if callable(value) and not isinstance(value, dict):
+            continue  # a function imported into the config (read_base), not a value
+        value = value.to_dict() if hasattr(value, 'to_dict') else value
+        found, derived = [], []
+        _copies_of(value, settings, '', found, derived)
+        structured = isinstance(value, dict) or (isinstance(value, (list, tuple)) and value)
+        # a copy: the same key name, or an equal dict / list (which is no coincidence)
+        named = [p for p in found if structured or p.rsplit('.', 1)[-1] == head]
+        others = [p for p in found if p not in named] + derived
+        suffix = '.' + rest if rest else ''
+        if named:
+            text = (f'{key}: {head!r} is a variable of the config file, copied into '
+                    f'{", ".join(_few(named))} when it was read; set '
+                    f'{", ".join(_few([p + suffix for p in named]))} instead')
+            trivial = isinstance(value, (bool, type(None))) or (
+                isinstance(value, (int, float)) and abs(value) < 10)
+            if others and not trivial:
+                text += f' (its value is also in {", ".join(_few(others))}: check those)'
+        elif others:
+            text = (f'{key}: {head!r} is a variable of the config file; only the nested keys it '
+                    f'was copied into reach what runs, and its value is in '
+                    f'{", ".join(_few(others))}: set the ones you mean instead')
+        else:
+            text = (f'{key}: {head!r} is a variable of the config file that no setting holds; '
+                    'set the nested key you mean instead')
+        problems.append(text)
+    if problems:
+        raise UserError('--cfg-options would change nothing that runs: ' + '; '.join(problems))
+
+
+def _few(paths: list, n: int = 6) -> list:
+    return list(paths[:n]) + ([f'{len(paths) - n} more'] if len(paths) > n else [])
+
+
 def merge_cfg_options(cfg: Config, options: dict) -> None:
     """Merge ``--cfg-options`` into ``cfg`` in place: ``cfg.merge_from_dict(options)``, except
     that ``KEY._delete_=True`` also replaces a list element, as it replaces a dict:
     ``model.supervision.0.losses.3._delete_=True model.supervision.0.losses.3.type=X`` puts
     ``dict(type='X')`` in place of that loss (mmengine itself merges into a list element and
-    would keep the old element's other keys)."""
+    would keep the old element's other keys). An override of a top-level config variable,
+    which would change nothing, is refused first (:func:`check_variable_overrides`)."""
+    check_variable_overrides(cfg, options)
     options = dict(options)
     for key in sorted(k for k in options if k.endswith('._delete_')):
         prefix = key[:-len('._delete_')]
@@ -348,8 +441,8 @@ def _destroy_process_group() -> bool:
 
 
 __all__ = [
-    'load_config', 'merge_cfg_options', 'default_work_dir', 'resolve_dist_backend',
-    'init_cpu_distributed',
+    'load_config', 'merge_cfg_options', 'check_variable_overrides', 'default_work_dir',
+    'resolve_dist_backend', 'init_cpu_distributed', 'first_slurm_host',
     'CPUCompatibleDDP', 'setup_distributed', 'enable_amp', 'apply_randomness_args',
     'add_common_arguments', 'atomic_write_json', 'run_main', 'evaluator_metric_cfgs',
     'normalize_evaluators'
