@@ -36,6 +36,7 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer
+from mmengine.model import is_model_wrapper
 
 from splattingocc.registry import HOOKS
 
@@ -266,8 +267,54 @@ def resolve_resume_checkpoint(work_dir: str) -> str | None:
     return target
 
 
+def _listed(keys, n: int = 4) -> str:
+    keys = list(keys)
+    return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
+
+
+def check_checkpoint_fits(model, filename: str, what: str = 'checkpoint') -> None:
+    """Raise :class:`UserError` unless the weights of ``filename`` fit ``model`` exactly.
+
+    mmengine loads ``load_from`` and ``--resume`` checkpoints non-strictly (a missing,
+    unexpected or reshaped tensor is one warning among hundreds of log lines), so a checkpoint
+    of another model would be tested or trained on with some weights at their initial values.
+    Here the keys (after mmengine's ``module.`` prefix removal) and shapes of the checkpoint's
+    ``state_dict`` are compared with ``model.state_dict()`` (unwrapped from DDP) and every
+    difference is named in one line. Remote checkpoints (``s3://`` ...) are not checked.
+    """
+    if '://' in str(filename):
+        return
+    try:
+        checkpoint = torch.load(filename, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f'{what} {filename} cannot be loaded ({str(err).splitlines()[0]}); pass '
+                        'a complete checkpoint written by tools/train.py') from err
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f'{what} {filename} holds no state_dict; pass a checkpoint written by '
+                        'tools/train.py')
+    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    module = model.module if is_model_wrapper(model) else model
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f'{k} (checkpoint {list(state[k].shape)}, model {list(expected[k].shape)})'
+                for k in expected if k in state and hasattr(state[k], 'shape')
+                and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    for name, keys in (('missing', missing), ('unexpected', unexpected),
+                       ('of another shape', reshaped)):
+        if keys:
+            problems.append(f'{len(keys)} {name}: {_listed(keys)}')
+    if problems:
+        raise UserError(f'{what} {filename} does not fit the model of this config '
+                        f'({"; ".join(problems)}); pass the checkpoint trained with this config, '
+                        'or the config it was trained with')
+
+
 __all__ = [
-    'ATOMIC_BACKEND', 'AtomicCheckpointHook', 'AtomicLocalBackend', 'atomic_open',
+    'check_checkpoint_fits', 'ATOMIC_BACKEND', 'AtomicCheckpointHook', 'AtomicLocalBackend',
+    'atomic_open',
     'atomic_torch_save', 'atomic_write_bytes', 'atomic_write_text', 'checkpoint_safe_globals',
     'partial_name', 'register_checkpoint_safe_globals', 'resolve_resume_checkpoint'
 ]
