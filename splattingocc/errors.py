@@ -32,6 +32,11 @@ class UnsafePickleError(DataError):
     when loaded): refused before anything is created."""
 
 
+class TrainingDivergedError(UserError, RuntimeError):
+    """A loss term or a weight became NaN/inf during training: the message names it, the last
+    checkpoint whose tensors are all finite, and what to try."""
+
+
 def one_line(err: BaseException) -> str:
     """The message of ``err`` as one line.
 
@@ -54,4 +59,4 @@ def one_line(err: BaseException) -> str:
 
 
 __all__ = ['UserError', 'DataError', 'CorruptFileError', 'OutputExistsError',
-           'UnsafePickleError', 'one_line']
+           'UnsafePickleError', 'TrainingDivergedError', 'one_line']

@@ -40,7 +40,7 @@ from mmengine.model import is_model_wrapper
 
 from splattingocc.registry import HOOKS
 
-from ..errors import UserError
+from ..errors import TrainingDivergedError, UserError
 
 #: name of the atomic local file backend (``backend_args=dict(backend=ATOMIC_BACKEND)``)
 ATOMIC_BACKEND = 'atomic_local'
@@ -210,6 +210,17 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         filename = self.filename_tmpl.format(step)
+        # a checkpoint is only written (and becomes 'last') when every tensor is finite: a NaN
+        # or inf weight or buffer (e.g. an overflowed BatchNorm running_var) would be resumed
+        # from, or scored, as if it were a trained model
+        bad = first_non_finite(runner.model)
+        if bad is not None:
+            last = runner.message_hub.get_info('last_ckpt')
+            raise TrainingDivergedError(
+                f'not saving {filename}: the model {bad}. The last checkpoint with finite '
+                f'tensors is {last or "none (none was saved)"}. What to try: lower the learning '
+                'rate (optim_wrapper.optimizer.lr) or add gradient clipping '
+                '(optim_wrapper.clip_grad=dict(max_norm=35, norm_type=2)).')
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
 
@@ -267,6 +278,27 @@ def resolve_resume_checkpoint(work_dir: str) -> str | None:
     return target
 
 
+def first_non_finite(model) -> str | None:
+    """'parameter NAME holds N NaN/inf values' for the first parameter or floating-point buffer
+    (BatchNorm ``running_var``...) of ``model`` (unwrapped from DDP) that is not all finite;
+    None when every tensor is finite. One device synchronisation when all are finite."""
+    module = model.module if is_model_wrapper(model) else model
+    tensors = [(f'parameter {n}', t) for n, t in module.named_parameters()]
+    tensors += [(f'buffer {n}', t) for n, t in module.named_buffers()]
+    tensors = [(n, t.detach()) for n, t in tensors if t.is_floating_point() or t.is_complex()]
+    if not tensors:
+        return None
+    try:
+        finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).cpu()
+    except RuntimeError:  # tensors on several devices
+        finite = torch.tensor([bool(torch.isfinite(t).all()) for _, t in tensors])
+    if bool(finite.all()):
+        return None
+    name, t = tensors[int((~finite).nonzero()[0])]
+    return (f'{name} holds {int((~torch.isfinite(t)).sum())} of {t.numel()} values NaN/inf '
+            f'({int(torch.isnan(t).sum())} NaN)')
+
+
 def _listed(keys, n: int = 4) -> str:
     keys = list(keys)
     return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
@@ -313,8 +345,8 @@ def check_checkpoint_fits(model, filename: str, what: str = 'checkpoint') -> Non
 
 
 __all__ = [
-    'check_checkpoint_fits', 'ATOMIC_BACKEND', 'AtomicCheckpointHook', 'AtomicLocalBackend',
-    'atomic_open',
+    'check_checkpoint_fits', 'first_non_finite', 'ATOMIC_BACKEND', 'AtomicCheckpointHook',
+    'AtomicLocalBackend', 'atomic_open',
     'atomic_torch_save', 'atomic_write_bytes', 'atomic_write_text', 'checkpoint_safe_globals',
     'partial_name', 'register_checkpoint_safe_globals', 'resolve_resume_checkpoint'
 ]
