@@ -49,11 +49,18 @@ class NuScenesDataError(DataError, RuntimeError):
 # ----------------------------------------------------------------------------------------------
 # small I/O helpers
 # ----------------------------------------------------------------------------------------------
+def _partial(path: Path) -> Path:
+    """The temporary name of an atomic write (``engine.checkpoint.partial_name``: a killed
+    writer's leftover is recognised and removed by the next run)."""
+    from ..engine.checkpoint import partial_name
+    return Path(partial_name(path))
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = _partial(path)
     try:
         with open(tmp, 'wb') as f:
             f.write(data)
@@ -71,7 +78,7 @@ def atomic_savez(path, compressed: bool = True, **arrays) -> None:
     """``np.savez(_compressed)`` to a temporary name, then rename to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = _partial(path)
     try:
         with open(tmp, 'wb') as f:
             (np.savez_compressed if compressed else np.savez)(f, **arrays)
@@ -378,6 +385,9 @@ def create_nuscenes_infos(root,
                                for r in recs])
 
     labels_dir = out_dir / LABELS2D_DIR
+    from ..engine.checkpoint import remove_stale_partials
+    for folder in (out_dir, labels_dir):  # temporary files of a killed earlier run
+        remove_stale_partials(folder)
 
     def rel(p: Path) -> str:
         try:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import os.path as osp
 import pickle
+import shutil
+import socket
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,11 +115,69 @@ def register_checkpoint_safe_globals() -> None:
 # 2. atomic files
 # ----------------------------------------------------------------------------------------------
 
+def partial_suffix() -> str:
+    """``.partial-<pid>@<host>``: whose temporary file or folder this is (see
+    :func:`remove_stale_partials`)."""
+    return f'{PARTIAL_MARKER}{os.getpid()}@{socket.gethostname()}'
+
+
 def partial_name(path: Union[str, Path]) -> str:
-    """Hidden temporary name next to ``path``: ``dir/.name.partial-<pid>`` (never ``*.pth``)."""
+    """Hidden temporary name next to ``path``: ``dir/.name.partial-<pid>@<host>`` (never
+    ``*.pth``)."""
     path = os.fspath(path)
     folder, name = osp.split(path)
-    return osp.join(folder, f'.{name}{PARTIAL_MARKER}{os.getpid()}')
+    return osp.join(folder, f'.{name}{partial_suffix()}')
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or not a pid): leave its files alone
+    return True
+
+
+def stale_partial(name: str) -> bool:
+    """Whether ``name`` is a ``.<name>.partial-<pid>[@<host>]`` entry whose writer died: written
+    on this host (or without a host, as before hosts were recorded) by a process that no longer
+    exists. Entries of other hosts are never stale here (their processes cannot be seen)."""
+    if not name.startswith('.') or PARTIAL_MARKER not in name:
+        return False
+    pid, _, host = name.rsplit(PARTIAL_MARKER, 1)[1].partition('@')
+    if not pid.isdigit() or (host and host != socket.gethostname()):
+        return False
+    return not _pid_alive(int(pid))
+
+
+def remove_stale_partials(folder: Union[str, Path], recursive: bool = False) -> list:
+    """Remove the temporary files and folders of killed writers (:func:`stale_partial`) in
+    ``folder`` (and below it with ``recursive``); returns their paths. A hard kill during an
+    atomic write leaves such an entry; a complete file or a live writer's entry is never touched.
+    """
+    folder = os.fspath(folder)
+    removed = []
+    if not osp.isdir(folder):
+        return removed
+    walk = os.walk(folder) if recursive else [(folder, *next(os.walk(folder))[1:])]
+    for root, dirs, files in walk:
+        for name in list(dirs) + list(files):
+            if stale_partial(name):
+                path = osp.join(root, name)
+                if osp.isdir(path) and not osp.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                    if name in dirs:
+                        dirs.remove(name)
+                else:
+                    try:
+                        os.remove(path)
+                    except FileNotFoundError:
+                        continue
+                removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -207,6 +267,14 @@ class AtomicCheckpointHook(CheckpointHook):
         if backend_args is None and kwargs.get('file_client_args') is None and _is_local(out_dir):
             backend_args = dict(backend=ATOMIC_BACKEND)
         super().__init__(*args, backend_args=backend_args, **kwargs)
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if is_main_process():  # temporary files of a killed earlier run of this work dir
+            for folder in {runner.work_dir, self.out_dir}:
+                if _is_local(folder):
+                    for path in remove_stale_partials(folder):
+                        runner.logger.info(f'removed {path}, left by a killed writer')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         filename = self.filename_tmpl.format(step)
@@ -348,5 +416,6 @@ __all__ = [
     'check_checkpoint_fits', 'first_non_finite', 'ATOMIC_BACKEND', 'AtomicCheckpointHook',
     'AtomicLocalBackend', 'atomic_open',
     'atomic_torch_save', 'atomic_write_bytes', 'atomic_write_text', 'checkpoint_safe_globals',
-    'partial_name', 'register_checkpoint_safe_globals', 'resolve_resume_checkpoint'
+    'partial_name', 'partial_suffix', 'register_checkpoint_safe_globals',
+    'remove_stale_partials', 'resolve_resume_checkpoint', 'stale_partial'
 ]

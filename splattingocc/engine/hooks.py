@@ -295,6 +295,9 @@ class DumpPredictionHook(Hook):
     def before_test(self, runner) -> None:
         self._dump = _dump_function()
         self.count = 0
+        from .checkpoint import remove_stale_partials  # files of a killed earlier dump
+        for path in remove_stale_partials(self.out_dir, recursive=True):
+            runner.logger.info(f'removed {path}, left by a killed writer')
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None,
                         outputs: Optional[Sequence[dict]] = None) -> None:

@@ -7,7 +7,6 @@ leaves a partial file.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -47,16 +46,9 @@ def dump_prediction(root, scene_name: str, sample_token: str,
         raise ValueError(f'dump_prediction: semantics of {sample_token} hold labels outside '
                          f'0..{min(num_classes, 256) - 1}')
     path = prediction_path(root, scene_name, sample_token)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.pred-', suffix='.npz.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez_compressed(f, semantics=semantics.astype(np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from splattingocc.engine.checkpoint import atomic_open  # temp name + rename
+    with atomic_open(path, 'wb') as f:
+        np.savez_compressed(f, semantics=semantics.astype(np.uint8))
     return path
 
 

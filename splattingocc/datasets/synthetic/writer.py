@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 import zipfile
+from glob import escape as glob_escape
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
@@ -333,7 +334,13 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
                  camera_stride=stride, use_fixture=use_fixture_calibration)
             for si in range(scenes) for k in range(samples_per_scene)]
 
-    tmp = root.parent / f'.{root.name}.partial-{os.getpid()}'
+    from splattingocc.engine.checkpoint import partial_suffix, stale_partial
+    # the folders of a killed earlier run (its pid is gone): '.<root>.partial-<pid>@<host>'
+    if root.parent.is_dir():
+        for old in root.parent.glob(f'.{glob_escape(root.name)}.partial-*'):
+            if stale_partial(old.name):
+                shutil.rmtree(old, ignore_errors=True)
+    tmp = root.parent / f'.{root.name}{partial_suffix()}'
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -342,7 +349,7 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
                             (W, H), progress, workers)
         summary['calibration_source'] = calib_source
         if root.exists():
-            old = root.parent / f'.{root.name}.old-{os.getpid()}'
+            old = root.parent / f'.{root.name}.old{partial_suffix()}'
             os.replace(root, old)
             os.replace(tmp, root)
             shutil.rmtree(old)
