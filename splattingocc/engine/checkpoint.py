@@ -367,8 +367,20 @@ def first_non_finite(model) -> str | None:
             f'({int(torch.isnan(t).sum())} NaN)')
 
 
-def _listed(keys, n: int = 4) -> str:
+def _listed(keys, n: int = 4, universe=None) -> str:
+    """Up to ``n`` of ``keys``; a top-level module all of whose keys (in ``universe``) are among
+    them is written once as ``module.* (N keys)``."""
     keys = list(keys)
+    if universe is not None:
+        groups: dict = {}
+        for k in universe:
+            groups.setdefault(k.split('.', 1)[0], []).append(k)
+        chosen = set(keys)
+        whole = [g for g, members in groups.items()
+                 if len(members) > 1 and all(m in chosen for m in members)]
+        parts = [f'{g}.* ({len(groups[g])} keys)' for g in whole]
+        parts += [k for k in keys if k.split('.', 1)[0] not in whole]
+        keys = parts
     return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
 
 
@@ -402,10 +414,10 @@ def check_checkpoint_fits(model, filename: str, what: str = 'checkpoint') -> Non
                 for k in expected if k in state and hasattr(state[k], 'shape')
                 and tuple(state[k].shape) != tuple(expected[k].shape)]
     problems = []
-    for name, keys in (('missing', missing), ('unexpected', unexpected),
-                       ('of another shape', reshaped)):
+    for name, keys, universe in (('missing', missing, expected), ('unexpected', unexpected, state),
+                                 ('of another shape', reshaped, None)):
         if keys:
-            problems.append(f'{len(keys)} {name}: {_listed(keys)}')
+            problems.append(f'{len(keys)} {name}: {_listed(keys, universe=universe)}')
     if problems:
         raise UserError(f'{what} {filename} does not fit the model of this config '
                         f'({"; ".join(problems)}); pass the checkpoint trained with this config, '

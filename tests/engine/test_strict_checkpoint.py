@@ -44,7 +44,7 @@ def _drop_module(state):
 @pytest.mark.parametrize('edit, expected', [
     (_rename, ['1 missing: net.0.weight', '1 unexpected: net.zero.weight']),
     (_reshape, ['1 of another shape: cls.weight (checkpoint [4, 8], model [3, 8])']),
-    (_drop_module, ['4 missing: net.0.weight, net.0.bias, net.2.weight, net.2.bias']),
+    (_drop_module, ['4 missing: net.* (4 keys)']),
 ])
 def test_test_tool_refuses_a_checkpoint_that_does_not_fit(trained, tmp_path, capsys, edit,
                                                           expected):
