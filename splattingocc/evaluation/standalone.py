@@ -67,7 +67,8 @@ def find_predictions(pred_dir: Path, data_root: Path) -> List[Item]:
     twice = {t: ps for t, ps in paths.items() if len(ps) > 1}
     if twice:
         token, ps = sorted(twice.items())[0]
-        raise UserError(f'{pred_dir}: {len(twice)} sample tokens have more than one prediction '
+        several = 'sample tokens have' if len(twice) > 1 else 'sample token has'
+        raise UserError(f'{pred_dir}: {len(twice)} {several} more than one prediction '
                         f'(e.g. {token}: {", ".join(map(str, ps))}); keep one file per sample')
     return found
 

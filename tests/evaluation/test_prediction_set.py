@@ -91,5 +91,5 @@ def test_a_token_predicted_twice_is_refused(tiny_dataset, tmp_path, capsys):
         rc, captured, out = _run(capsys, pred, tiny_dataset, *info)
         err = captured.err.strip().splitlines()
         assert rc == 2 and len(err) == 1, err
-        assert '1 sample tokens have more than one prediction' in err[0]
+        assert '1 sample token has more than one prediction' in err[0]
         assert val[0]['token'] in err[0] and not out.exists()
