@@ -109,12 +109,16 @@ class FiniteLossHook(Hook):
         if world_size > 1:
             # every rank stops together (a rank raising alone would leave the others waiting in
             # the next collective until the timeout)
-            flag = torch.tensor([0.0 if bad is None and tensor is None else 1.0])
-            all_reduce(flag, op='sum')
-            if bad is None and tensor is None and float(flag) > 0:
+            # [a loss term is bad, a tensor is bad]: a NaN loss on one rank reaches the weights
+            # of every rank through the gradient all-reduce, so a rank with finite losses names
+            # the other rank's loss, not its own weights
+            flags = torch.tensor([float(bad is not None), float(tensor is not None)])
+            all_reduce(flags, op='sum')
+            if bad is None and (float(flags[0]) > 0 or (tensor is None and float(flags[1]) > 0)):
+                what = 'a loss term' if float(flags[0]) > 0 else 'a weight'
                 raise TrainingDivergedError(
-                    f'a loss term or weight became non-finite on another process at {where}; '
-                    'see the error of that rank (its log) for the term and what to try')
+                    f'{what} became non-finite on another process at {where}; see the error of '
+                    'that rank (its log) for the term and what to try')
         if bad is None and tensor is None:
             return
         if bad is not None:
