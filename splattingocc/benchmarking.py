@@ -8,13 +8,13 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import UserError
 from .paths import realdata_root
 
 __all__ = ['OCC3D_FRAME', 'KEYFRAME_INFO', 'cpu_description', 'load_average', 'rss_bytes',
-           'Stopwatch', 'realdata_file']
+           'Stopwatch', 'realdata_file', 'memory_growth']
 
 #: a real Occ3D-nuScenes frame (200 x 200 x 16) in the real-data fixtures
 OCC3D_FRAME = 'occ3d/29796060110c4163b07f06eff4af0753.labels.npz'
@@ -75,3 +75,51 @@ def realdata_file(relative: str, tool: str) -> Path:
                         'fixture folder (holding occ3d/ and nuscenes-keyframe/; see '
                         '../shared/realdata/README.md)')
     return path
+
+
+def memory_growth(iterations: Sequence[int], values: Sequence[float],
+                  target_percent: float = 5.0) -> dict:
+    """The growth of a memory series over its iterations, robust to allocator noise.
+
+    Two readings (first and last) swing by about +-10 % on their own (the allocator returns and
+    takes pages in steps), twice the usual 5 % target. Here the trend is the Theil-Sen line
+    through all readings (the median of the slopes of every pair, unmoved by a few steps), the
+    growth is its rise over the span in percent of its value at the first iteration, and the
+    interval is Sen's 95 % confidence interval of that slope.
+
+    Returns:
+        dict: growth_percent, growth_low_percent, growth_high_percent, samples and verdict:
+        'OK' (the whole interval below the target), 'EXCEEDED' (the whole interval above it)
+        or 'INCONCLUSIVE' (the interval contains the target: more iterations or samples).
+    """
+    import numpy as np
+    x = np.asarray(iterations, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    if x.shape != y.shape or x.size < 3 or np.ptp(x) <= 0:
+        raise ValueError(f'memory_growth needs >= 3 readings at distinct iterations, got '
+                         f'{x.size}')
+    i, j = np.triu_indices(x.size, k=1)
+    keep = x[j] != x[i]
+    slopes = (y[j] - y[i])[keep] / (x[j] - x[i])[keep]
+    slope = float(np.median(slopes))
+    # Sen's (1968) 95 % interval of the slope: ranks of the sorted pairwise slopes from the
+    # variance of Kendall's statistic, n (n - 1) (2 n + 5) / 18
+    n, ordered = x.size, np.sort(slopes)
+    c = 1.96 * np.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    lower = int(np.clip(np.floor((ordered.size - c) / 2.0), 0, ordered.size - 1))
+    upper = int(np.clip(np.ceil((ordered.size + c) / 2.0), 0, ordered.size - 1))
+    lo, hi = float(ordered[lower]), float(ordered[upper])
+    start, span = float(x.min()), float(np.ptp(x))
+    base = float(np.median(y - slope * (x - start)))  # the line's value at the first iteration
+    if base <= 0:
+        raise ValueError('memory_growth: the readings must be positive')
+
+    def pct(s: float) -> float:
+        return 100.0 * s * span / base
+
+    growth, low, high = pct(slope), pct(lo), pct(hi)
+    verdict = ('OK' if high < target_percent else 'EXCEEDED' if low > target_percent
+               else 'INCONCLUSIVE')
+    return dict(growth_percent=round(growth, 2), growth_low_percent=round(low, 2),
+                growth_high_percent=round(high, 2), samples=int(x.size),
+                target_percent=float(target_percent), verdict=verdict)

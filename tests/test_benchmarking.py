@@ -38,3 +38,26 @@ def test_missing_fixture_file_names_it(tmp_path, monkeypatch):
     assert realdata_file('occ3d/x.npz', 'bench') == tmp_path / 'occ3d' / 'x.npz'
     with pytest.raises(UserError, match=r'bench: .*occ3d/y\.npz not found: set SPLATTINGOCC_'):
         realdata_file('occ3d/y.npz', 'bench')
+
+
+def test_memory_growth_is_robust_where_two_readings_are_not():
+    """Issue 27 item 10: benchmark_memory.py's two-point verdict swings with allocator steps."""
+    import numpy as np
+
+    from splattingocc.benchmarking import memory_growth
+    iters = np.arange(100, 501, 20)  # 21 readings
+    flat = np.full(iters.shape, 1000.0)
+    flat[1::3] += 60.0  # allocator steps up and down, no trend
+    flat[-1] = 1090.0  # an unlucky last reading: +9 % against the first one
+    assert (flat[-1] - flat[0]) / flat[0] > 0.05  # the two-point verdict: EXCEEDED
+    ok = memory_growth(iters, flat)
+    assert ok['verdict'] == 'OK' and abs(ok['growth_percent']) < 1.0, ok
+    leak = 1000.0 * (1 + 0.2 * (iters - 100) / 400) + np.where(np.arange(21) % 2, 15.0, -15.0)
+    exceeded = memory_growth(iters, leak)
+    assert exceeded['verdict'] == 'EXCEEDED' and 15 < exceeded['growth_percent'] < 25, exceeded
+    assert exceeded['growth_low_percent'] > 5.0
+    rng = np.random.default_rng(0)
+    noisy = 1000.0 * (1 + 0.05 * (iters - 100) / 400) * (1 + 0.1 * rng.uniform(-1, 1, 21))
+    assert memory_growth(iters, noisy)['verdict'] == 'INCONCLUSIVE'
+    with pytest.raises(ValueError, match='>= 3 readings'):
+        memory_growth([1, 2], [1.0, 1.0])

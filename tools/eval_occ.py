@@ -2,16 +2,20 @@
 
     python tools/eval_occ.py --pred-dir DIR --data-root DATA [--metric miou ray] [--info PKL]
         [--no-camera-mask | --mask camera|lidar|none] [--json FILE] [--workers N]
+        [--allow-missing]
 
 Predictions: DIR/<scene_name>/<sample_token>/pred.npz with 'semantics' uint8 [200, 200, 16]
 (``tools/test.py --dump-dir``), or SparseOcc-style files with key 'pred' (also DIR/<token>.npz).
-Ground truth: DATA/gts/<scene_name>/<sample_token>/labels.npz. Every prediction found is scored;
-mIoU is Occ3D's (one confusion matrix over the dataset, mask_camera by default); RayIoU is
-SparseOcc's and needs --info (an info pkl with the poses of every keyframe of the scenes).
-Classes, range and voxel size come from --dataset-config
+Ground truth: DATA/gts/<scene_name>/<sample_token>/labels.npz. The set of predictions is checked
+first: with --info (the split's info pkl) it must be the split's frames, without it every frame
+with ground truth in the predicted scenes; a missing frame (unless --allow-missing), an extra one
+or a token predicted twice stops with one line. mIoU is Occ3D's (one confusion matrix over the
+dataset, mask_camera by default); RayIoU is SparseOcc's and needs --info (an info pkl with the
+poses of every keyframe of the scenes). Classes, range and voxel size come from --dataset-config
 (configs/_base_/datasets/occ3d_nuscenes.py).
 The JSON (written atomically) holds percentages: frames, miou, per_class_iou, geometry_iou,
-miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU).
+miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU), and the counts
+frames (scored) and frames_expected.
 """
 import sys
 

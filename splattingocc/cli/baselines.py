@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -85,12 +84,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def _score(pred_dir: Path, data_root: Path, dataset_cfg, info: Optional[Path]) -> dict:
-    """What ``tools/eval_occ.py --pred-dir PRED_DIR --data-root DATA_ROOT`` (with ``--metric
-    miou ray --info INFO`` when ``info`` is given) prints and returns."""
+def _score(pred_dir: Path, data_root: Path, dataset_cfg, info: Path, ray: bool) -> dict:
+    """What ``tools/eval_occ.py --pred-dir PRED_DIR --data-root DATA_ROOT --info INFO`` (with
+    ``--metric miou ray`` when ``ray``) prints and returns."""
     try:
-        return evaluate_folder(pred_dir, data_root, dataset_cfg, 'camera', ray=info is not None,
-                               info=None if info is None else str(info))
+        return evaluate_folder(pred_dir, data_root, dataset_cfg, 'camera', ray=ray,
+                               info=str(info))
     except UserError as e:
         raise SystemExit(str(e))
     except (FileNotFoundError, ValueError, KeyError) as e:
@@ -139,7 +138,7 @@ def main(argv=None) -> dict:
         for info in val:
             dump_prediction(out_dir, info_scene_name(info), str(info['token']), pred)
         print(f'[baselines] {name}: {len(val)} val predictions in {out_dir}', flush=True)
-        results[name] = _score(out_dir, data_root, dataset_cfg, val_info if args.ray else None)
+        results[name] = _score(out_dir, data_root, dataset_cfg, val_info, args.ray)
 
     print('\nbaseline     mIoU   geometry IoU' + ('   RayIoU' if args.ray else ''))
     for name, r in results.items():

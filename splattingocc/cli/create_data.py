@@ -2,7 +2,7 @@
 
     # a procedural dataset in the exact nuScenes / Occ3D formats
     python tools/create_data.py synthetic --root data/synthetic-nuscenes [--scenes N]
-        [--samples-per-scene M] [--seed S]
+        [--samples-per-scene M] [--seed S] [--overwrite]
     # info pkls and 2D labels (real nuScenes or the synthetic dataset), with nuscenes-devkit
     python tools/create_data.py nuscenes --root DATA --version v1.0-mini|v1.0-trainval
         [--out-dir DATA] [--sweeps K]
@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument('--scenes', type=int, default=None, help='number of scenes (<= 10)')
     syn.add_argument('--samples-per-scene', type=int, default=None, help='keyframes per scene')
     syn.add_argument('--seed', type=int, default=0)
+    syn.add_argument('--overwrite', action='store_true',
+                     help='replace an existing --root (the new dataset is renamed into place '
+                     'once complete)')
     syn.add_argument('--image-size', type=int, nargs=2, default=(400, 225),
                      metavar=('W', 'H'), help='stored camera image size')
 
@@ -43,7 +46,8 @@ def main(argv=None):
     t0 = time.time()
     if args.command == 'synthetic':
         from splattingocc.datasets.synthetic import generate_synthetic_dataset
-        kwargs = dict(seed=args.seed, image_size=tuple(args.image_size))
+        kwargs = dict(seed=args.seed, image_size=tuple(args.image_size),
+                      overwrite=args.overwrite)
         if args.scenes is not None:
             kwargs['scenes'] = args.scenes
         if args.samples_per_scene is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import pickle
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,6 +26,7 @@ from mmengine.config import DictAction
 
 from splattingocc.engine.launch import atomic_write_json, load_config
 from splattingocc.errors import UserError
+from splattingocc.evaluation.ray_origins import load_infos
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,10 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if not ann.is_file():
         raise UserError(f'fit_gaussians: val info file {ann} not found (tools/create_data.py '
                         'nuscenes writes it)')
-    with open(ann, 'rb') as f:
-        infos = pickle.load(f)
-    infos = infos['infos'] if isinstance(infos, dict) and 'infos' in infos else \
-        infos['data_list'] if isinstance(infos, dict) else infos
+    infos = load_infos(ann)
     bad = [i for i in frames if not 0 <= i < len(infos)]
     if bad:
         raise UserError(f'--frames {bad}: {ann} has {len(infos)} frames (0..{len(infos) - 1})')

@@ -20,6 +20,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401  (allow-list for torch.load, hooks)
+from splattingocc.engine.checkpoint import check_checkpoint_fits
 from splattingocc.errors import UserError
 from splattingocc.engine.launch import (add_common_arguments, apply_randomness_args,
                                         atomic_write_json, build_runner_from_cfg,
@@ -113,6 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     runner = build_runner(args)
     if args.gpu_collect:
         runner.logger.info('--gpu-collect: results are collected on the CPU (no effect)')
+    # mmengine's load_from is non-strict: a checkpoint of another model must not be scored
+    check_checkpoint_fits(runner.model, args.checkpoint)
     metrics = runner.test()
     if is_main_process():
         path = osp.join(runner.log_dir, 'metrics.json')

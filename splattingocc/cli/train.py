@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401  (allow-list for torch.load, hooks, atomic checkpoints)
-from splattingocc.engine.checkpoint import resolve_resume_checkpoint
+from splattingocc.engine.checkpoint import check_checkpoint_fits, resolve_resume_checkpoint
 from splattingocc.errors import UserError
 from splattingocc.engine.launch import (add_common_arguments, apply_randomness_args,
                                         build_runner_from_cfg, enable_amp, load_tool_config,
@@ -67,5 +67,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Train; returns the runner (its message hub holds the losses)."""
     args = parse_args(argv)
     runner = build_runner(args)
+    if args.resume is not None:
+        # mmengine resumes non-strictly: a checkpoint of another model must not be trained on
+        path = (resolve_resume_checkpoint(runner.work_dir) if args.resume == 'auto'
+                else args.resume)
+        if path is not None:
+            check_checkpoint_fits(runner.model, path, what='--resume checkpoint')
     runner.train()
     return runner

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 
+from ..errors import CorruptFileError, DataError
 from .label_projection import lidar_to_camera, project_points_to_image
 
 LABELS2D_DIR = 'labels2d'
@@ -39,18 +41,26 @@ ALWAYS_IGNORED_FINE = ('noise', 'vehicle.ego')
 SPLITS = {'v1.0-mini': ('mini_train', 'mini_val'), 'v1.0-trainval': ('train', 'val')}
 
 
-class NuScenesDataError(RuntimeError):
-    """Missing or inconsistent input data for the converter (message names the file and the fix)."""
+class NuScenesDataError(DataError, RuntimeError):
+    """Missing or inconsistent input data for the converter (message names the file and the fix;
+    a :class:`~splattingocc.errors.UserError`: the tools print it as one line)."""
 
 
 # ----------------------------------------------------------------------------------------------
 # small I/O helpers
 # ----------------------------------------------------------------------------------------------
+def _partial(path: Path) -> Path:
+    """The temporary name of an atomic write (``engine.checkpoint.partial_name``: a killed
+    writer's leftover is recognised and removed by the next run)."""
+    from ..engine.checkpoint import partial_name
+    return Path(partial_name(path))
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = _partial(path)
     try:
         with open(tmp, 'wb') as f:
             f.write(data)
@@ -68,7 +78,7 @@ def atomic_savez(path, compressed: bool = True, **arrays) -> None:
     """``np.savez(_compressed)`` to a temporary name, then rename to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = _partial(path)
     try:
         with open(tmp, 'wb') as f:
             (np.savez_compressed if compressed else np.savez)(f, **arrays)
@@ -245,24 +255,48 @@ def project_sample_labels(info: dict, points: np.ndarray, labels: np.ndarray,
 
 
 def load_labels2d(path, camera_names: Sequence[str]) -> Dict[str, Dict[str, np.ndarray]]:
-    """Read one ``labels2d/<token>.npz``: {camera: {'u', 'v', 'depth', 'label'}} (stored res)."""
+    """Read one ``labels2d/<token>.npz``: {camera: {'u', 'v', 'depth', 'label'}} (stored res).
+
+    Checked: the four arrays of every camera are there, 1-D and of one length, ``u``, ``v`` and
+    ``label`` integers and ``depth`` finite floats (as :func:`project_sample_labels` writes them).
+    A bad file raises :class:`~splattingocc.errors.DataError` (unreadable:
+    :class:`~splattingocc.errors.CorruptFileError`) naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'2D label file not found: {path}; create it with '
                                 '`python tools/create_data.py nuscenes ...` (or `synthetic`).')
+    redo = 'write it again with tools/create_data.py nuscenes'
     try:
         with np.load(path, allow_pickle=False) as npz:
             out = {}
             for ch in camera_names:
                 keys = [f'{ch}_{k}' for k in ('u', 'v', 'depth', 'label')]
                 if any(k not in npz.files for k in keys):
-                    raise KeyError(f'{path}: no labels for camera {ch} (arrays {keys}); the file '
-                                   'was written for other cameras, run create_data again.')
+                    raise DataError(f'{path}: no labels for camera {ch} (arrays {keys}); the file '
+                                    f'was written for other cameras, {redo}.')
                 out[ch] = dict(u=npz[keys[0]], v=npz[keys[1]], depth=npz[keys[2]],
                                label=npz[keys[3]])
-    except (OSError, ValueError, EOFError) as e:
-        raise OSError(f'{path}: cannot read the 2D label file ({e}); it is corrupt, run '
-                      'create_data again.') from e
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CorruptFileError(f'{path}: cannot read the 2D label file ({e}); it is corrupt or '
+                               f'truncated, {redo}.') from e
+    for ch, arrays in out.items():
+        shapes = {k: a.shape for k, a in arrays.items()}
+        if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) != 1:
+            raise DataError(f'{path}: the arrays of camera {ch} must be 1-D of one length '
+                            f'(one entry per labelled pixel), found shapes {shapes}; {redo}.')
+        for k in ('u', 'v', 'label'):
+            if not np.issubdtype(arrays[k].dtype, np.integer):
+                raise DataError(f'{path}: {ch}_{k} has dtype {arrays[k].dtype}, expected '
+                                f'integers; {redo}.')
+        depth = arrays['depth']
+        if not np.issubdtype(depth.dtype, np.floating):
+            raise DataError(f'{path}: {ch}_depth has dtype {depth.dtype}, expected floats; {redo}.')
+        if depth.size and not np.isfinite(depth).all():
+            raise DataError(f'{path}: {ch}_depth holds {int((~np.isfinite(depth)).sum())} NaN or '
+                            f'infinite values; {redo}.')
     return out
 
 
@@ -351,6 +385,9 @@ def create_nuscenes_infos(root,
                                for r in recs])
 
     labels_dir = out_dir / LABELS2D_DIR
+    from ..engine.checkpoint import remove_stale_partials
+    for folder in (out_dir, labels_dir):  # temporary files of a killed earlier run
+        remove_stale_partials(folder)
 
     def rel(p: Path) -> str:
         try:

@@ -13,11 +13,14 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from ..errors import DataError
+
 OCC3D_KEYS = ('semantics', 'mask_lidar', 'mask_camera')
 
 
-class Occ3DFormatError(ValueError):
-    """A labels.npz file that is missing, unreadable or not in the Occ3D format."""
+class Occ3DFormatError(DataError):
+    """A labels.npz file that is missing, unreadable or not in the Occ3D format (a
+    :class:`~splattingocc.errors.UserError`: the tools print it as one line)."""
 
 
 def load_occ3d_labels(path,

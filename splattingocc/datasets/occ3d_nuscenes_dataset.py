@@ -2,13 +2,73 @@
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset
 
+from ..errors import DataError
 from ..registry import DATASETS, TRANSFORMS
+from ..safe_pickle import load_pickle
+from .nuscenes_converter import LABELS2D_FORMAT, SPLITS
+
+_REDO = 're-create it with tools/create_data.py'
+# keys of a sample info and of its camera entries that the dataset reads, with the shapes of
+# the arrays among them
+_INFO_KEYS = {'token': None, 'scene_name': None, 'timestamp': None, 'lidar_path': None,
+              'lidar2ego': (4, 4), 'ego2global': (4, 4), 'occ_path': None, 'cams': None}
+_CAM_KEYS = {'data_path': None, 'cam_intrinsic': (3, 3), 'sensor2ego': (4, 4),
+             'ego2global': (4, 4), 'width': None, 'height': None}
+
+
+def check_info_metadata(metadata, path) -> dict:
+    """The ``metadata`` of an info file, checked: written by this converter version
+    (``labels2d_format``) for a known nuScenes version; :class:`DataError` naming the file."""
+    if not isinstance(metadata, dict):
+        raise DataError(f'{path}: no "metadata" dict (found {type(metadata).__name__}); the file '
+                        f'was not written by tools/create_data.py, {_REDO}.')
+    fmt = metadata.get('labels2d_format')
+    if fmt != LABELS2D_FORMAT:
+        raise DataError(f'{path}: metadata labels2d_format is {fmt!r}, this version reads '
+                        f'{LABELS2D_FORMAT} (the 2D label files changed layout); {_REDO}.')
+    version = metadata.get('version')
+    if version not in SPLITS:
+        raise DataError(f'{path}: metadata version is {version!r}, expected one of '
+                        f'{sorted(SPLITS)}; {_REDO}.')
+    return dict(metadata)
+
+
+def _check_keys(entry, keys: dict, where: str, path) -> None:
+    if not isinstance(entry, dict):
+        raise DataError(f'{path}: {where} is a {type(entry).__name__}, not a dict; {_REDO}.')
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise DataError(f'{path}: {where} lacks {missing}; {_REDO}.')
+    for key, shape in keys.items():
+        if shape is None:
+            continue
+        try:
+            arr = np.asarray(entry[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != shape or not np.isfinite(arr).all():
+            found = 'not numeric' if arr is None else f'shape {arr.shape}'
+            raise DataError(f'{path}: {where}: {key!r} must be a finite {shape[0]}x{shape[1]} '
+                            f'matrix, found {found}; {_REDO}.')
+
+
+def check_sample_info(info, index: int, path, camera_names: Sequence[str]) -> None:
+    """The keys and matrix shapes the dataset reads from sample ``index`` of an info file."""
+    _check_keys(info, _INFO_KEYS, f'sample {index}', path)
+    where = f'sample {index} ({info["token"]})'
+    if not isinstance(info['cams'], dict):
+        raise DataError(f'{path}: {where}: "cams" is a {type(info["cams"]).__name__}, not a '
+                        f'dict; {_REDO}.')
+    for ch in camera_names:
+        if ch not in info['cams']:
+            raise DataError(f'{path}: {where} has no camera {ch} (cameras: '
+                            f'{sorted(info["cams"])}); fix camera_names in the config.')
+        _check_keys(info['cams'][ch], _CAM_KEYS, f'{where} camera {ch}', path)
 
 # fields of an info's camera entry that the pipeline needs (renamed for the transforms)
 _CAM_FIELDS = ('sensor2ego', 'ego2global', 'width', 'height', 'timestamp', 'sample_data_token')
@@ -72,9 +132,9 @@ class Occ3DNuScenesDataset(BaseDataset):
         cams = {}
         for ch in self.camera_names:
             if ch not in info['cams']:
-                raise KeyError(f'{self.ann_file}: sample {info["token"]} has no camera {ch} '
-                               f'(cameras: {sorted(info["cams"])}); fix camera_names in the '
-                               'config.')
+                raise DataError(f'{self.ann_file}: sample {info["token"]} has no camera {ch} '
+                                f'(cameras: {sorted(info["cams"])}); fix camera_names in the '
+                                'config.')
             c = info['cams'][ch]
             cams[ch] = dict(img_path=self._abs(c['data_path']),
                             cam2img=np.asarray(c['cam_intrinsic'], dtype=np.float64),
@@ -114,20 +174,22 @@ class Occ3DNuScenesDataset(BaseDataset):
             raise FileNotFoundError(f'info file not found: {path}; create it with '
                                     '`python tools/create_data.py nuscenes|synthetic ...` or fix '
                                     'ann_file / data_root in the config.')
-        with open(path, 'rb') as f:
-            try:
-                data = pickle.load(f)
-            except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-                raise ValueError(f'{path}: cannot unpickle the info file ({e}); re-run '
-                                 'tools/create_data.py.') from e
+        data = load_pickle(path)  # restricted: a pickle that would run code is refused
         if not isinstance(data, dict) or 'infos' not in data:
-            found = (f'a dict with keys {sorted(data)}' if isinstance(data, dict) else
+            found = (f'a dict with keys {sorted(map(str, data))}' if isinstance(data, dict) else
                      f'a {type(data).__name__}')
-            raise ValueError(f'{path}: not a SplattingOcc info file (expected a dict with '
-                             f'"metadata" and "infos", found {found}); create it with '
-                             'tools/create_data.py.')
-        self.info_metadata = dict(data.get('metadata', {}))
+            raise DataError(f'{path}: not a SplattingOcc info file (expected a dict with '
+                            f'"metadata" and "infos", found {found}); create it with '
+                            'tools/create_data.py.')
+        self.info_metadata = check_info_metadata(data.get('metadata'), path)
         infos = data['infos']
+        if not isinstance(infos, (list, tuple)) or not infos:
+            what = f'{len(infos)} samples' if isinstance(infos, (list, tuple)) else \
+                f'a {type(infos).__name__}'
+            raise DataError(f'{path}: "infos" holds {what}, no sample to load; re-run '
+                            'tools/create_data.py (is the split empty?) or fix ann_file.')
+        for i, info in enumerate(infos):
+            check_sample_info(info, i, path, self.camera_names)
         index = {info['token']: i for i, info in enumerate(infos)}
         out = []
         for t, info in enumerate(infos):

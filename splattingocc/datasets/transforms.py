@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import CorruptFileError, DataError
 from ..registry import TRANSFORMS
 from ..geometry import rigid_inverse_np
 from .label_projection import rasterize_point_labels
@@ -52,16 +53,49 @@ def _require(results: dict, key: str, transform: str, needs: str) -> None:
                        f'{transform} in the pipeline.')
 
 
+_JPEG_SOI, _JPEG_SOS, _JPEG_EOI = b'\xff\xd8', b'\xff\xda', b'\xff\xd9'
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def image_truncation(data: bytes) -> Optional[str]:
+    """Why the bytes of a JPEG or PNG file are incomplete, or None.
+
+    OpenCV decodes a truncated JPEG without an error (libjpeg only warns "Premature end of JPEG
+    file" on stderr and fills the rest of the image with grey), so the end is checked here: a
+    JPEG's last scan (after its last start-of-scan marker FFDA) must be followed by the
+    end-of-image marker FFD9 (inside entropy-coded data an FF byte is always followed by 00 or a
+    restart marker, so FFD9 cannot occur there by chance); a PNG must end with its IEND chunk.
+    """
+    if data[:2] == _JPEG_SOI:
+        sos = data.rfind(_JPEG_SOS)
+        if sos < 0:
+            return 'a JPEG without image data (no start-of-scan marker)'
+        if data.find(_JPEG_EOI, sos) < 0:
+            return 'a truncated JPEG (no end-of-image marker after the last scan)'
+    elif data[:8] == _PNG_SIGNATURE:
+        if b'IEND' not in data[-16:]:
+            return 'a truncated PNG (no IEND chunk at the end)'
+    return None
+
+
 def read_image_rgb(path) -> np.ndarray:
-    """An image file as RGB uint8 [H, W, 3]; a missing or corrupt file is a clear error."""
+    """An image file as RGB uint8 [H, W, 3]; a missing, corrupt or truncated file is a clear
+    error (:class:`~splattingocc.errors.CorruptFileError`, an ``OSError``)."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'camera image not found: {path}; check data_root and the info '
                                 'pkl (re-run tools/create_data.py if the data moved).')
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f'camera image {path} cannot be decoded (corrupt or truncated); '
-                      're-download or regenerate it.')
+    with open(path, 'rb') as f:
+        data = f.read()
+    problem = image_truncation(data)
+    img = None
+    if problem is None:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            problem = 'not a decodable image (corrupt)'
+    if problem is not None:
+        raise CorruptFileError(f'camera image {path} cannot be decoded: {problem} '
+                               f'({len(data)} bytes); re-download or regenerate it.')
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -87,14 +121,15 @@ class LoadMultiViewImages:
         imgs, Ks, cam2ego = [], [], []
         for ch in self.camera_names:
             if ch not in results['cams']:
-                raise KeyError(f'camera {ch} of camera_names is not in the info of sample '
-                               f'{results.get("token")} (has {sorted(results["cams"])}).')
+                raise DataError(f'camera {ch} of camera_names is not in the info of sample '
+                                f'{results.get("token")} (has {sorted(results["cams"])}); fix '
+                                'camera_names in the config or re-run tools/create_data.py.')
             cam = results['cams'][ch]
             img = read_image_rgb(cam['img_path'])
             if (img.shape[1], img.shape[0]) != (cam['width'], cam['height']):
-                raise ValueError(f'{cam["img_path"]}: image is {img.shape[1]}x{img.shape[0]} but '
-                                 f'the info pkl says {cam["width"]}x{cam["height"]}; the '
-                                 'intrinsics would not match, re-run tools/create_data.py.')
+                raise DataError(f'{cam["img_path"]}: image is {img.shape[1]}x{img.shape[0]} but '
+                                f'the info pkl says {cam["width"]}x{cam["height"]}; the '
+                                'intrinsics would not match, re-run tools/create_data.py.')
             imgs.append(img)
             Ks.append(np.asarray(cam['cam2img'], dtype=np.float64))
             cam2ego.append(global_to_ego @ cam['ego2global'] @ cam['sensor2ego'])
@@ -260,10 +295,10 @@ class ResizeCropImages:
         views = results.get('render_views')
         if views is not None:
             if tuple(views['size']) != tuple(in_sizes[0]) or len(set(in_sizes)) != 1:
-                raise ValueError(f'ResizeCropImages: the stored label views are {views["size"]} '
-                                 f'but the camera images are {sorted(set(in_sizes))}; the 2D '
-                                 'labels were made for other images, re-run '
-                                 'tools/create_data.py.')
+                raise DataError(f'ResizeCropImages: the stored label views are {views["size"]} '
+                                f'but the camera images are {sorted(set(in_sizes))}; the 2D '
+                                'labels were made for other images, re-run '
+                                'tools/create_data.py.')
             for v, ci in enumerate(views['cam_index']):
                 A = mats[ci]
                 views['Ks'][v] = A @ views['Ks'][v]
@@ -489,4 +524,5 @@ class PackOccInputs:
 
 
 __all__ = ['LoadMultiViewImages', 'LoadLabels2D', 'ResizeCropImages', 'PhotoMetricDistortion',
-           'LoadOcc3DLabels', 'PackOccInputs', 'read_image_rgb', 'resize_crop_matrix']
+           'LoadOcc3DLabels', 'PackOccInputs', 'read_image_rgb', 'image_truncation',
+           'resize_crop_matrix']

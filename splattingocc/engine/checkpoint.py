@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import os.path as osp
 import pickle
+import shutil
+import socket
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,10 +38,11 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer
+from mmengine.model import is_model_wrapper
 
 from splattingocc.registry import HOOKS
 
-from ..errors import UserError
+from ..errors import TrainingDivergedError, UserError
 
 #: name of the atomic local file backend (``backend_args=dict(backend=ATOMIC_BACKEND)``)
 ATOMIC_BACKEND = 'atomic_local'
@@ -112,11 +115,69 @@ def register_checkpoint_safe_globals() -> None:
 # 2. atomic files
 # ----------------------------------------------------------------------------------------------
 
+def partial_suffix() -> str:
+    """``.partial-<pid>@<host>``: whose temporary file or folder this is (see
+    :func:`remove_stale_partials`)."""
+    return f'{PARTIAL_MARKER}{os.getpid()}@{socket.gethostname()}'
+
+
 def partial_name(path: Union[str, Path]) -> str:
-    """Hidden temporary name next to ``path``: ``dir/.name.partial-<pid>`` (never ``*.pth``)."""
+    """Hidden temporary name next to ``path``: ``dir/.name.partial-<pid>@<host>`` (never
+    ``*.pth``)."""
     path = os.fspath(path)
     folder, name = osp.split(path)
-    return osp.join(folder, f'.{name}{PARTIAL_MARKER}{os.getpid()}')
+    return osp.join(folder, f'.{name}{partial_suffix()}')
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or not a pid): leave its files alone
+    return True
+
+
+def stale_partial(name: str) -> bool:
+    """Whether ``name`` is a ``.<name>.partial-<pid>[@<host>]`` entry whose writer died: written
+    on this host (or without a host, as before hosts were recorded) by a process that no longer
+    exists. Entries of other hosts are never stale here (their processes cannot be seen)."""
+    if not name.startswith('.') or PARTIAL_MARKER not in name:
+        return False
+    pid, _, host = name.rsplit(PARTIAL_MARKER, 1)[1].partition('@')
+    if not pid.isdigit() or (host and host != socket.gethostname()):
+        return False
+    return not _pid_alive(int(pid))
+
+
+def remove_stale_partials(folder: Union[str, Path], recursive: bool = False) -> list:
+    """Remove the temporary files and folders of killed writers (:func:`stale_partial`) in
+    ``folder`` (and below it with ``recursive``); returns their paths. A hard kill during an
+    atomic write leaves such an entry; a complete file or a live writer's entry is never touched.
+    """
+    folder = os.fspath(folder)
+    removed = []
+    if not osp.isdir(folder):
+        return removed
+    walk = os.walk(folder) if recursive else [(folder, *next(os.walk(folder))[1:])]
+    for root, dirs, files in walk:
+        for name in list(dirs) + list(files):
+            if stale_partial(name):
+                path = osp.join(root, name)
+                if osp.isdir(path) and not osp.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                    if name in dirs:
+                        dirs.remove(name)
+                else:
+                    try:
+                        os.remove(path)
+                    except FileNotFoundError:
+                        continue
+                removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -207,8 +268,27 @@ class AtomicCheckpointHook(CheckpointHook):
             backend_args = dict(backend=ATOMIC_BACKEND)
         super().__init__(*args, backend_args=backend_args, **kwargs)
 
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if is_main_process():  # temporary files of a killed earlier run of this work dir
+            for folder in {runner.work_dir, self.out_dir}:
+                if _is_local(folder):
+                    for path in remove_stale_partials(folder):
+                        runner.logger.info(f'removed {path}, left by a killed writer')
+
     def _save_checkpoint_with_step(self, runner, step, meta):
         filename = self.filename_tmpl.format(step)
+        # a checkpoint is only written (and becomes 'last') when every tensor is finite: a NaN
+        # or inf weight or buffer (e.g. an overflowed BatchNorm running_var) would be resumed
+        # from, or scored, as if it were a trained model
+        bad = first_non_finite(runner.model)
+        if bad is not None:
+            last = runner.message_hub.get_info('last_ckpt')
+            raise TrainingDivergedError(
+                f'not saving {filename}: the model {bad}. The last checkpoint with finite '
+                f'tensors is {last or "none (none was saved)"}. What to try: lower the learning '
+                'rate (optim_wrapper.optimizer.lr) or add gradient clipping '
+                '(optim_wrapper.clip_grad=dict(max_norm=35, norm_type=2)).')
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
 
@@ -266,8 +346,88 @@ def resolve_resume_checkpoint(work_dir: str) -> str | None:
     return target
 
 
+def first_non_finite(model) -> str | None:
+    """'parameter NAME holds N NaN/inf values' for the first parameter or floating-point buffer
+    (BatchNorm ``running_var``...) of ``model`` (unwrapped from DDP) that is not all finite;
+    None when every tensor is finite. One device synchronisation when all are finite."""
+    module = model.module if is_model_wrapper(model) else model
+    tensors = [(f'parameter {n}', t) for n, t in module.named_parameters()]
+    tensors += [(f'buffer {n}', t) for n, t in module.named_buffers()]
+    tensors = [(n, t.detach()) for n, t in tensors if t.is_floating_point() or t.is_complex()]
+    if not tensors:
+        return None
+    try:
+        finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).cpu()
+    except RuntimeError:  # tensors on several devices
+        finite = torch.tensor([bool(torch.isfinite(t).all()) for _, t in tensors])
+    if bool(finite.all()):
+        return None
+    name, t = tensors[int((~finite).nonzero()[0])]
+    return (f'{name} holds {int((~torch.isfinite(t)).sum())} of {t.numel()} values NaN/inf '
+            f'({int(torch.isnan(t).sum())} NaN)')
+
+
+def _listed(keys, n: int = 4, universe=None) -> str:
+    """Up to ``n`` of ``keys``; a top-level module all of whose keys (in ``universe``) are among
+    them is written once as ``module.* (N keys)``."""
+    keys = list(keys)
+    if universe is not None:
+        groups: dict = {}
+        for k in universe:
+            groups.setdefault(k.split('.', 1)[0], []).append(k)
+        chosen = set(keys)
+        whole = [g for g, members in groups.items()
+                 if len(members) > 1 and all(m in chosen for m in members)]
+        parts = [f'{g}.* ({len(groups[g])} keys)' for g in whole]
+        parts += [k for k in keys if k.split('.', 1)[0] not in whole]
+        keys = parts
+    return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
+
+
+def check_checkpoint_fits(model, filename: str, what: str = 'checkpoint') -> None:
+    """Raise :class:`UserError` unless the weights of ``filename`` fit ``model`` exactly.
+
+    mmengine loads ``load_from`` and ``--resume`` checkpoints non-strictly (a missing,
+    unexpected or reshaped tensor is one warning among hundreds of log lines), so a checkpoint
+    of another model would be tested or trained on with some weights at their initial values.
+    Here the keys (after mmengine's ``module.`` prefix removal) and shapes of the checkpoint's
+    ``state_dict`` are compared with ``model.state_dict()`` (unwrapped from DDP) and every
+    difference is named in one line. Remote checkpoints (``s3://`` ...) are not checked.
+    """
+    if '://' in str(filename):
+        return
+    try:
+        checkpoint = torch.load(filename, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f'{what} {filename} cannot be loaded ({str(err).splitlines()[0]}); pass '
+                        'a complete checkpoint written by tools/train.py') from err
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f'{what} {filename} holds no state_dict; pass a checkpoint written by '
+                        'tools/train.py')
+    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    module = model.module if is_model_wrapper(model) else model
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f'{k} (checkpoint {list(state[k].shape)}, model {list(expected[k].shape)})'
+                for k in expected if k in state and hasattr(state[k], 'shape')
+                and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    for name, keys, universe in (('missing', missing, expected), ('unexpected', unexpected, state),
+                                 ('of another shape', reshaped, None)):
+        if keys:
+            problems.append(f'{len(keys)} {name}: {_listed(keys, universe=universe)}')
+    if problems:
+        raise UserError(f'{what} {filename} does not fit the model of this config '
+                        f'({"; ".join(problems)}); pass the checkpoint trained with this config, '
+                        'or the config it was trained with')
+
+
 __all__ = [
-    'ATOMIC_BACKEND', 'AtomicCheckpointHook', 'AtomicLocalBackend', 'atomic_open',
+    'check_checkpoint_fits', 'first_non_finite', 'ATOMIC_BACKEND', 'AtomicCheckpointHook',
+    'AtomicLocalBackend', 'atomic_open',
     'atomic_torch_save', 'atomic_write_bytes', 'atomic_write_text', 'checkpoint_safe_globals',
-    'partial_name', 'register_checkpoint_safe_globals', 'resolve_resume_checkpoint'
+    'partial_name', 'partial_suffix', 'register_checkpoint_safe_globals',
+    'remove_stale_partials', 'resolve_resume_checkpoint', 'stale_partial'
 ]

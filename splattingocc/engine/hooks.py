@@ -21,6 +21,7 @@ from mmengine.dist import all_gather_object, all_reduce, get_dist_info
 from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop
 
+from splattingocc.errors import TrainingDivergedError
 from splattingocc.registry import HOOKS
 
 
@@ -62,23 +63,29 @@ def _sample_tokens(data_batch) -> list:
 
 @HOOKS.register_module()
 class FiniteLossHook(Hook):
-    """Raise after a training iteration whose loss terms are not all finite.
+    """Raise after a training iteration whose loss terms or model tensors are not all finite.
 
     Every key of the model's output that starts with ``'loss'`` is checked (the total ``loss`` last,
-    so the message names the term that went bad). The error names the term, the value, the
-    iteration (1-based, as the log prints it), the samples of the batch and what to try. The hook
-    runs before the checkpoint and logger hooks, so NaN weights are never saved.
+    so the message names the term that went bad), then every parameter and floating-point buffer
+    of the model (``check_weights``): a BatchNorm ``running_var`` can overflow while the losses
+    stay finite. The error (:class:`~splattingocc.errors.TrainingDivergedError`, one line through
+    the tools) names the term or tensor, the value, the iteration (1-based, as the log prints it),
+    the samples of the batch, the last checkpoint (only checkpoints whose tensors are all finite
+    are written, ``AtomicCheckpointHook``) and what to try. The hook runs before the checkpoint
+    and logger hooks, so non-finite weights are never saved.
 
     Args:
         interval: check every ``interval`` iterations (1 = every iteration; the check is a few
-            scalar reads).
+            scalar reads and one reduction over the model's tensors).
+        check_weights: also check the model's parameters and buffers.
     """
 
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, interval: int = 1):
+    def __init__(self, interval: int = 1, check_weights: bool = True):
         assert interval >= 1, f'FiniteLossHook interval must be >= 1, got {interval}'
         self.interval = interval
+        self.check_weights = check_weights
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if outputs is None or not self.every_n_train_iters(runner, self.interval):
@@ -91,6 +98,10 @@ class FiniteLossHook(Hook):
             if value is not None and not math.isfinite(value):
                 bad = (key, value)
                 break
+        tensor = None
+        if bad is None and self.check_weights and getattr(runner, 'model', None) is not None:
+            from .checkpoint import first_non_finite
+            tensor = first_non_finite(runner.model)
         where = f'iteration {runner.iter + 1}'
         if _epoch_based(runner):
             where += f' (epoch {runner.epoch + 1})'
@@ -98,26 +109,34 @@ class FiniteLossHook(Hook):
         if world_size > 1:
             # every rank stops together (a rank raising alone would leave the others waiting in
             # the next collective until the timeout)
-            flag = torch.tensor([0.0 if bad is None else 1.0])
-            all_reduce(flag, op='sum')
-            if bad is None and float(flag) > 0:
-                raise RuntimeError(
-                    f'a loss term became non-finite on another process at {where}; see the '
-                    'error of that rank (its log) for the term and what to try')
+            # [a loss term is bad, a tensor is bad]: a NaN loss on one rank reaches the weights
+            # of every rank through the gradient all-reduce, so a rank with finite losses names
+            # the other rank's loss, not its own weights
+            flags = torch.tensor([float(bad is not None), float(tensor is not None)])
+            all_reduce(flags, op='sum')
+            if bad is None and (float(flags[0]) > 0 or (tensor is None and float(flags[1]) > 0)):
+                what = 'a loss term' if float(flags[0]) > 0 else 'a weight'
+                raise TrainingDivergedError(
+                    f'{what} became non-finite on another process at {where}; see the error of '
+                    'that rank (its log) for the term and what to try')
+        if bad is None and tensor is None:
+            return
         if bad is not None:
             key, value = bad
-            tokens = _sample_tokens(data_batch)
-            batch = f' The batch held samples {", ".join(tokens)}.' if tokens else ''
-            last = runner.message_hub.get_info('last_ckpt')
-            resume = (f' The last complete checkpoint is {last} (resume with --resume).'
-                      if last else ' No checkpoint was saved yet.')
-            raise RuntimeError(
-                f'{key} became {"nan" if math.isnan(value) else value} at {where}; training '
-                f'stopped before saving these weights.{batch}{resume} What to try: lower the '
-                'learning rate (optim_wrapper.optimizer.lr) or add/tighten gradient clipping '
-                '(optim_wrapper.clip_grad=dict(max_norm=35, norm_type=2)); check the labels of '
-                'these samples (depth must be > 0 where labelled, classes 0..16 or 255); if it '
-                'happens with --amp, train without it.')
+            what = f'{key} became {"nan" if math.isnan(value) else value} at {where}'
+        else:
+            what = f'the model {tensor} after {where} (the losses were finite)'
+        tokens = _sample_tokens(data_batch)
+        batch = f' The batch held samples {", ".join(tokens)}.' if tokens else ''
+        last = runner.message_hub.get_info('last_ckpt')
+        resume = (f' The last complete checkpoint is {last} (resume with --resume).'
+                  if last else ' No checkpoint was saved yet.')
+        raise TrainingDivergedError(
+            f'{what}; training stopped before saving these weights.{batch}{resume} What to try: '
+            'lower the learning rate (optim_wrapper.optimizer.lr) or add/tighten gradient '
+            'clipping (optim_wrapper.clip_grad=dict(max_norm=35, norm_type=2)); check the labels '
+            'of these samples (depth must be > 0 where labelled, classes 0..16 or 255); if it '
+            'happens with --amp, train without it.')
 
 
 @HOOKS.register_module()
@@ -298,6 +317,9 @@ class DumpPredictionHook(Hook):
     def before_test(self, runner) -> None:
         self._dump = _dump_function()
         self.count = 0
+        from .checkpoint import remove_stale_partials  # files of a killed earlier dump
+        for path in remove_stale_partials(self.out_dir, recursive=True):
+            runner.logger.info(f'removed {path}, left by a killed writer')
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None,
                         outputs: Optional[Sequence[dict]] = None) -> None:

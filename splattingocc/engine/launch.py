@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 from typing import Optional, Sequence
 
@@ -33,7 +35,97 @@ from mmengine.utils import import_modules_from_strings
 from splattingocc.registry import MODEL_WRAPPERS
 
 from .checkpoint import atomic_write_text
-from ..errors import UserError
+from ..errors import UserError, one_line
+
+
+#: top-level config keys that are settings: what mmengine's Runner and the tools read
+SETTINGS_KEYS = frozenset(
+    [p for p in inspect.signature(Runner.__init__).parameters if p not in ('self', 'cfg')]
+    + ['runner_type', 'model_wrapper_cfg', 'find_unused_parameters', 'custom_imports'])
+
+
+def _copies_of(value, node, path: str, found: list, derived: list) -> None:
+    """Paths under ``node`` whose value equals ``value`` (``found``), and, for a string
+    ``value``, string values that contain it (``derived``, e.g. ``data_root + 'x.pkl'``)."""
+    if path and _same_value(node, value):
+        found.append(path)
+        return
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _copies_of(value, v, f'{path}.{k}' if path else str(k), found, derived)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _copies_of(value, v, f'{path}.{i}', found, derived)
+    elif isinstance(value, str) and len(value) >= 3 and isinstance(node, str) and value in node:
+        derived.append(path)
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (dict, list, tuple)) or isinstance(b, (dict, list, tuple)):
+        return False
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - incomparable values are not copies
+        return False
+
+
+def check_variable_overrides(cfg: Config, options: dict) -> None:
+    """Refuse overrides of top-level variables of a pure-Python config.
+
+    Such a config copies its variables (``max_iters``, ``data_root``, ``ray_supervision``...)
+    into the nested settings while it is read (``train_cfg.update(max_iters=max_iters)``), so
+    ``--cfg-options max_iters=2`` changes the variable and nothing that runs. A key whose first
+    part is an existing top-level key that is not a setting (:data:`SETTINGS_KEYS`) is refused
+    naming the nested keys that hold its value (those of the same name; for a dotted key the rest
+    is appended); every such key of ``options`` is named in the one message. A new top-level key
+    is left alone (mmengine's own behaviour).
+    """
+    settings = {k: (cfg[k].to_dict() if hasattr(cfg[k], 'to_dict') else cfg[k])
+                for k in cfg.keys() if k in SETTINGS_KEYS}
+    problems = []
+    for key in options:
+        head, _, rest = key.partition('.')
+        if head in SETTINGS_KEYS or head not in cfg.keys() or rest.endswith('_delete_'):
+            continue
+        value = cfg[head]
+        if callable(value) and not isinstance(value, dict):
+            continue  # a function imported into the config (read_base), not a value
+        value = value.to_dict() if hasattr(value, 'to_dict') else value
+        found, derived = [], []
+        _copies_of(value, settings, '', found, derived)
+        structured = isinstance(value, dict) or (isinstance(value, (list, tuple)) and value)
+        # a copy: the same key name, or an equal dict / list (which is no coincidence)
+        named = [p for p in found if structured or p.rsplit('.', 1)[-1] == head]
+        others = [p for p in found if p not in named] + derived
+        suffix = '.' + rest if rest else ''
+        if named:
+            text = (f'{key}: {head!r} is a variable of the config file, copied into '
+                    f'{", ".join(_few(named))} when it was read; set '
+                    f'{", ".join(_few([p + suffix for p in named]))} instead')
+            trivial = isinstance(value, (bool, type(None))) or (
+                isinstance(value, (int, float)) and abs(value) < 10)
+            if others and not trivial:
+                text += f' (its value is also in {", ".join(_few(others))}: check those)'
+        elif others:
+            text = (f'{key}: {head!r} is a variable of the config file; only the nested keys it '
+                    f'was copied into reach what runs, and its value is in '
+                    f'{", ".join(_few(others))}: set the ones you mean instead')
+        else:
+            text = (f'{key}: {head!r} is a variable of the config file that no setting holds; '
+                    'set the nested key you mean instead')
+        problems.append(text)
+    if problems:
+        raise UserError('--cfg-options would change nothing that runs: ' + '; '.join(problems))
+
+
+def _few(paths: list, n: int = 6) -> list:
+    return list(paths[:n]) + ([f'{len(paths) - n} more'] if len(paths) > n else [])
 
 
 def merge_cfg_options(cfg: Config, options: dict) -> None:
@@ -41,7 +133,9 @@ def merge_cfg_options(cfg: Config, options: dict) -> None:
     that ``KEY._delete_=True`` also replaces a list element, as it replaces a dict:
     ``model.supervision.0.losses.3._delete_=True model.supervision.0.losses.3.type=X`` puts
     ``dict(type='X')`` in place of that loss (mmengine itself merges into a list element and
-    would keep the old element's other keys)."""
+    would keep the old element's other keys). An override of a top-level config variable,
+    which would change nothing, is refused first (:func:`check_variable_overrides`)."""
+    check_variable_overrides(cfg, options)
     options = dict(options)
     for key in sorted(k for k in options if k.endswith('._delete_')):
         prefix = key[:-len('._delete_')]
@@ -120,6 +214,31 @@ def resolve_dist_backend(cfg: Config) -> str:
     return backend
 
 
+# a Slurm host list: host names (letters, digits, '-', '_', '.') with bracketed ranges, commas
+_SLURM_NODELIST = re.compile(r'[A-Za-z0-9._\-\[\],]+')
+
+
+def first_slurm_host(node_list: str) -> str:
+    """The first host of a Slurm node list (``n[01-04],m1`` -> ``n01``), from ``scontrol show
+    hostnames`` run without a shell (the list is one argument, never part of a command string);
+    a list with any other character is refused before anything runs."""
+    if not _SLURM_NODELIST.fullmatch(node_list or ''):
+        raise UserError(f'SLURM_NODELIST={node_list!r} is not a Slurm host list (only letters, '
+                        "digits, '-', '_', '.', ',', '[', ']'): set MASTER_ADDR to the first "
+                        'host instead')
+    try:
+        proc = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise UserError(f'cannot run scontrol to resolve SLURM_NODELIST={node_list} ({err}): '
+                        'set MASTER_ADDR') from err
+    hosts = proc.stdout.split()
+    if proc.returncode != 0 or not hosts:
+        raise UserError(f'cannot resolve the first host of SLURM_NODELIST={node_list} (scontrol '
+                        f'exit {proc.returncode}: {proc.stderr.strip()[:200]}): set MASTER_ADDR')
+    return hosts[0]
+
+
 def _slurm_env_to_torch_env() -> None:
     """Translate Slurm's task variables into the ones ``init_process_group('env://')`` reads."""
     needed = ['SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST']
@@ -130,12 +249,7 @@ def _slurm_env_to_torch_env() -> None:
     os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
     if 'MASTER_ADDR' not in os.environ:
-        node_list = os.environ['SLURM_NODELIST']
-        first = subprocess.getoutput(f'scontrol show hostnames {node_list} | head -n1').strip()
-        if not first:
-            raise UserError(f'cannot resolve the first host of SLURM_NODELIST={node_list}: '
-                            'set MASTER_ADDR')
-        os.environ['MASTER_ADDR'] = first
+        os.environ['MASTER_ADDR'] = first_slurm_host(os.environ['SLURM_NODELIST'])
     os.environ.setdefault('MASTER_PORT', '29500')
 
 
@@ -289,8 +403,12 @@ def _json_default(value):
 def run_main(main, argv: Optional[Sequence[str]] = None) -> int:
     """Run a tool's ``main``; a user error becomes one line on stderr and exit code 2.
 
-    User errors: :class:`UserError` and ``FileNotFoundError`` (a missing data/config/checkpoint
-    file, whose message names it). Set ``SPLATTINGOCC_TRACEBACK=1`` to see the full traceback.
+    User errors: :class:`UserError` and its subclasses (``splattingocc.errors``: a data file in
+    the wrong format, a corrupt image, an unsafe pickle, an output that exists; the converters'
+    and readers' own error types derive from them) and ``FileNotFoundError`` (a missing
+    data/config/checkpoint file, whose message names it), also when raised inside a DataLoader
+    worker (:func:`splattingocc.errors.one_line`). Set ``SPLATTINGOCC_TRACEBACK=1`` to see the
+    full traceback.
     """
     import sys
     try:
@@ -298,7 +416,7 @@ def run_main(main, argv: Optional[Sequence[str]] = None) -> int:
     except (UserError, FileNotFoundError) as err:
         if os.environ.get('SPLATTINGOCC_TRACEBACK'):
             raise
-        print(f'error: {err}', file=sys.stderr)
+        print(f'error: {one_line(err)}', file=sys.stderr)
         return 2
     if _destroy_process_group():
         # A finished distributed run leaves through os._exit: with gloo, torch's C++ teardown at
@@ -323,7 +441,8 @@ def _destroy_process_group() -> bool:
 
 
 __all__ = [
-    'load_config', 'merge_cfg_options', 'default_work_dir', 'resolve_dist_backend', 'init_cpu_distributed',
+    'load_config', 'merge_cfg_options', 'check_variable_overrides', 'default_work_dir',
+    'resolve_dist_backend', 'init_cpu_distributed', 'first_slurm_host',
     'CPUCompatibleDDP', 'setup_distributed', 'enable_amp', 'apply_randomness_args',
     'add_common_arguments', 'atomic_write_json', 'run_main', 'evaluator_metric_cfgs',
     'normalize_evaluators'

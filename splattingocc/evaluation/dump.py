@@ -7,7 +7,7 @@ leaves a partial file.
 from __future__ import annotations
 
 import os
-import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +46,9 @@ def dump_prediction(root, scene_name: str, sample_token: str,
         raise ValueError(f'dump_prediction: semantics of {sample_token} hold labels outside '
                          f'0..{min(num_classes, 256) - 1}')
     path = prediction_path(root, scene_name, sample_token)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.pred-', suffix='.npz.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez_compressed(f, semantics=semantics.astype(np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from splattingocc.engine.checkpoint import atomic_open  # temp name + rename
+    with atomic_open(path, 'wb') as f:
+        np.savez_compressed(f, semantics=semantics.astype(np.uint8))
     return path
 
 
@@ -72,7 +65,7 @@ def load_prediction(path) -> np.ndarray:
                     break
             else:
                 raise ValueError(f"{path}: no 'semantics' (or 'pred') array; found {data.files}")
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         if isinstance(e, ValueError) and str(e).startswith(path):
             raise
         raise ValueError(f'{path}: not a readable .npz file ({e}); re-dump the prediction') from e
@@ -94,9 +87,13 @@ def load_occ_gt(path) -> dict:
                 raise KeyError(f"{path}: no 'semantics' array; found {data.files}")
             out = {k: (data[k] if k in data.files else None)
                    for k in ('semantics', 'mask_camera', 'mask_lidar')}
-    except (OSError, EOFError, ValueError) as e:
-        raise ValueError(f'{path}: not a readable Occ3D labels.npz ({e})') from e
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f'{path}: not a readable Occ3D labels.npz ({e}); download or generate '
+                         'it again') from e
     sem = out['semantics']
+    if not np.issubdtype(sem.dtype, np.integer) or sem.ndim != 3:
+        raise ValueError(f'{path}: semantics must be integers [X, Y, Z], got {sem.dtype} of shape '
+                         f'{sem.shape}; download or generate it again')
     for k in ('mask_camera', 'mask_lidar'):
         if out[k] is not None and out[k].shape != sem.shape:
             raise ValueError(f'{path}: {k} shape {out[k].shape} differs from semantics {sem.shape}')

@@ -23,13 +23,14 @@ does not carry. Two ways provide them, both built on :func:`ray_origins_by_token
 from __future__ import annotations
 
 import os
-import pickle
 from collections import defaultdict
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from splattingocc.errors import DataError
 from splattingocc.registry import TRANSFORMS
+from splattingocc.safe_pickle import load_pickle
 
 __all__ = [
     'MAX_RAY_ORIGINS', 'RAY_ORIGIN_XY_LIMIT', 'RAY_ORIGINS_KEY', 'load_infos', 'info_lidar_pose',
@@ -44,22 +45,28 @@ RAY_ORIGINS_KEY = 'ray_origins'
 
 def load_infos(path) -> List[dict]:
     """The list of sample infos of an info pkl (``{'infos': [...]}``, ``{'data_list': [...]}``
-    or a plain list)."""
+    or a plain list), read with the restricted unpickler (:func:`splattingocc.safe_pickle.
+    load_pickle`: a pickle that would run code is refused). A file of another shape raises
+    :class:`~splattingocc.errors.DataError` naming it."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'info file not found: {path} (create it with `python '
-                                'tools/create_data.py nuscenes ...` or pass the right path)')
-    with open(path, 'rb') as f:
-        data = pickle.load(f)
+    data = load_pickle(path)
     if isinstance(data, dict):
         for key in ('infos', 'data_list'):
             if key in data:
-                return list(data[key])
-        raise ValueError(f'{path}: expected a dict with key "infos" (or "data_list"), got keys '
-                         f'{sorted(data)[:10]}')
-    if isinstance(data, (list, tuple)):
-        return list(data)
-    raise ValueError(f'{path}: expected a dict or list of sample infos, got {type(data).__name__}')
+                data = data[key]
+                break
+        else:
+            raise DataError(f'{path}: expected a dict with key "infos" (or "data_list"), got '
+                            f'keys {sorted(map(str, data))[:10]}; pass an info file written by '
+                            'tools/create_data.py')
+    if not isinstance(data, (list, tuple)):
+        raise DataError(f'{path}: expected a list of sample infos, got {type(data).__name__}; '
+                        'pass an info file written by tools/create_data.py')
+    bad = [i for i, info in enumerate(data) if not isinstance(info, dict)]
+    if bad:
+        raise DataError(f'{path}: sample info {bad[0]} is a {type(data[bad[0]]).__name__}, not '
+                        'a dict; pass an info file written by tools/create_data.py')
+    return list(data)
 
 
 def _pose_matrix(translation, rotation_wxyz) -> np.ndarray:

@@ -22,10 +22,11 @@ from ..errors import UserError
 from .dump import PRED_FILENAME, load_occ_gt, load_prediction
 from .functional.ray_iou import lidar_ray_directions
 from .metrics.occ_metric import format_occ_table, occ_frame_result, summarize_occ_results
-from .ray_origins import load_infos, ray_origins_by_token
+from .ray_origins import info_scene_name, load_infos, ray_origins_by_token
 
 __all__ = [
-    'find_predictions', 'scoring_state', 'init_worker', 'score_frame', 'score_frames',
+    'find_predictions', 'check_prediction_set', 'scoring_state', 'init_worker', 'score_frame',
+    'score_frames',
     'evaluate_folder', 'scores_json', 'per_class_rayiou_json', 'percent', 'error_message'
 ]
 
@@ -34,7 +35,11 @@ Item = Tuple[str, str, Path, Path]
 
 
 def find_predictions(pred_dir: Path, data_root: Path) -> List[Item]:
-    """[(scene, token, pred_path, gt_path)], sorted, for every prediction file in ``pred_dir``."""
+    """[(scene, token, pred_path, gt_path)], sorted, for every prediction file in ``pred_dir``.
+
+    A sample token found twice (in two scene folders, or nested and flat) is a
+    :class:`UserError`: one of the two would be scored twice or the other not at all.
+    """
     pred_dir, data_root = Path(pred_dir), Path(data_root)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f'--pred-dir {pred_dir} is not a folder')
@@ -56,7 +61,64 @@ def find_predictions(pred_dir: Path, data_root: Path) -> List[Item]:
     if not found:
         raise FileNotFoundError(f'no predictions in {pred_dir}: expected '
                                 f'{pred_dir}/<scene>/<token>/{PRED_FILENAME} (or <token>.npz)')
+    paths: dict = {}
+    for _, token, path, _ in found:
+        paths.setdefault(token, []).append(path)
+    twice = {t: ps for t, ps in paths.items() if len(ps) > 1}
+    if twice:
+        token, ps = sorted(twice.items())[0]
+        several = 'sample tokens have' if len(twice) > 1 else 'sample token has'
+        raise UserError(f'{pred_dir}: {len(twice)} {several} more than one prediction '
+                        f'(e.g. {token}: {", ".join(map(str, ps))}); keep one file per sample')
     return found
+
+
+def check_prediction_set(items: Sequence[Item], data_root: Path, infos: Optional[list] = None,
+                         info: Optional[str] = None, allow_missing: bool = False) -> int:
+    """The number of frames the predictions should cover, checked against them.
+
+    Expected frames: those of ``infos`` (the split's info file, ``--info``), else those with
+    ground truth in the scenes that have predictions (nuScenes splits are made of whole scenes,
+    so a missing frame of a predicted scene is missing from the split too; whole missing scenes
+    need ``--info`` to be seen).
+
+    Raises:
+        UserError: a prediction of a frame that is not expected (another split, or no ground
+            truth), one in another scene's folder than its info says, or (unless
+            ``allow_missing``) expected frames without a prediction; the message gives the
+            counts and one example.
+    """
+    data_root = Path(data_root)
+    if infos is not None:
+        expected = {str(i['token']): info_scene_name(i) for i in infos if 'token' in i}
+        source = f'the {len(expected)} frames of --info {info}'
+    else:
+        scenes = sorted({scene for scene, _, _, _ in items})
+        expected = {g.parent.name: scene for scene in scenes
+                    for g in (data_root / 'gts' / scene).glob('*/labels.npz')}
+        source = (f'the {len(expected)} frames with ground truth in {data_root}/gts of the '
+                  f'{len(scenes)} scenes predicted')
+    extra = [(path, gt) for _, token, path, gt in items if token not in expected]
+    if extra:
+        path, gt = extra[0]
+        why = '' if infos is not None else f' ({gt} does not exist)'
+        raise UserError(f'{len(extra)} of {len(items)} predictions are not among {source} (e.g. '
+                        f'{path}{why}): remove them, or check --data-root / pass the --info of '
+                        'their split')
+    moved = [(scene, token, path) for scene, token, path, _ in items if expected[token] != scene]
+    if moved:
+        scene, token, path = moved[0]
+        raise UserError(f'{len(moved)} predictions lie in another scene folder than --info {info} '
+                        f'says (e.g. {path}: sample {token} belongs to {expected[token]}); '
+                        'dump them again (tools/test.py --dump-dir)')
+    missing = sorted(set(expected) - {token for _, token, _, _ in items})
+    if missing and not allow_missing:
+        token = missing[0]
+        raise UserError(f'{len(missing)} of {source} have no prediction (e.g. '
+                        f'{expected[token]}/{token}), so the scores would be those of another '
+                        f'set: dump every frame (tools/test.py --dump-dir), or pass '
+                        f'--allow-missing to score the {len(items)} present only')
+    return len(expected)
 
 
 def scoring_state(dataset_cfg, mask: str, origins: Optional[dict] = None,
@@ -99,6 +161,13 @@ def score_frame(item: Item) -> dict:
         raise FileNotFoundError(f'ground truth missing for {pred_path}: {gt_path} does not exist '
                                 '(check --data-root)')
     gt = load_occ_gt(gt_path)
+    sem = gt['semantics']
+    bad = (sem >= w['num_classes']) & (sem != w['ignore_label'])
+    if sem.size and (sem.min() < 0 or bad.any()):
+        value = int(sem.min()) if sem.min() < 0 else int(sem[bad].flat[0])
+        raise ValueError(f'{gt_path}: semantics holds class {value}, expected 0..'
+                         f"{w['num_classes'] - 1} or {w['ignore_label']} (ignored); download or "
+                         'generate the ground truth again, or check --dataset-config')
     pred = load_prediction(pred_path)
     if pred.size == gt['semantics'].size and pred.ndim == 1:
         pred = pred.reshape(gt['semantics'].shape)  # SparseOcc files may be flat
@@ -127,46 +196,57 @@ def score_frames(items: Sequence[Item], state: dict, workers: int = 1,
     """:func:`score_frame` of every item (in order), with a progress bar; ``workers`` > 1:
     that many processes (fork where available: they only run numpy)."""
     from tqdm import tqdm
-    if workers > 1:
-        import multiprocessing as mp
-        method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
-        with mp.get_context(method).Pool(workers, init_worker, (state, )) as pool:
-            return list(tqdm(pool.imap(score_frame, items, chunksize=4),
-                             total=len(items), desc=desc, unit='frame'))
-    init_worker(state)
-    return [score_frame(it) for it in tqdm(items, desc=desc, unit='frame')]
+    out = []
+    # the bar is closed (its line ended) also when a frame raises, so an error message that
+    # follows starts on a line of its own
+    with tqdm(total=len(items), desc=desc, unit='frame') as bar:
+        if workers > 1:
+            import multiprocessing as mp
+            method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
+            with mp.get_context(method).Pool(workers, init_worker, (state, )) as pool:
+                for result in pool.imap(score_frame, items, chunksize=4):
+                    out.append(result)
+                    bar.update()
+            return out
+        init_worker(state)
+        for item in items:
+            out.append(score_frame(item))
+            bar.update()
+    return out
 
 
 def evaluate_folder(pred_dir, data_root, dataset_cfg, mask: str = 'camera', ray: bool = False,
-                    info: Optional[str] = None, workers: int = 1) -> dict:
-    """Score every prediction of ``pred_dir`` (``tools/eval_occ.py``): prints the frame count,
-    the progress and the per-class table; returns :func:`scores_json` plus 'mask'.
+                    info: Optional[str] = None, workers: int = 1,
+                    allow_missing: bool = False) -> dict:
+    """Score every prediction of ``pred_dir`` (``tools/eval_occ.py``): checks the set of
+    predictions (:func:`check_prediction_set`, against ``info`` when given), prints the scored
+    and expected frame counts, the progress and the per-class table; returns
+    :func:`scores_json` plus 'mask' and 'frames_expected'.
 
     Raises:
-        UserError: ``ray`` without ``info``, or predicted samples missing from ``info``.
+        UserError: ``ray`` without ``info``; predictions not in the expected set, duplicates,
+            or expected frames without a prediction (unless ``allow_missing``).
         FileNotFoundError, ValueError, KeyError: a missing, malformed or mismatched file (the
             message names it; :func:`error_message` prints it).
     """
     pred_dir = Path(pred_dir)
     class_names, free_label = list(dataset_cfg.class_names), int(dataset_cfg.free_label)
+    if ray and info is None:
+        raise UserError('--metric ray needs --info PKL (the info file with the poses of '
+                        'every keyframe of the evaluated scenes)')
+    infos = load_infos(info) if info is not None else None
     items = find_predictions(pred_dir, Path(data_root))
-    origins = None
-    if ray:
-        if info is None:
-            raise UserError('--metric ray needs --info PKL (the info file with the poses of '
-                            'every keyframe of the evaluated scenes)')
-        origins = ray_origins_by_token(load_infos(info))
-        missing = [t for _, t, _, _ in items if t not in origins]
-        if missing:
-            raise UserError(f'{len(missing)} predicted samples are not in --info {info}'
-                            f' (e.g. {missing[0]}); pass the info file of this split')
+    expected = check_prediction_set(items, Path(data_root), infos, info, allow_missing)
+    origins = ray_origins_by_token(infos) if ray else None
     state = scoring_state(dataset_cfg, mask, origins, info)
-    print(f'[eval_occ] {len(items)} frames from {pred_dir}; mask={mask}; '
-          f"metrics={'miou+ray' if ray else 'miou'}")
+    print(f'[eval_occ] frames: {len(items)} scored of {expected} expected '
+          f"({'--info ' + str(info) if info else 'ground truth of the predicted scenes'}) from "
+          f"{pred_dir}; mask={mask}; metrics={'miou+ray' if ray else 'miou'}")
     results = score_frames(items, state, workers)
     summary = summarize_occ_results(results, class_names, free_label)
     print(format_occ_table(summary, class_names, free_label))
     doc = scores_json(summary, class_names, free_label)
+    doc['frames_expected'] = expected
     doc['mask'] = mask
     return doc
 

@@ -12,6 +12,8 @@ without entries).
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import os.path as osp
 import re
 from typing import List, NamedTuple, Sequence
@@ -158,17 +160,26 @@ def append_log_entry(log_file: str, summary: dict, table: Sequence[str]) -> LogE
     """Append the experiment's entry to ``log_file`` under the next free ID.
 
     The file is rewritten atomically (its text copied, the entry added after one blank line,
-    renamed into place); a missing file is created with the entry alone.
+    renamed into place); a missing file is created with the entry alone. The read-append-rename
+    holds an exclusive lock on the file's folder (``flock``), so two runs finishing together
+    append both entries (under different IDs) instead of one replacing the other's.
 
     Returns:
         the ID (``'E11'``) and text of the entry.
     """
-    old = ''
-    if osp.isfile(log_file):
-        with open(log_file, encoding='utf-8') as f:
-            old = f.read()
-    entry_id = next_entry_id(old)
-    entry = log_entry_text(entry_id, summary, table)
-    head = old.rstrip('\n') + '\n\n' if old.strip() else ''
-    atomic_write_text(log_file, head + entry)
+    folder = osp.dirname(osp.abspath(log_file))
+    os.makedirs(folder, exist_ok=True)
+    lock = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = ''
+        if osp.isfile(log_file):
+            with open(log_file, encoding='utf-8') as f:
+                old = f.read()
+        entry_id = next_entry_id(old)
+        entry = log_entry_text(entry_id, summary, table)
+        head = old.rstrip('\n') + '\n\n' if old.strip() else ''
+        atomic_write_text(log_file, head + entry)
+    finally:
+        os.close(lock)  # releases the lock
     return LogEntry(entry_id, entry)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from splattingocc.cli import eval_occ as tool
+from splattingocc.errors import UserError
 from splattingocc.evaluation.dump import dump_prediction
 from splattingocc.evaluation.functional.occ_miou import (confusion_matrix,
                                                          geometry_iou_from_confusion,
@@ -93,21 +94,21 @@ def test_errors_name_the_file(data_root, tmp_path):
     g = _gts(data_root)['tokA']['semantics']
     bad = tmp_path / 'bad'
     dump_prediction(bad, 'scene-a', 'tokA', np.zeros((200, 200, 8), np.uint8))
-    with pytest.raises(SystemExit, match=r'pred\.npz: prediction shape \(200, 200, 8\)'):
+    with pytest.raises(UserError, match=r'pred\.npz: prediction shape \(200, 200, 8\)'):
         tool.main(['--pred-dir', str(bad), '--data-root', str(data_root)])
     missing = tmp_path / 'missing'
     dump_prediction(missing, 'scene-z', 'tokZ', g)
-    with pytest.raises(SystemExit, match=r'scene-z/tokZ/labels\.npz does not exist'):
+    with pytest.raises(UserError, match=r'scene-z/tokZ/labels\.npz does not exist'):
         tool.main(['--pred-dir', str(missing), '--data-root', str(data_root)])
     cls = tmp_path / 'cls'
     wrong = g.copy()
     wrong[5, 5, 5] = 19
     dump_prediction(cls, 'scene-a', 'tokA', wrong)
-    with pytest.raises(SystemExit, match=r'tokA/pred\.npz: class index out of range \[19\]'):
+    with pytest.raises(UserError, match=r'tokA/pred\.npz: class index out of range \[19\]'):
         tool.main(['--pred-dir', str(cls), '--data-root', str(data_root)])
-    with pytest.raises(SystemExit, match='--info'):
+    with pytest.raises(UserError, match='--info'):
         tool.main(['--pred-dir', str(cls), '--data-root', str(data_root), '--metric', 'ray'])
-    with pytest.raises(SystemExit, match='no predictions'):
+    with pytest.raises(UserError, match='no predictions'):
         tool.main(['--pred-dir', str(tmp_path), '--data-root', str(data_root)])
 
 

@@ -146,7 +146,8 @@ def real_sample(realdata, tmp_path_factory):
     labels = (points[:, 4].astype(np.int64) % 17).astype(np.uint8)  # stand-in classes: the ring
     atomic_savez(out / info['label2d_path'], **project_sample_labels(info, points, labels))
     with open(out / 'real_infos.pkl', 'wb') as f:
-        pickle.dump(dict(metadata=dict(version='v1.0-mini', dataset='nuscenes'), infos=[info]), f)
+        pickle.dump(dict(metadata=dict(version='v1.0-mini', dataset='nuscenes', labels2d_format=1),
+                         infos=[info]), f)
     return out, info, points, labels
 
 

@@ -117,3 +117,25 @@ def test_log_entry_ids(tmp_path):
     header.write_text('# experiment log\n')
     assert append_log_entry(str(header), _summary(tmp_path), table).id == 'E1'
     assert header.read_text().startswith('# experiment log\n\nE1  2026-12-07  ablation of ')
+
+
+def _append_many(log, out_dir, n):
+    for _ in range(n):
+        append_log_entry(log, _summary(out_dir), ['| arm | mIoU |'])
+
+
+def test_concurrent_appends_keep_every_entry(tmp_path):
+    """Issue 27 item 8: two ablations finishing together must not lose an entry (the file is
+    copied and renamed; the folder lock serialises the read-append-rename)."""
+    import multiprocessing as mp
+    log = str(tmp_path / 'log.txt')
+    ctx = mp.get_context('fork')
+    procs = [ctx.Process(target=_append_many, args=(log, tmp_path, 10)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    ids = [line.split()[0] for line in open(log, encoding='utf-8') if line.startswith('E')]
+    assert sorted(ids, key=lambda i: int(i[1:])) == [f'E{i}' for i in range(1, 41)]
+    assert not [p for p in tmp_path.iterdir() if p.name != 'log.txt']  # no temporary left

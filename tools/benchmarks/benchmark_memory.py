@@ -1,12 +1,17 @@
-"""Memory growth of training: resident memory (RSS) at two iterations and the growth between them.
+"""Memory growth of training: resident memory (RSS) from iteration --probe to the last one.
 
     python tools/benchmarks/benchmark_memory.py [CONFIG] [--iters 500] [--probe 100]
-                                                [--json OUT.json] [--cfg-options k=v ...]
+                                                [--samples 21] [--json OUT.json]
+                                                [--cfg-options k=v ...]
 
 Trains CONFIG (default: the tiny synthetic config) for --iters iterations in a temporary work dir
-(checkpoints and validation off) and prints the RSS of the training process plus its data-loader
-workers at iteration --probe and at the last iteration. A leak (tensors kept in a list, a growing
-cache) shows as growth well above a few percent; the target is < 5 %.
+(checkpoints and validation off) and reads the RSS of the training process plus its data-loader
+workers at --samples evenly spaced iterations from --probe to the last. A leak (tensors kept in a
+list, a growing cache) shows as growth well above a few percent; the target is < 5 %. Two
+readings alone swing by about +-10 % (the allocator takes and returns pages in steps), so the
+growth is that of a robust line through all readings (Theil-Sen) with its 95 % interval
+(``splattingocc.benchmarking.memory_growth``): OK when the whole interval lies below the target,
+EXCEEDED when above, INCONCLUSIVE otherwise (train longer or read more samples).
 """
 from __future__ import annotations
 
@@ -17,14 +22,16 @@ import tempfile
 import time
 from typing import Optional, Sequence
 
+import numpy as np
 from mmengine.config import DictAction
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import splattingocc.engine  # noqa: F401
-from splattingocc.benchmarking import rss_bytes
+from splattingocc.benchmarking import memory_growth, rss_bytes
 from splattingocc.engine.launch import (apply_randomness_args, atomic_write_json, load_config,
                                         normalize_evaluators, run_main, setup_distributed)
+from splattingocc.errors import UserError
 
 DEFAULT_CONFIG = 'configs/splattingocc/splattingocc-tiny-synthetic.py'
 
@@ -78,6 +85,8 @@ def parse_args(argv=None):
     parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG)
     parser.add_argument('--iters', type=int, default=500, help='iterations to train')
     parser.add_argument('--probe', type=int, default=100, help='first RSS probe iteration')
+    parser.add_argument('--samples', type=int, default=21,
+                        help='RSS readings from --probe to the last iteration (>= 3)')
     parser.add_argument('--json', help='write the numbers to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
     return parser.parse_args(argv)
@@ -85,7 +94,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    assert 0 < args.probe < args.iters, '--probe must lie between 0 and --iters'
+    if not 0 < args.probe < args.iters:
+        raise UserError(f'--probe {args.probe} must lie between 0 and --iters {args.iters}')
+    if args.samples < 3:
+        raise UserError(f'--samples {args.samples}: the growth needs at least 3 readings')
     cfg = load_config(args.config, args.cfg_options)
     work_dir = tempfile.mkdtemp(prefix='benchmark_memory_')
     cfg.work_dir = work_dir
@@ -106,30 +118,38 @@ def main(argv=None) -> dict:
     apply_randomness_args(cfg)
     setup_distributed(cfg, 'none')
     runner = Runner.from_cfg(cfg)
-    probe = RSSProbeHook(at=[args.probe, args.iters])
+    at = sorted({int(round(v)) for v in np.linspace(args.probe, args.iters, args.samples)})
+    probe = RSSProbeHook(at=at)
     runner.register_hook(probe)
     start = time.perf_counter()
     runner.train()
     seconds = time.perf_counter() - start
 
     (main_a, workers_a), (main_b, workers_b) = probe.samples[args.probe], probe.samples[args.iters]
-    growth = (main_b - main_a) / main_a * 100.0
+    growth = (main_b - main_a) / main_a * 100.0  # the two end readings (noisy, for reference)
     growth_all = ((main_b + workers_b) - (main_a + workers_a)) / (main_a + workers_a) * 100.0
+    fit = memory_growth(at, [probe.samples[i][0] for i in at])
+    fit_all = memory_growth(at, [sum(probe.samples[i]) for i in at])
     result = dict(config=args.config, iterations=args.iters, seconds=round(seconds, 1),
                   probe_iteration=args.probe,
                   rss_mib={str(args.probe): round(main_a / 2**20, 1),
                            str(args.iters): round(main_b / 2**20, 1)},
                   workers_rss_mib={str(args.probe): round(workers_a / 2**20, 1),
                                    str(args.iters): round(workers_b / 2**20, 1)},
-                  growth_percent=round(growth, 2), growth_percent_with_workers=round(growth_all, 2),
-                  target_percent=5.0, ok=bool(growth < 5.0))
+                  rss_samples_mib={str(i): round(probe.samples[i][0] / 2**20, 1) for i in at},
+                  two_point_growth_percent=round(growth, 2),
+                  two_point_growth_percent_with_workers=round(growth_all, 2),
+                  growth=fit, growth_with_workers=fit_all,
+                  target_percent=5.0, verdict=fit['verdict'], ok=fit['verdict'] == 'OK')
     print(f'\n{"":<28}{"iter " + str(args.probe):>14}{"iter " + str(args.iters):>14}{"growth":>10}')
     print(f'{"RSS main process (MiB)":<28}{main_a / 2**20:>14.1f}{main_b / 2**20:>14.1f}'
           f'{growth:>9.2f}%')
     print(f'{"RSS + workers (MiB)":<28}{(main_a + workers_a) / 2**20:>14.1f}'
           f'{(main_b + workers_b) / 2**20:>14.1f}{growth_all:>9.2f}%')
-    print(f'{args.iters} iterations in {seconds:.1f} s; target growth < 5 %: '
-          f'{"OK" if result["ok"] else "EXCEEDED"}')
+    for name, g in (('main process', fit), ('with workers', fit_all)):
+        print(f'trend over {g["samples"]} readings ({name}): {g["growth_percent"]:.2f} % '
+              f'(95 % interval {g["growth_low_percent"]:.2f} .. {g["growth_high_percent"]:.2f} %)')
+    print(f'{args.iters} iterations in {seconds:.1f} s; target growth < 5 %: {fit["verdict"]}')
     if args.json:
         atomic_write_json(args.json, result)
         print(f'wrote {args.json}')

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from splattingocc.engine.launch import atomic_write_json, load_config, run_main
 from splattingocc.geometry import rigid_inverse
 from splattingocc.paths import realdata_root
 from splattingocc.registry import MODELS
+from splattingocc.safe_pickle import load_pickle
 from splattingocc.structures import NetworkOutputs
 
 
@@ -43,8 +43,7 @@ def camera_rig(camera_names, width, height):
     """(cam2img [N, 3, 3] for a width x height image cropped BEVDet-style, cam2ego [N, 4, 4])."""
     pkl = realdata_root() / KEYFRAME_INFO
     if pkl.exists():
-        with open(pkl, 'rb') as f:
-            images = pickle.load(f)['data_list'][0]['images']
+        images = load_pickle(pkl)['data_list'][0]['images']
         Ks, T = [], []
         s = width / 1600.0
         for name in camera_names:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 import re
 import statistics
 import subprocess
@@ -66,6 +65,7 @@ from splattingocc.benchmarking import (KEYFRAME_INFO, OCC3D_FRAME, cpu_descripti
 from splattingocc.engine.launch import atomic_write_json, run_main
 from splattingocc.geometry import rigid_inverse
 from splattingocc.paths import DATASET_CONFIG
+from splattingocc.safe_pickle import load_pickle
 from splattingocc.structures import Cameras, DensityGrid, Gaussians
 
 CASES = ('dense-400x225', 'dense-704x256', 'sampled-38400')
@@ -93,8 +93,7 @@ def load_occupancy(ds: dict) -> np.ndarray:
 def load_rig(ds: dict):
     """cam2img [C, 3, 3] at 1600x900 and cam2ego [C, 4, 4] in the config's camera order."""
     path = realdata_file(KEYFRAME_INFO, 'benchmark_render')
-    with open(path, 'rb') as f:
-        info = pickle.load(f)['data_list'][0]
+    info = load_pickle(path)['data_list'][0]
     K = np.stack([np.asarray(info['images'][n]['cam2img'], dtype=np.float64)[:3, :3]
                   for n in ds['camera_names']])
     c2e = np.stack([np.asarray(info['images'][n]['cam2ego'], dtype=np.float64)

@@ -10,14 +10,15 @@ Intrinsics are stored for the original 1600 x 900 images and scaled to the store
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from splattingocc.errors import UnsafePickleError
 from splattingocc.paths import realdata_root
+from splattingocc.safe_pickle import load_pickle
 from .geometry import make_transform, matrix_to_quat, quat_to_matrix
 
 CALIB_FILE = Path('nuscenes-keyframe') / 'n015-2018-07-24-11-22-45+0800.pkl'
@@ -72,8 +73,7 @@ def _round(values, ndigits: int = 6) -> tuple:
 def _table_from_fixture(path: Path) -> Optional[tuple]:
     """(cameras, lidar) in the BUILTIN_* layout, read from the real info pkl; None if unreadable."""
     try:
-        with open(path, 'rb') as f:
-            info = pickle.load(f)
+        info = load_pickle(path)
         sample = info['data_list'][0]
         cams = {}
         for name, rec in sample['images'].items():
@@ -84,7 +84,9 @@ def _table_from_fixture(path: Path) -> Optional[tuple]:
         T = np.asarray(sample['lidar_points']['lidar2ego'], dtype=np.float64)
         lidar = (_round(matrix_to_quat(T[:3, :3])), _round(T[:3, 3]))
         return cams, lidar
-    except (OSError, KeyError, IndexError, TypeError, ValueError, pickle.UnpicklingError):
+    except UnsafePickleError:
+        raise
+    except (OSError, KeyError, IndexError, TypeError, ValueError):
         return None
 
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 import zipfile
+from glob import escape as glob_escape
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,6 +32,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from splattingocc.errors import OutputExistsError
 from splattingocc.paths import REPO_ROOT
 from . import calibration as C
 from .categories import (ATTRIBUTES, FINE_CATEGORIES, FINE_INDEX, VISIBILITY, fine_to_occ_lut,
@@ -311,8 +313,9 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
     t_start = time.time()
     root = Path(root).expanduser().resolve()
     if root.exists() and not overwrite and any(root.iterdir()):
-        raise FileExistsError(f'{root} already exists and is not empty: remove it, choose another '
-                              'root, or pass overwrite=True')
+        raise OutputExistsError(f'{root} already exists and is not empty: remove it, choose '
+                                'another --root, or replace it (overwrite=True; tools/'
+                                'create_data.py synthetic --overwrite)')
     grid = dict(occ_config) if occ_config is not None else load_grid_config()
     missing = [k for k in GRID_KEYS if k not in grid]
     if missing:
@@ -331,7 +334,13 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
                  camera_stride=stride, use_fixture=use_fixture_calibration)
             for si in range(scenes) for k in range(samples_per_scene)]
 
-    tmp = root.parent / f'.{root.name}.partial-{os.getpid()}'
+    from splattingocc.engine.checkpoint import partial_suffix, stale_partial
+    # the folders of a killed earlier run (its pid is gone): '.<root>.partial-<pid>@<host>'
+    if root.parent.is_dir():
+        for old in root.parent.glob(f'.{glob_escape(root.name)}.partial-*'):
+            if stale_partial(old.name):
+                shutil.rmtree(old, ignore_errors=True)
+    tmp = root.parent / f'.{root.name}{partial_suffix()}'
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -340,7 +349,7 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
                             (W, H), progress, workers)
         summary['calibration_source'] = calib_source
         if root.exists():
-            old = root.parent / f'.{root.name}.old-{os.getpid()}'
+            old = root.parent / f'.{root.name}.old{partial_suffix()}'
             os.replace(root, old)
             os.replace(tmp, root)
             shutil.rmtree(old)
