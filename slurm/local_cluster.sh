@@ -9,11 +9,12 @@
 #   bash slurm/local_cluster.sh status
 #
 # Settings (environment): SOCC_SLURM_DIR (state, logs, pid files; default
-# /tmp/splattingocc-slurm), SOCC_SLURM_PORT (first of the four ports used; default 16817),
+# ${XDG_RUNTIME_DIR:-/tmp}/splattingocc-slurm-<uid>, created private; a folder owned by another
+# user is refused), SOCC_SLURM_PORT (first of the four ports used; default 16817),
 # SOCC_SLURM_CPUS (CPUs each node announces; default: nproc), SOCC_SLURM_GPUS (placeholder 'gpu'
 # generic resources each node announces, default 4: no GPU behind them, see write_conf).
 set -euo pipefail
-DIR="${SOCC_SLURM_DIR:-/tmp/splattingocc-slurm}"
+DIR="${SOCC_SLURM_DIR:-${XDG_RUNTIME_DIR:-/tmp}/splattingocc-slurm-$(id -u)}"
 PORT="${SOCC_SLURM_PORT:-16817}"
 CPUS="${SOCC_SLURM_CPUS:-$(nproc)}"
 GPUS="${SOCC_SLURM_GPUS:-4}"
@@ -32,7 +33,26 @@ install_slurm() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm >/dev/null || die "apt-get install slurm-wlm failed"
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# a pid file names one of this cluster's daemons only if that process is slurmctld / slurmd
+# started with this cluster's slurm.conf: a stale or planted pid file never gets a process killed
+alive() {
+  local pid cmd
+  [ -f "$1" ] || return 1
+  pid="$(cat "$1")"
+  case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+  kill -0 "$pid" 2>/dev/null || return 1
+  cmd="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  case "$cmd" in
+    slurmctld\ *"-f $CONF"*|*/slurmctld\ *"-f $CONF"*|slurmd\ *"-f $CONF"*|*/slurmd\ *"-f $CONF"*) return 0 ;;
+  esac
+  return 1
+}
+
+own_dir() {
+  mkdir -p -m 700 "$DIR"
+  [ "$(stat -c %u "$DIR")" = "$(id -u)" ] \
+    || die "$DIR belongs to another user: set SOCC_SLURM_DIR to a folder of yours"
+}
 
 write_conf() {
   local host mem
@@ -96,6 +116,7 @@ CONF
 
 start() {
   install_slurm
+  own_dir
   if alive "$DIR/slurmctld.pid"; then
     log "already running (state in $DIR)"
   else
@@ -122,6 +143,8 @@ start() {
 
 stop() {
   local f stopped=0
+  [ -d "$DIR" ] || { log "nothing to stop ($DIR does not exist)"; return 0; }
+  own_dir
   # cancel this cluster's jobs first: killing slurmd would leave their processes running
   if alive "$DIR/slurmctld.pid" && [ -f "$CONF" ]; then
     if [ -n "$(SLURM_CONF="$CONF" squeue -h 2>/dev/null)" ]; then
@@ -141,7 +164,7 @@ stop() {
   for f in "$DIR"/slurmd.node1.pid "$DIR"/slurmd.node2.pid "$DIR"/slurmctld.pid; do
     for _ in $(seq 1 50); do alive "$f" || break; sleep 0.2; done
     if alive "$f"; then kill -9 "$(cat "$f")" || true; fi
-    rm -f "$f"
+    if [ -f "$f" ] && ! alive "$f"; then rm -f "$f"; fi
   done
   log "stopped $stopped daemon(s) started from $DIR"
 }
