@@ -1,6 +1,6 @@
 """Score a folder of occupancy predictions against the Occ3D-nuScenes ground truth.
 
-    python tools/eval_occ.py --pred-dir DIR --data-root DATA [--metric miou ray] [--info PKL]
+    python tools/eval_occ.py --pred-dir DIR --data-root DATA [--metric miou ray ap] [--info PKL]
         [--no-camera-mask | --mask camera|lidar|none] [--json FILE] [--workers N]
 
 Predictions: DIR/<scene_name>/<sample_token>/pred.npz with 'semantics' uint8 [200, 200, 16]
@@ -10,8 +10,13 @@ mIoU is Occ3D's (one confusion matrix over the dataset, mask_camera by default);
 SparseOcc's and needs --info (an info pkl with the poses of every keyframe of the scenes).
 Classes, range and voxel size come from --dataset-config
 (configs/_base_/datasets/occ3d_nuscenes.py).
+AP (--metric ap) is occupancy average precision inside the mask and per-class AP (score =
+occupancy x class probability), from the 'occupancy' and 'class_probs' of dumps written with
+``tools/test.py --dump-dir DIR --dump-scores`` (binned: splattingocc/evaluation/functional/
+average_precision.py; the same numbers as tools/test.py --eval ap on those frames).
 The JSON (written atomically) holds percentages: frames, miou, per_class_iou, geometry_iou,
-miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU).
+miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU) and, with AP,
+occupancy_ap, map, per_class_ap.
 """
 import sys
 

@@ -5,10 +5,18 @@
 centres (for Gaussians the exact voxelizer, for a density grid trilinear resampling). The
 argmax rules for K = num_classes (free among the classes) and K = num_classes - 1 (occupied
 classes only) are ``voxelizer.scores_to_semantics``'s.
+
+The threshold is on the scale of ``SceneField.occupancy`` for every representation: the opacity
+of one Occ3D voxel, in [0, 1]. The occupancy is computed and compared in float64 (from the
+field's float32 density), so a threshold ``1 - exp(-r)`` on it picks exactly the voxels of the
+threshold ``r`` on a Gaussian field's density, and the threshold sweep of
+``evaluation/functional/threshold_sweep.py`` over ``predict``'s occupancy reproduces the labels
+of this module at every threshold of its grid. ``tools/test.py --calibrate`` chooses the
+threshold on the val split and later runs set it (``model.readout.threshold``) from that file.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +36,8 @@ class OccupancyReadout(nn.Module):
         occ_size: (X, Y, Z) voxels (dataset config ``occ_size``).
         num_classes: labels including free; free_label: the free label (dataset config).
         voxel_size: optional, checked against pc_range / occ_size.
-        threshold: a voxel is occupied where ``field.occupancy(density)`` is at least this.
+        threshold: a voxel is occupied where ``field.occupancy(density)`` (the opacity of one
+            voxel, in [0, 1]) is at least this.
         label_dtype: 'uint8' (as the Occ3D ground truth) or 'int64'.
     """
 
@@ -50,6 +59,10 @@ class OccupancyReadout(nn.Module):
         self.occ_size = tuple(int(n) for n in occ_size)
         self.num_classes = int(num_classes)
         self.free_label = int(free_label)
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f'OccupancyReadout: threshold {threshold} is not in [0, 1]; it is '
+                             'on the scale of field.occupancy, the opacity of one voxel (a '
+                             'threshold r on a Gaussian density is 1 - exp(-r) on it)')
         self.threshold = float(threshold)
         self.label_dtype = torch.uint8 if label_dtype == 'uint8' else torch.int64
 
@@ -67,8 +80,39 @@ class OccupancyReadout(nn.Module):
     def forward(self, field: SceneField) -> Tensor:
         """Labels [B, X, Y, Z] (``label_dtype``; free = ``free_label``)."""
         density, scores = self.fields(field)
-        return scores_to_semantics(field.occupancy(density), scores, self.threshold,
+        return scores_to_semantics(field.occupancy(density.double()), scores, self.threshold,
                                    self.free_label, self.num_classes, self.label_dtype)
+
+    @torch.no_grad()
+    def predict(self, field: SceneField, threshold: Optional[float] = None) -> Dict[str, Tensor]:
+        """Labels and the continuous scores behind them.
+
+        Returns:
+            dict of
+            'semantics': [B, X, Y, Z] labels at ``threshold`` (default: ``self.threshold``),
+                equal to ``forward``'s;
+            'occupancy': [B, X, Y, Z] float64, what the threshold is compared with;
+            'class_labels': [B, X, Y, Z] the label of each voxel where occupied (the argmax;
+                free only where free is a field class and wins);
+            'class_probs': [B, X, Y, Z, C - 1] float32, the class probabilities given occupied:
+                the field's class scores of the C - 1 non-free classes (label order, free left
+                out) normalised to sum to 1 (0 where all scores are 0).
+        """
+        t = self.threshold if threshold is None else float(threshold)
+        density, scores = self.fields(field)
+        occupancy = field.occupancy(density.double())  # [B, X, Y, Z]
+        class_labels = scores_to_semantics(occupancy, scores, float('-inf'), self.free_label,
+                                           self.num_classes, self.label_dtype)
+        semantics = class_labels.masked_fill(occupancy < t, self.free_label)
+        occ_scores = scores.float()  # [B, X, Y, Z, K]
+        if occ_scores.shape[-1] == self.num_classes:  # free among the field's classes
+            keep = [k for k in range(self.num_classes) if k != self.free_label]
+            occ_scores = occ_scores[..., keep]  # [B, X, Y, Z, C - 1]
+        total = occ_scores.sum(-1, keepdim=True)
+        probs = torch.where(total > 0, occ_scores / total.clamp_min(1e-30),
+                            torch.zeros_like(occ_scores))
+        return dict(semantics=semantics, occupancy=occupancy, class_labels=class_labels,
+                    class_probs=probs)
 
     def extra_repr(self) -> str:
         return f'pc_range={self.pc_range}, occ_size={self.occ_size}, threshold={self.threshold}'
