@@ -303,6 +303,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 f'Written to {calib_file}')
         atomic_write_json(path, doc)
         lines = summary_lines(metrics)
-        runner.logger.info(f'Test results ({split} split): ' + ' | '.join(lines))
+        runner.logger.info('Test results: ' + ' | '.join(lines) + f'  ({split} split)')
         runner.logger.info(f'Metrics written to {path}')
     return metrics
