@@ -56,6 +56,7 @@ METRIC_ORDER = ('miou', 'ray', 'ap', 'render', 'sweep')
 SUMMARY_KEYS = ['mIoU', 'geometry_IoU', 'mIoU_no_mask', 'RayIoU', 'RayIoU@1', 'RayIoU@2',
                 'RayIoU@4', 'occupancy_AP', 'mAP', 'depth_AbsRel', 'depth_RMSE', 'depth_delta1',
                 'render_accuracy', 'render_mIoU', 'sweep_best_threshold', 'sweep_best_mIoU']
+SUMMARY_FORMATS = {'sweep_best_threshold': '.4g', 'depth_AbsRel': '.4f', 'depth_RMSE': '.3f'}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +141,23 @@ def add_labels_2d(cfg) -> None:
     cfg.test_dataloader.dataset.pipeline = pipeline
 
 
+def check_split_file(cfg) -> None:
+    """A missing test info pkl of a dataset made before the test split: say how to make it."""
+    ds = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    ann = ds.get('ann_file')
+    if not isinstance(ann, str) or not ann.endswith('_test.pkl'):
+        return
+    path = ann if osp.isabs(ann) else osp.join(ds.get('data_root') or '', ann)
+    if not osp.isfile(path):
+        root = ds.get('data_root') or osp.dirname(path)
+        raise UserError(
+            f'test split info file {path} not found: run `python tools/create_data.py nuscenes '
+            f'--root {root} --version v1.0-test` (a synthetic dataset made before the test split '
+            'has no v1.0-test: regenerate it with tools/create_data.py synthetic, its train/val '
+            'files come out identical), or evaluate on val with --cfg-options '
+            'test_dataloader.dataset.ann_file=nuscenes_infos_val.pkl and label the numbers val')
+
+
 def use_val_split(cfg) -> None:
     """Point the test loop at the calibration split: the config's val loader and evaluator."""
     missing = [k for k in ('val_dataloader', 'val_evaluator') if not cfg.get(k)]
@@ -201,7 +219,8 @@ def summary_lines(metrics: dict) -> list:
     for wanted in SUMMARY_KEYS:
         for key, value in metrics.items():
             if key == wanted or key.endswith('/' + wanted):
-                lines.append(f'{key}: {float(value):.2f}')
+                spec = SUMMARY_FORMATS.get(wanted, '.2f')
+                lines.append(f'{key}: {float(value):{spec}}')
     if not lines:
         lines = [f'{k}: {float(v):.4f}' for k, v in metrics.items()
                  if isinstance(v, (int, float)) or hasattr(v, '__float__')]
@@ -231,6 +250,7 @@ def _build(args: argparse.Namespace) -> Tuple[Runner, dict]:
         configure_evaluator(cfg, ['miou', 'sweep'], threshold_grid([t_cfg]).tolist())
         readout = dict(threshold=t_cfg, source='config (swept)', calibrated=False)
     else:
+        check_split_file(cfg)
         readout, _ = resolve_threshold(args, cfg)
         configure_evaluator(cfg, eval_metrics(args.eval))
         if 'render' in args.eval:

@@ -173,3 +173,12 @@ def test_ap_of_test_tool_equals_eval_occ_on_its_dump(toy, tmp_path):
     with pytest.raises(SystemExit, match='--dump-scores'):
         eval_tool.main(['--pred-dir', str(plain), '--data-root', str(tmp_path / 'data'),
                         '--metric', 'ap', '--dataset-config', str(cfg)])
+
+
+def test_a_missing_test_split_says_how_to_make_it(tmp_path):
+    config = str(HERE.parents[1] / 'configs' / 'splattingocc' / 'splattingocc-tiny-synthetic.py')
+    ckpt = tmp_path / 'x.pth'
+    ckpt.write_bytes(b'')
+    with pytest.raises(UserError, match='--version v1.0-test'):
+        test_tool.main([config, str(ckpt), '--work-dir', str(tmp_path), '--cfg-options',
+                        f'test_dataloader.dataset.data_root={tmp_path}/'])
