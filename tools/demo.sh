@@ -108,10 +108,11 @@ doc = json.load(open(sys.argv[1]))
 model, readout = doc['metrics'], doc['readout']
 base = json.load(open(sys.argv[2]))
 calib = json.load(open(sys.argv[3]))
+num = lambda v: 'n/a' if v is None else f'{v:.2f}'  # noqa: E731 (null: undefined)
 print(f"[demo]   val split (calibration, {calib['frames']} frames): read-out threshold "
       f"{calib['threshold']:.3f} (occupancy, {calib['rule'].split(':')[0]}): mIoU "
-      f"{calib['miou']:.2f}; at the config's {calib['configured_threshold']:.3f}: "
-      f"{calib['configured_miou']:.2f}")
+      f"{num(calib['miou'])}; at the config's {calib['configured_threshold']:.3f}: "
+      f"{num(calib['configured_miou'])}")
 print(f"[demo]   {doc['split']} split ({model['frames']} frames, threshold "
       f"{readout['threshold']:.3f} chosen on {readout.get('chosen_on')}): mIoU / geometry IoU "
       '(mask_camera) / RayIoU (no mask) / occupancy AP:')
