@@ -3,10 +3,10 @@ rendering metrics, shared by ``Occ3DMetric`` (tools/test.py) and ``tools/eval_oc
 
 Each ``*_frame_result`` turns one frame into count arrays, kept sparse (``pack``: the non-zero
 entries, about 5,000 of the sweep's 333,720 and 6,000 of AP's 35,020 on a synthetic frame), so
-that a metric holding one result per frame stays small on thousands of frames (sums over frames
-are the dataset's counts); ``summarize_score_stats`` adds them up and derives the scores with the pure
-functions of ``evaluation/functional``; ``score_stats_metrics`` flattens them into the metric's
-keys. Inputs are the model's per-sample outputs (``SplattingOcc.predict``) or a dumped
+that a metric holding one result per frame stays small on thousands of frames (sums over
+frames are the dataset's counts); ``summarize_score_stats`` adds them up and derives the scores
+with the pure functions of ``evaluation/functional``; ``score_stats_metrics`` flattens them into
+the metric's keys. Inputs are the model's per-sample outputs (``SplattingOcc.predict``) or a dumped
 ``pred.npz``:
 
 * sweep: 'occupancy' [X, Y, Z] (float64, as the read-out compares it) and 'class_labels';
