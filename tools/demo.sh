@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The SplattingOcc demo, end to end on a laptop CPU:
 #   1. .venv + install            (tools/setup_env.sh)
-#   2. synthetic dataset          (tools/create_data.py synthetic; reused if already there)
-#   3. data preparation           (tools/create_data.py nuscenes: info pkls + 2D labels)
+#   2. synthetic dataset          (tools/create_data.py synthetic: train/val scenes and held-out
+#                                  test scenes; reused if already there)
+#   3. data preparation           (tools/create_data.py nuscenes: info pkls + 2D labels of
+#                                  v1.0-mini (train, val) and v1.0-test (test))
 #   4. picture of one sample      (tools/visualization/visual_data.py)
 #   5. training, 2D labels only   (tools/train.py, tiny CPU config)
-#   6. evaluation                 (tools/test.py --eval segm ray: Occ3D mIoU and RayIoU;
-#                                  trivial baselines scored the same way:
-#                                  tools/analysis/baselines.py; the model against the
+#   6. evaluation                 (protocol: train on train, choose on val, report on test.
+#                                  tools/test.py --calibrate: the read-out threshold chosen on
+#                                  val; tools/test.py --eval segm ray ap on test with it: Occ3D
+#                                  mIoU, RayIoU, occupancy AP; trivial baselines scored the same
+#                                  way: tools/analysis/baselines.py; the model against the
 #                                  per-voxel baseline with bootstrap intervals:
 #                                  tools/analysis/compare_occ.py)
 #   7. prediction vs ground truth (tools/visualization/visual.py)
@@ -33,6 +37,8 @@ mkdir -p "$OUT"
 step "2/7 synthetic dataset in $DATA"
 if [ -f "$DATA/v1.0-mini/sample.json" ] && [ -d "$DATA/gts" ]; then
   echo "[demo] reusing $DATA (delete it to regenerate)"
+  [ -f "$DATA/v1.0-test/sample.json" ] || fail "$DATA has no test split (v1.0-test; made by an \
+older version): delete it and run the demo again (the regenerated train/val files are identical)"
 else
   "$PY" tools/create_data.py synthetic --root "$DATA" || fail "dataset generation failed"
 fi
@@ -43,6 +49,12 @@ if [ -f "$DATA/nuscenes_infos_train.pkl" ] && [ -f "$DATA/nuscenes_infos_val.pkl
   echo "[demo] reusing $DATA/nuscenes_infos_{train,val}.pkl"
 else
   "$PY" tools/create_data.py nuscenes --root "$DATA" --version v1.0-mini || fail "data preparation failed"
+fi
+if [ -f "$DATA/nuscenes_infos_test.pkl" ] \
+   && [ "$DATA/nuscenes_infos_test.pkl" -nt "$DATA/v1.0-test/sample.json" ]; then
+  echo "[demo] reusing $DATA/nuscenes_infos_test.pkl"
+else
+  "$PY" tools/create_data.py nuscenes --root "$DATA" --version v1.0-test || fail "data preparation (test split) failed"
 fi
 
 step "4/7 picture of one sample: $OUT/data_sample.png"
@@ -64,36 +76,48 @@ EXTRA=(--cfg-options "${OPTS[@]}")
 CKPT="$(cat "$WORK_DIR/last_checkpoint" 2>/dev/null || true)"
 [ -f "$CKPT" ] || fail "no checkpoint found in $WORK_DIR (last_checkpoint)"
 
-step "6/7 evaluation on the val split: tools/test.py --eval segm ray"
-"$PY" tools/test.py "$CONFIG" "$CKPT" --eval segm ray --work-dir "$WORK_DIR" --dump-dir "$OUT/pred" \
-  || fail "evaluation failed"
-echo "[demo] trivial baselines on the same frames (all free; most frequent train label per voxel)"
-"$PY" tools/analysis/baselines.py --data-root "$DATA" --out "$OUT/baselines" --ray \
-  --json "$OUT/baselines.json" > "$OUT/baselines.log" 2>&1 \
+step "6/7 evaluation: read-out threshold calibrated on val, scores on the test split"
+"$PY" tools/test.py "$CONFIG" "$CKPT" --calibrate --work-dir "$WORK_DIR/calibration" \
+  || fail "calibration on val failed"
+"$PY" tools/test.py "$CONFIG" "$CKPT" --eval segm ray ap --require-calibration \
+  --work-dir "$WORK_DIR/test" --dump-dir "$OUT/pred" || fail "evaluation failed"
+echo "[demo] trivial baselines on the same test frames (all free; most frequent train label per voxel)"
+"$PY" tools/analysis/baselines.py --data-root "$DATA" --val-info "$DATA/nuscenes_infos_test.pkl" \
+  --out "$OUT/baselines" --ray --json "$OUT/baselines.json" > "$OUT/baselines.log" 2>&1 \
   || { cat "$OUT/baselines.log"; fail "tools/analysis/baselines.py failed"; }
-echo "[demo] model minus the per-voxel baseline, paired bootstrap over the val frames"
+echo "[demo] model minus the per-voxel baseline, paired bootstrap over the test frames"
 "$PY" tools/analysis/compare_occ.py --pred-dir "$OUT/pred" --ref-dir "$OUT/baselines/voxel-mode" \
-  --data-root "$DATA" --info "$DATA/nuscenes_infos_val.pkl" --json "$OUT/compare_voxel_mode.json" \
+  --data-root "$DATA" --info "$DATA/nuscenes_infos_test.pkl" --json "$OUT/compare_voxel_mode.json" \
   2> "$OUT/compare.log" || { cat "$OUT/compare.log"; fail "tools/analysis/compare_occ.py failed"; }
 
 step "7/7 prediction vs ground truth pictures in $OUT/vis"
 SCENE="$(ls "$OUT/pred" | head -n 1)"
 "$PY" tools/visualization/visual.py "$OUT/pred/$SCENE" --out "$OUT/vis" --data-root "$DATA" \
-  --info "$DATA/nuscenes_infos_val.pkl" || fail "visual.py failed"
+  --info "$DATA/nuscenes_infos_test.pkl" || fail "visual.py failed"
 
 step "summary"
 echo "[demo] dataset:      $DATA"
 echo "[demo] data picture: $OUT/data_sample.png"
 echo "[demo] checkpoint:   $CKPT"
-METRICS="$(ls -t "$WORK_DIR"/*/metrics.json 2>/dev/null | head -n 1)"
+METRICS="$(ls -t "$WORK_DIR"/test/*/metrics.json 2>/dev/null | head -n 1)"
 echo "[demo] metrics:      $METRICS"
-"$PY" - "$METRICS" "$OUT/baselines.json" <<'PYEOF'
+echo "[demo] calibration:  $CKPT.calibration.json"
+"$PY" - "$METRICS" "$OUT/baselines.json" "$CKPT.calibration.json" <<'PYEOF'
 import json, sys
-model = json.load(open(sys.argv[1]))['metrics']
+doc = json.load(open(sys.argv[1]))
+model, readout = doc['metrics'], doc['readout']
 base = json.load(open(sys.argv[2]))
-print('[demo]   val split: mIoU / geometry IoU (mask_camera) / RayIoU (no mask):')
+calib = json.load(open(sys.argv[3]))
+num = lambda v: 'n/a' if v is None else f'{v:.2f}'  # noqa: E731 (null: undefined)
+print(f"[demo]   val split (calibration, {calib['frames']} frames): read-out threshold "
+      f"{calib['threshold']:.3f} (occupancy, {calib['rule'].split(':')[0]}): mIoU "
+      f"{num(calib['miou'])}; at the config's {calib['configured_threshold']:.3f}: "
+      f"{num(calib['configured_miou'])}")
+print(f"[demo]   {doc['split']} split ({model['frames']} frames, threshold "
+      f"{readout['threshold']:.3f} chosen on {readout.get('chosen_on')}): mIoU / geometry IoU "
+      '(mask_camera) / RayIoU (no mask) / occupancy AP:')
 print(f"[demo]     trained model (2D labels only) {model['mIoU']:6.2f} / "
-      f"{model['geometry_IoU']:6.2f} / {model['RayIoU']:6.2f}")
+      f"{model['geometry_IoU']:6.2f} / {model['RayIoU']:6.2f} / {model['occupancy_AP']:6.2f}")
 for name, r in base.items():
     print(f"[demo]     baseline {name:<21s} {r['miou']:6.2f} / {r['geometry_iou']:6.2f} / "
           f"{r['rayiou']:6.2f}")

@@ -1,6 +1,6 @@
 """Score a folder of occupancy predictions against the Occ3D-nuScenes ground truth.
 
-    python tools/eval_occ.py --pred-dir DIR --data-root DATA [--metric miou ray] [--info PKL]
+    python tools/eval_occ.py --pred-dir DIR --data-root DATA [--metric miou ray ap] [--info PKL]
         [--no-camera-mask | --mask camera|lidar|none] [--json FILE] [--workers N]
         [--allow-missing]
 
@@ -13,9 +13,13 @@ or a token predicted twice stops with one line. mIoU is Occ3D's (one confusion m
 dataset, mask_camera by default); RayIoU is SparseOcc's and needs --info (an info pkl with the
 poses of every keyframe of the scenes). Classes, range and voxel size come from --dataset-config
 (configs/_base_/datasets/occ3d_nuscenes.py).
+AP (--metric ap) is occupancy average precision inside the mask and per-class AP (score =
+occupancy x class probability), from the 'occupancy' and 'class_probs' of dumps written with
+``tools/test.py --dump-dir DIR --dump-scores`` (binned: splattingocc/evaluation/functional/
+average_precision.py; the same numbers as tools/test.py --eval ap on those frames).
 The JSON (written atomically) holds percentages: frames, miou, per_class_iou, geometry_iou,
-miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU), and the counts
-frames (scored) and frames_expected.
+miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU), with AP
+occupancy_ap, map, per_class_ap, and the counts frames (scored) and frames_expected.
 """
 import sys
 

@@ -3,8 +3,12 @@
 # file whose name is a Python identifier so that variant configs can import it. Data:
 #   python tools/create_data.py synthetic --root data/synthetic-nuscenes
 #   python tools/create_data.py nuscenes --root data/synthetic-nuscenes --version v1.0-mini
-# Train / test:
+#   python tools/create_data.py nuscenes --root data/synthetic-nuscenes --version v1.0-test
+# Protocol: train on train, choose every threshold and hyperparameter on val, report on test.
+# val_dataloader reads the val split (checkpoint choice, tools/test.py --calibrate); test_dataloader
+# reads the held-out test scenes of v1.0-test (nuscenes_infos_test.pkl). Train / test:
 #   python tools/train.py configs/splattingocc/splattingocc-tiny-synthetic.py
+#   python tools/test.py configs/splattingocc/splattingocc-tiny-synthetic.py CKPT --calibrate
 #   python tools/test.py configs/splattingocc/splattingocc-tiny-synthetic.py CKPT --eval segm
 # Sized for minutes of training on 2 CPU cores: 1,200 iterations, batch 1 (20,000 Gaussians,
 # 6,144 rays, their free-space points and 256 open-sky rays). E47: 1,500 iterations (the length
@@ -18,6 +22,7 @@ with read_base():
     from .._base_.schedules.schedule_tiny import *  # noqa: F401,F403
 
 data_root = 'data/synthetic-nuscenes/'
+test_ann_file = 'nuscenes_infos_test.pkl'  # the synthetic v1.0-test scenes (labelled)
 # synthetic images are 400 x 225: scale 0.64 -> 256 x 144, the whole image (E11: BEVDet's crop of
 # the top third hid the space that mask_camera scores above the ground)
 input_size = (256, 144)
@@ -57,6 +62,7 @@ train_dataloader.dataset.update(  # noqa: F405
     data_root=data_root, pipeline=train_pipeline, num_adjacent=0)
 val_dataloader.update(num_workers=1, persistent_workers=False)  # noqa: F405
 val_dataloader.dataset.update(data_root=data_root, pipeline=test_pipeline)  # noqa: F405
-test_dataloader = val_dataloader  # noqa: F405
+test_dataloader = dict(val_dataloader,  # noqa: F405
+                       dataset=dict(val_dataloader.dataset, ann_file=test_ann_file))  # noqa: F405
 val_evaluator.update(ann_file=data_root + val_ann_file)  # noqa: F405
-test_evaluator = val_evaluator  # noqa: F405
+test_evaluator = dict(val_evaluator, ann_file=data_root + test_ann_file)  # noqa: F405

@@ -1,6 +1,6 @@
 """Score a folder of occupancy predictions against the Occ3D-nuScenes ground truth.
 
-    python tools/eval_occ.py --pred-dir DIR --data-root DATA [--metric miou ray] [--info PKL]
+    python tools/eval_occ.py --pred-dir DIR --data-root DATA [--metric miou ray ap] [--info PKL]
         [--no-camera-mask | --mask camera|lidar|none] [--json FILE] [--workers N]
         [--allow-missing]
 
@@ -13,9 +13,13 @@ or a token predicted twice stops with one line. mIoU is Occ3D's (one confusion m
 dataset, mask_camera by default); RayIoU is SparseOcc's and needs --info (an info pkl with the
 poses of every keyframe of the scenes). Classes, range and voxel size come from --dataset-config
 (configs/_base_/datasets/occ3d_nuscenes.py).
+AP (--metric ap) is occupancy average precision inside the mask and per-class AP (score =
+occupancy x class probability), from the 'occupancy' and 'class_probs' of dumps written with
+``tools/test.py --dump-dir DIR --dump-scores`` (binned: splattingocc/evaluation/functional/
+average_precision.py; the same numbers as tools/test.py --eval ap on those frames).
 The JSON (written atomically) holds percentages: frames, miou, per_class_iou, geometry_iou,
-miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU), and the counts
-frames (scored) and frames_expected.
+miou_no_mask, rayiou, rayiou_1m, rayiou_2m, rayiou_4m (null without RayIoU), with AP
+occupancy_ap, map, per_class_ap, and the counts frames (scored) and frames_expected.
 """
 from __future__ import annotations
 
@@ -33,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--pred-dir', required=True, help='folder of predictions')
     parser.add_argument('--data-root', required=True, help='folder holding gts/<scene>/<token>/')
-    parser.add_argument('--metric', nargs='+', default=['miou'], choices=['miou', 'ray'],
-                        help="'miou' (always computed) and/or 'ray' (RayIoU, needs --info)")
+    parser.add_argument('--metric', nargs='+', default=['miou'], choices=['miou', 'ray', 'ap'],
+                        help="'miou' (always computed), 'ray' (RayIoU, needs --info), 'ap' "
+                        '(occupancy AP and per-class AP, needs dumps with scores)')
     parser.add_argument('--info', default=None, help='info pkl with poses (needed for ray)')
     parser.add_argument('--mask', default='camera', choices=['camera', 'lidar', 'none'],
                         help='voxels evaluated by mIoU (Occ3D protocol: camera)')
@@ -74,7 +79,7 @@ def main(argv=None) -> dict:
     try:
         doc = evaluate_folder(Path(args.pred_dir), Path(args.data_root), cfg, mask,
                               ray='ray' in args.metric, info=args.info, workers=args.workers,
-                              allow_missing=args.allow_missing)
+                              allow_missing=args.allow_missing, ap='ap' in args.metric)
     except UserError:
         raise
     except (FileNotFoundError, ValueError, KeyError) as e:

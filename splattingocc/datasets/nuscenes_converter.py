@@ -5,7 +5,9 @@ writes
 
 * ``<out_dir>/<prefix>_infos_train.pkl`` and ``<out_dir>/<prefix>_infos_val.pkl`` (devkit's official
   splits: 'mini_train'/'mini_val' for v1.0-mini, 'train'/'val' for v1.0-trainval), BEVDet-style,
-  with the fields of the data contract (see ``sample_info`` below);
+  with the fields of the data contract (see ``sample_info`` below); for ``v1.0-test`` (devkit's
+  'test' split) ``<out_dir>/<prefix>_infos_test.pkl``, which needs lidarseg and Occ3D labels: the
+  synthetic dataset's v1.0-test has them, the real nuScenes v1.0-test has none;
 * ``<out_dir>/labels2d/<sample_token>.npz``: for every camera ``CH`` of the sample the arrays
   ``CH_u``, ``CH_v`` (uint16 pixel column/row), ``CH_depth`` (float32 camera z, metres) and
   ``CH_label`` (uint8 Occ3D class 0..16, 255 = no class), one entry per labelled pixel at the STORED
@@ -38,7 +40,11 @@ LABELS2D_FORMAT = 1  # bump when the layout of the label files changes
 NO_LABEL = 255
 # fine lidarseg classes that never get a class, even with ignored_to_others=True
 ALWAYS_IGNORED_FINE = ('noise', 'vehicle.ego')
-SPLITS = {'v1.0-mini': ('mini_train', 'mini_val'), 'v1.0-trainval': ('train', 'val')}
+SPLITS = {'v1.0-mini': ('mini_train', 'mini_val'), 'v1.0-trainval': ('train', 'val'),
+          'v1.0-test': ('test', )}
+# the info pkl each devkit split is written to (<prefix>_infos_<name>.pkl)
+SPLIT_PKL_NAMES = {'mini_train': 'train', 'mini_val': 'val', 'train': 'train', 'val': 'val',
+                   'test': 'test'}
 
 
 class NuScenesDataError(DataError, RuntimeError):
@@ -121,8 +127,7 @@ def check_nuscenes_root(root, version: str, need_lidarseg: bool = True) -> None:
                                 f'holds {version}/, samples/, lidarseg/ and gts/.')
     if version not in SPLITS:
         raise NuScenesDataError(f'unsupported nuScenes version {version!r}: use one of '
-                                f'{sorted(SPLITS)} (the test split has no lidarseg or Occ3D '
-                                'labels).')
+                                f'{sorted(SPLITS)}.')
     table_dir = root / version
     if not (table_dir / 'sample.json').is_file():
         found = sorted(p.name for p in root.glob('v1.0-*') if p.is_dir())
@@ -135,6 +140,13 @@ def check_nuscenes_root(root, version: str, need_lidarseg: bool = True) -> None:
         seg_dir = root / 'lidarseg' / version
         if not (table_dir / 'lidarseg.json').is_file() or not seg_dir.is_dir():
             missing = [str(p) for p in (table_dir / 'lidarseg.json', seg_dir) if not p.exists()]
+            if version == 'v1.0-test':
+                raise NuScenesDataError(
+                    f'{root} has no labels for {version} ({", ".join(missing)} missing): the real '
+                    'nuScenes v1.0-test has neither lidarseg nor Occ3D labels, so it has no info '
+                    'pkl here; report on val for real data, or use a synthetic dataset made '
+                    'with `tools/create_data.py synthetic --test-scenes N`, whose v1.0-test is '
+                    'labelled.')
             raise NuScenesDataError(
                 f'nuScenes-lidarseg not found ({", ".join(missing)} missing): '
                 'nuScenes-lidarseg is a separate download (https://www.nuscenes.org/download, '
@@ -314,12 +326,13 @@ def create_nuscenes_infos(root,
                           ignored_to_others: bool = True,
                           require_occ: bool = True,
                           skip_existing_labels: bool = False) -> dict:
-    """Write the train/val info pkls and the 2D label files of a nuScenes-format dataset.
+    """Write the info pkls (train/val, or test) and the 2D label files of a nuScenes-format dataset.
 
     Args:
         root: data root holding ``<version>/*.json``, ``samples/``, ``lidarseg/<version>/``,
             ``maps/`` and ``gts/``.
-        version: 'v1.0-mini' (splits mini_train/mini_val) or 'v1.0-trainval' (train/val).
+        version: 'v1.0-mini' (splits mini_train/mini_val), 'v1.0-trainval' (train/val) or
+            'v1.0-test' (test; labelled in the synthetic dataset only).
         out_dir: where the pkls and ``labels2d/`` go (default: ``root``). Paths inside the infos are
             relative to ``root`` (absolute where ``out_dir`` lies outside it).
         sweeps: K > 0 stores ``adjacent``: up to K keyframes on each side within the scene.
@@ -381,8 +394,14 @@ def create_nuscenes_infos(root,
                 tok = rec['next']
             samples_of_scene[name] = sorted(recs, key=lambda r: r['timestamp'])
     if require_occ:
-        check_occ3d_gts(root, [(n, r['token']) for n, recs in samples_of_scene.items()
-                               for r in recs])
+        try:
+            check_occ3d_gts(root, [(n, r['token']) for n, recs in samples_of_scene.items()
+                                   for r in recs])
+        except NuScenesDataError as e:
+            if version != 'v1.0-test':
+                raise
+            raise NuScenesDataError(f'{e} Note: Occ3D publishes no ground truth for the nuScenes '
+                                    'test split; only a synthetic v1.0-test is labelled.') from e
 
     labels_dir = out_dir / LABELS2D_DIR
     from ..engine.checkpoint import remove_stale_partials
@@ -400,7 +419,8 @@ def create_nuscenes_infos(root,
                dynamic_ncols=True)
     summary = dict(version=version, dataset=dataset, splits={}, labels_dir=str(labels_dir))
     pix_counts = []
-    for split, devkit_split in zip(('train', 'val'), split_names):
+    for devkit_split in split_names:
+        split = SPLIT_PKL_NAMES[devkit_split]
         scene_names = per_split[devkit_split]
         infos = []
         for name in scene_names:
@@ -451,4 +471,4 @@ def create_nuscenes_infos(root,
 __all__ = ['create_nuscenes_infos', 'check_nuscenes_root', 'check_occ3d_gts',
            'lidarseg_to_occ3d_lut', 'sample_info', 'project_sample_labels', 'load_labels2d',
            'load_lidar_bin', 'atomic_pickle', 'atomic_savez', 'atomic_write_bytes',
-           'NuScenesDataError', 'LABELS2D_DIR', 'NO_LABEL']
+           'NuScenesDataError', 'LABELS2D_DIR', 'NO_LABEL', 'SPLITS', 'SPLIT_PKL_NAMES']

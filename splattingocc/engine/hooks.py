@@ -282,12 +282,13 @@ class RandomStateHook(Hook):
 
 
 def _fallback_dump_prediction(out_dir: str, scene_name: str, sample_token: str,
-                              semantics: np.ndarray) -> str:
-    """Atomic ``out_dir/<scene>/<token>/pred.npz`` (key 'semantics', uint8)."""
+                              semantics: np.ndarray, **scores) -> str:
+    """Atomic ``out_dir/<scene>/<token>/pred.npz`` (key 'semantics', uint8; scores float16)."""
     from .checkpoint import atomic_open
     path = osp.join(out_dir, scene_name, sample_token, 'pred.npz')
+    arrays = {k: np.asarray(v, dtype=np.float16) for k, v in scores.items()}
     with atomic_open(path, 'wb') as f:
-        np.savez_compressed(f, semantics=np.asarray(semantics, dtype=np.uint8))
+        np.savez_compressed(f, semantics=np.asarray(semantics, dtype=np.uint8), **arrays)
     return path
 
 
@@ -304,14 +305,17 @@ class DumpPredictionHook(Hook):
     """Write each test prediction to ``out_dir/<scene_name>/<sample_token>/pred.npz``.
 
     Uses ``splattingocc.evaluation.dump.dump_prediction`` (atomic, npz key ``'semantics'``, uint8
-    [X, Y, Z]). Each rank writes its own samples. The model's predict output must follow the data
+    [X, Y, Z]; with ``scores=True`` also the outputs' 'occupancy' and 'class_probs' in float16,
+    about 19 MB a frame on the Occ3D grid, which tools/eval_occ.py --metric ap needs). Each rank
+    writes its own samples. The model's predict output must follow the data
     contract: dicts with ``'semantics'``, ``'sample_token'``, ``'scene_name'``.
     """
 
     priority = 'NORMAL'
 
-    def __init__(self, out_dir: str):
+    def __init__(self, out_dir: str, scores: bool = False):
         self.out_dir = out_dir
+        self.scores = bool(scores)
         self.count = 0
 
     def before_test(self, runner) -> None:
@@ -332,7 +336,14 @@ class DumpPredictionHook(Hook):
             semantics = out['semantics']
             if isinstance(semantics, torch.Tensor):
                 semantics = semantics.detach().cpu().numpy()
-            self._dump(self.out_dir, str(out['scene_name']), str(out['sample_token']), semantics)
+            scores = {}
+            if self.scores:  # the continuous scores too (float16 in the file)
+                scores = {k: out.get(k) for k in ('occupancy', 'class_probs')}
+                if any(v is None for v in scores.values()):
+                    raise KeyError("--dump-scores: the model output lacks 'occupancy' / "
+                                   "'class_probs' (SplattingOcc.predict returns them)")
+            self._dump(self.out_dir, str(out['scene_name']), str(out['sample_token']), semantics,
+                       **scores)
             self.count += 1
 
     def after_test(self, runner) -> None:

@@ -3,8 +3,10 @@
 Predictions: ``DIR/<scene_name>/<sample_token>/pred.npz`` (``tools/test.py --dump-dir``), or
 SparseOcc-style flat files ``DIR/<token>.npz``; ground truth: ``DATA/gts/<scene>/<token>/
 labels.npz``. Each frame contributes its confusion matrices (and, with RayIoU, its ray counts)
-through :func:`splattingocc.evaluation.metrics.occ_metric.occ_frame_result`; the dataset's scores
-are those of the summed counts (Occ3D's protocol). Used by ``tools/eval_occ.py``,
+through :func:`splattingocc.evaluation.metrics.occ_metric.occ_frame_result`, and with AP its
+score histograms (``metrics.score_stats.ap_frame_result``, from the float16 'occupancy' and
+'class_probs' of a ``--dump-scores`` dump); the dataset's scores are those of the summed counts
+(Occ3D's protocol). Used by ``tools/eval_occ.py``,
 ``tools/analysis/compare_occ.py`` and ``tools/analysis/baselines.py``.
 
 Errors a user can cause (a missing file, a wrong shape, a sample missing from the info pkl) are
@@ -19,9 +21,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserError
-from .dump import PRED_FILENAME, load_occ_gt, load_prediction
+from .dump import PRED_FILENAME, load_occ_gt, load_prediction, load_prediction_scores
+from .functional.threshold_sweep import DEFAULT_THRESHOLDS
 from .functional.ray_iou import lidar_ray_directions
 from .metrics.occ_metric import format_occ_table, occ_frame_result, summarize_occ_results
+from .metrics.score_stats import ap_frame_result, summarize_score_stats
 from .ray_origins import info_scene_name, load_infos, ray_origins_by_token
 
 __all__ = [
@@ -122,7 +126,7 @@ def check_prediction_set(items: Sequence[Item], data_root: Path, infos: Optional
 
 
 def scoring_state(dataset_cfg, mask: str, origins: Optional[dict] = None,
-                  info: Optional[str] = None) -> dict:
+                  info: Optional[str] = None, ap: bool = False) -> dict:
     """Everything :func:`score_frame` needs, from a dataset config (``class_names``,
     ``free_label``, optional ``ignore_label`` (255) and, for RayIoU, ``point_cloud_range`` and
     ``voxel_size``).
@@ -133,9 +137,10 @@ def scoring_state(dataset_cfg, mask: str, origins: Optional[dict] = None,
         origins: {sample token: [K, 3] ray origins} (``ray_origins_by_token``): RayIoU too;
             None: mIoU only.
         info: the info pkl the origins come from (named in errors).
+        ap: also the average-precision histograms (needs dumps with scores).
     """
     ray = origins is not None
-    return dict(mask=mask, ray=ray, origins=origins or {}, info=info,
+    return dict(mask=mask, ray=ray, origins=origins or {}, info=info, ap=bool(ap),
                 num_classes=len(dataset_cfg.class_names), free_label=int(dataset_cfg.free_label),
                 ignore_label=int(dataset_cfg.get('ignore_label', 255)),
                 pc_range=list(dataset_cfg.point_cloud_range) if ray else None,
@@ -187,6 +192,14 @@ def score_frame(item: Item) -> dict:
     result = occ_frame_result(pred, gt['semantics'], mask, w['num_classes'], w['free_label'],
                               w['ignore_label'], origins, w['pc_range'], w['voxel_size'],
                               w['dirs'], name=str(pred_path))
+    if w.get('ap'):
+        scores = load_prediction_scores(pred_path)
+        if scores['occupancy'] is None or scores['class_probs'] is None:
+            raise ValueError(f"{pred_path}: no 'occupancy' / 'class_probs' arrays, which --metric "
+                             'ap needs; dump the predictions with tools/test.py --dump-dir DIR '
+                             '--dump-scores')
+        result.update(ap_frame_result(scores, gt['semantics'], mask, w['free_label'],
+                                      DEFAULT_THRESHOLDS, w['ignore_label'], str(pred_path)))
     result['token'] = token
     return result
 
@@ -217,10 +230,11 @@ def score_frames(items: Sequence[Item], state: dict, workers: int = 1,
 
 def evaluate_folder(pred_dir, data_root, dataset_cfg, mask: str = 'camera', ray: bool = False,
                     info: Optional[str] = None, workers: int = 1,
-                    allow_missing: bool = False) -> dict:
+                    allow_missing: bool = False, ap: bool = False) -> dict:
     """Score every prediction of ``pred_dir`` (``tools/eval_occ.py``): checks the set of
     predictions (:func:`check_prediction_set`, against ``info`` when given), prints the scored
-    and expected frame counts, the progress and the per-class table; returns
+    and expected frame counts, the progress and the per-class table; with ``ap`` also the
+    occupancy and per-class average precision (predictions with scores); returns
     :func:`scores_json` plus 'mask' and 'frames_expected'.
 
     Raises:
@@ -238,12 +252,15 @@ def evaluate_folder(pred_dir, data_root, dataset_cfg, mask: str = 'camera', ray:
     items = find_predictions(pred_dir, Path(data_root))
     expected = check_prediction_set(items, Path(data_root), infos, info, allow_missing)
     origins = ray_origins_by_token(infos) if ray else None
-    state = scoring_state(dataset_cfg, mask, origins, info)
+    state = scoring_state(dataset_cfg, mask, origins, info, ap=ap)
+    metrics = '+'.join(['miou'] + (['ray'] if ray else []) + (['ap'] if ap else []))
     print(f'[eval_occ] frames: {len(items)} scored of {expected} expected '
           f"({'--info ' + str(info) if info else 'ground truth of the predicted scenes'}) from "
-          f"{pred_dir}; mask={mask}; metrics={'miou+ray' if ray else 'miou'}")
+          f'{pred_dir}; mask={mask}; metrics={metrics}')
     results = score_frames(items, state, workers)
     summary = summarize_occ_results(results, class_names, free_label)
+    if ap:
+        summary['ap'] = summarize_score_stats(results, free_label)['ap']
     print(format_occ_table(summary, class_names, free_label))
     doc = scores_json(summary, class_names, free_label)
     doc['frames_expected'] = expected
@@ -273,7 +290,8 @@ def per_class_rayiou_json(per_class: np.ndarray,  # [T, C - 1]
 def scores_json(summary: dict, class_names: Sequence[str], free_label: int) -> dict:
     """The JSON document of ``tools/eval_occ.py`` from ``summarize_occ_results`` (percent; null
     where undefined): frames, miou, per_class_iou, geometry_iou, miou_no_mask, rayiou,
-    rayiou_1m, rayiou_2m, rayiou_4m and, with RayIoU, per_class_rayiou."""
+    rayiou_1m, rayiou_2m, rayiou_4m and, with RayIoU, per_class_rayiou; with AP (a summary
+    'ap'), occupancy_ap, map and per_class_ap."""
     ray = summary.get('ray')
     out = {
         'frames': int(summary['frames']),
@@ -288,5 +306,11 @@ def scores_json(summary: dict, class_names: Sequence[str], free_label: int) -> d
         out[f'rayiou_{t:g}m'] = percent(ray['rayiou_at'][j]) if ray else None
     if ray:
         out['per_class_rayiou'] = per_class_rayiou_json(ray['per_class'], class_names, free_label)
+    ap = summary.get('ap')
+    if ap is not None:  # average precision (percent), from dumps with scores
+        out['occupancy_ap'] = percent(ap['occupancy_ap'])
+        out['map'] = percent(ap['map'])
+        names = [n for i, n in enumerate(class_names) if i != free_label]
+        out['per_class_ap'] = {n: percent(v) for n, v in zip(names, ap['class_ap'])}
     return out
 

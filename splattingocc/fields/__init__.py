@@ -4,9 +4,9 @@
   per voxel of a grid);
 * ``DensityGridField``: a NeRF-style density grid with class logits.
 """
-from .base import SceneField
+from .base import SceneField, opacity_of_density
 from .density_grid import DensityGridField, density_grid_at, density_grid_to_voxels
 from .gaussians import GaussianField, VoxelGaussianField
 
 __all__ = ['SceneField', 'GaussianField', 'VoxelGaussianField', 'DensityGridField',
-           'density_grid_at', 'density_grid_to_voxels']
+           'density_grid_at', 'density_grid_to_voxels', 'opacity_of_density']

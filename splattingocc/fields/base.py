@@ -13,7 +13,11 @@ it) and no change to the network, the supervision modules or the read-out:
   probability that the point losses use (``-log(1 - q) = rho`` is the free-space penalty);
 * ``to_grid(pc_range, grid_size)``: density and class scores at the centres of a voxel grid
   (the Occ3D grid for the read-out and 3D supervision, or a coarser one);
-* ``occupancy(density)``: the quantity the read-out compares with its threshold;
+* ``occupancy(density)``: the quantity the read-out compares with its threshold, on one scale
+  for every representation: the opacity of one Occ3D voxel, a probability in [0, 1]
+  (``opacity_of_density``: ``1 - exp(-rho)`` of ``to_grid``'s dimensionless density, for a
+  density grid the optical depth ``sigma * 0.4 m`` across the voxel). A threshold calibrated for
+  one representation is therefore a number of the same meaning for another;
 * ``opacities()``: per-element opacities, for priors on them (fields without elements raise).
 
 Class scores are non-negative and of any scale: every consumer normalises them (``s / sum(s)``)
@@ -23,7 +27,14 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Tuple
 
+import torch
 from torch import Tensor
+
+
+def opacity_of_density(density: Tensor) -> Tensor:
+    """``1 - exp(-density)`` (as ``-expm1(-density)``, exact for small densities), same shape and
+    dtype: the opacity of a slab of optical depth ``density``."""
+    return -torch.expm1(-density)
 
 
 class SceneField:
@@ -69,8 +80,11 @@ class SceneField:
         raise NotImplementedError(f'{type(self).__name__} cannot be put on a grid')
 
     def occupancy(self, density: Tensor) -> Tensor:
-        """What the read-out thresholds, from ``to_grid``'s density (same shape)."""
-        raise NotImplementedError
+        """What the read-out thresholds, from ``to_grid``'s density (same shape and dtype): the
+        opacity of one voxel of the grid, in [0, 1] (module docstring). The default,
+        ``1 - exp(-density)``, holds for every field whose ``to_grid`` density is the optical
+        depth of a voxel; a field with another density overrides it."""
+        return opacity_of_density(density)
 
     def opacities(self) -> Tensor:
         """[B, N] opacities of the field's N elements."""
@@ -83,4 +97,4 @@ class SceneField:
         raise NotImplementedError
 
 
-__all__ = ['SceneField']
+__all__ = ['SceneField', 'opacity_of_density']

@@ -10,8 +10,10 @@ dimensionless density is the optical depth over a length ``edge``: ``rho = sigma
   one Occ3D voxel edge);
 * on a grid (``to_grid``): ``edge`` is the smallest voxel edge of that grid.
 
-The read-out thresholds ``1 - exp(-rho)`` (``occupancy``). Class scores are the interpolated
-probabilities ``softmax(logits)`` (``to_grid``), times rho at points (``fields_at``).
+The read-out thresholds ``occupancy = 1 - exp(-rho)`` on the Occ3D grid, the opacity of one
+0.4 m voxel crossed along its edge (``SceneField``'s scale, shared with the Gaussian fields).
+Class scores are the interpolated probabilities ``softmax(logits)`` (``to_grid``), times rho at
+points (``fields_at``).
 """
 from __future__ import annotations
 
@@ -118,9 +120,6 @@ class DensityGridField(SceneField):
     def to_grid(self, pc_range: Sequence[float], grid_size: Sequence[int],
                 ) -> Tuple[Tensor, Tensor]:
         return density_grid_to_voxels(self.grid, pc_range, grid_size)
-
-    def occupancy(self, density: Tensor) -> Tensor:
-        return 1 - torch.exp(-density)
 
     def tensors(self) -> Dict[str, Tensor]:
         return dict(density=self.grid.density, features=self.grid.features)

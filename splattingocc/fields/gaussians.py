@@ -11,7 +11,11 @@ Density and class scores at a point ``p`` are the voxelizer's (``voxelizer.py``)
   (``GaussianHead``); point queries sum the Gaussians of the ``window``^3 voxels nearest each
   point (``voxelizer.grid_gaussian_fields``).
 
-The read-out thresholds rho itself (``occupancy`` is the identity).
+The read-out thresholds ``occupancy = 1 - exp(-rho)`` at voxel centres (``SceneField``'s
+scale: rho read as the optical depth of one Occ3D voxel, as the point losses read it). It is
+monotone in rho: a threshold ``t`` on it picks the voxels of the threshold ``-log(1 - t)`` on rho
+(the read-out threshold 0.5 on rho of the configs before this scale is ``1 - exp(-0.5)`` =
+0.3934693402873666 on it).
 """
 from __future__ import annotations
 
@@ -60,9 +64,6 @@ class GaussianField(SceneField):
         out = voxelize_gaussians(g.means, g.quats, g.scales, g.opacities, g.features, pc_range,
                                  grid_size, cutoff=self.cutoff, score_mode='softmax')
         return out.density, out.scores  # [B, X, Y, Z], [B, X, Y, Z, K]
-
-    def occupancy(self, density: Tensor) -> Tensor:
-        return density
 
     def opacities(self) -> Tensor:
         return self.gaussians.opacities  # [B, N]

@@ -7,7 +7,9 @@ Data flow (B samples, N input cameras)::
       -> view transform (lift: cam2img, cam2ego) -> volume [B, C', X, Y, Z] (+ depth probs)
       -> volume encoder -> head -> scene field (fields/: Gaussians | density grid)
     mode='loss':    every module of ``supervision`` -> named losses (one dict)
-    mode='predict': read-out -> [X, Y, Z] uint8 labels (free = free_label) per sample
+    mode='predict': read-out -> [X, Y, Z] uint8 labels (free = free_label) and the continuous
+                    scores behind them per sample (+ renders at the labelled pixels when the
+                    batch has 2D labels)
     mode='tensor':  the field's raw tensors
 
 What the model is trained against is not part of the network: ``supervision`` is a list of
@@ -129,13 +131,52 @@ class SplattingOcc(BaseModel):
 
     # ------------------------------------------------------------------ prediction
     def predict(self, outputs: NetworkOutputs, batch: dict) -> List[dict]:
-        """Per sample: Occ3D labels [X, Y, Z] uint8 and the sample's identifiers."""
-        sem = self.readout(outputs.field).cpu().numpy()  # [B, X, Y, Z]
-        metas = _split_meta(batch.get('meta'), sem.shape[0])
-        return [dict(semantics=np.ascontiguousarray(sem[b]),
-                     sample_token=str(metas[b].get('sample_token', '')),
-                     scene_name=str(metas[b].get('scene_name', '')))
-                for b in range(sem.shape[0])]
+        """Per sample, numpy arrays:
+
+        * 'semantics': [X, Y, Z] uint8 Occ3D labels (the read-out at its threshold);
+        * 'occupancy': [X, Y, Z] float64, what the read-out thresholds (the opacity of one
+          voxel); 'class_labels': [X, Y, Z] uint8, each voxel's label where occupied;
+          'class_probs': [X, Y, Z, C - 1] float16, the class probabilities given occupied
+          (``OccupancyReadout.predict``): the inputs of the threshold sweep and of AP;
+        * 'render' (only when the batch has 2D labels, ``gt_depth`` and ``gt_semantics``, and a
+          supervision module renders): the render at the labelled pixels in the read-out's
+          range (``RaySupervision.render_at_labels``; 'classes' as Occ3D labels);
+        * 'sample_token', 'scene_name'.
+        """
+        pred = self.readout.predict(outputs.field)
+        sem = pred['semantics'].cpu().numpy()  # [B, X, Y, Z]
+        occ = pred['occupancy'].cpu().numpy()  # [B, X, Y, Z] float64
+        labels = pred['class_labels'].cpu().numpy()  # [B, X, Y, Z]
+        probs = pred['class_probs'].to(torch.float16).cpu().numpy()  # [B, X, Y, Z, C - 1]
+        B = sem.shape[0]
+        renders = self._render_at_labels(outputs.field, batch)
+        metas = _split_meta(batch.get('meta'), B)
+        results = []
+        for b in range(B):
+            out = dict(semantics=np.ascontiguousarray(sem[b]), occupancy=occ[b],
+                       class_labels=np.ascontiguousarray(labels[b]), class_probs=probs[b],
+                       sample_token=str(metas[b].get('sample_token', '')),
+                       scene_name=str(metas[b].get('scene_name', '')))
+            if renders is not None:
+                out['render'] = renders[b]
+            results.append(out)
+        return results
+
+    def _render_at_labels(self, field, batch: dict) -> Optional[List[dict]]:
+        """Renders at the labelled pixels by the first supervision module that renders
+        (``render_at_labels``), with classes as Occ3D labels; None without 2D labels in the
+        batch or without such a module."""
+        if batch.get('gt_depth') is None or batch.get('gt_semantics') is None:
+            return None
+        module = next((m for m in self.supervision if hasattr(m, 'render_at_labels')), None)
+        if module is None:
+            return None
+        renders = module.render_at_labels(field, batch, box=self.readout.pc_range)
+        free, K = self.readout.free_label, field.num_classes
+        for r in renders:
+            if K == self.readout.num_classes - 1:  # field class k -> label (free skipped)
+                r['classes'] = (r['classes'] + (r['classes'] >= free)).astype(np.uint8)
+        return renders
 
 
 def _split_meta(meta, batch_size: int) -> List[dict]:

@@ -6,13 +6,22 @@ centres (for Gaussians the exact voxelizer, for a density grid trilinear resampl
 argmax rules for K = num_classes (free among the classes) and K = num_classes - 1 (occupied
 classes only) are ``voxelizer.scores_to_semantics``'s.
 
+The threshold is on the scale of ``SceneField.occupancy`` for every representation: the opacity
+of one Occ3D voxel, in [0, 1]. The occupancy is computed and compared in float64 (from the
+field's float32 density), so a threshold ``1 - exp(-r)`` on it picks exactly the voxels of the
+threshold ``r`` on a Gaussian field's density, and the threshold sweep of
+``evaluation/functional/threshold_sweep.py`` over ``predict``'s occupancy reproduces the labels
+of this module at every threshold of its grid. ``tools/test.py --calibrate`` chooses the
+threshold on the val split and later runs set it (``model.readout.threshold``) from that file.
+
 ``threshold=None`` is the argmax read-out of a field trained to score free space as a class
 (K = num_classes, e.g. by ``SemanticVoxelCELoss``): every voxel takes its highest-scoring label,
-free included, and only a voxel without any score is free; no threshold is involved.
+free included, and only a voxel without any score is free; no threshold is involved (nothing to
+calibrate).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +41,8 @@ class OccupancyReadout(nn.Module):
         occ_size: (X, Y, Z) voxels (dataset config ``occ_size``).
         num_classes: labels including free; free_label: the free label (dataset config).
         voxel_size: optional, checked against pc_range / occ_size.
-        threshold: a voxel is occupied where ``field.occupancy(density)`` is at least this;
-            None: the argmax read-out (module docstring).
+        threshold: a voxel is occupied where ``field.occupancy(density)`` (the opacity of one
+            voxel, in [0, 1]) is at least this; None: the argmax read-out (module docstring).
         label_dtype: 'uint8' (as the Occ3D ground truth) or 'int64'.
     """
 
@@ -55,6 +64,10 @@ class OccupancyReadout(nn.Module):
         self.occ_size = tuple(int(n) for n in occ_size)
         self.num_classes = int(num_classes)
         self.free_label = int(free_label)
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f'OccupancyReadout: threshold {threshold} is not in [0, 1]; it is '
+                             'on the scale of field.occupancy, the opacity of one voxel (a '
+                             'threshold r on a Gaussian density is 1 - exp(-r) on it)')
         self.threshold = None if threshold is None else float(threshold)
         self.label_dtype = torch.uint8 if label_dtype == 'uint8' else torch.int64
 
@@ -73,8 +86,9 @@ class OccupancyReadout(nn.Module):
         """Labels [B, X, Y, Z] (``label_dtype``; free = ``free_label``)."""
         density, scores = self.fields(field)
         if self.threshold is not None:
-            return scores_to_semantics(field.occupancy(density), scores, self.threshold,
-                                       self.free_label, self.num_classes, self.label_dtype)
+            return scores_to_semantics(field.occupancy(density.double()), scores,
+                                       self.threshold, self.free_label, self.num_classes,
+                                       self.label_dtype)
         if scores.shape[-1] != self.num_classes:
             raise ValueError(f'OccupancyReadout(threshold=None): the argmax read-out needs a score '
                              f'for every label, free included ({self.num_classes}), got '
@@ -83,6 +97,47 @@ class OccupancyReadout(nn.Module):
         total = scores.sum(-1)  # [B, X, Y, Z]; 0 where no element reaches the voxel
         return scores_to_semantics(total, scores, torch.finfo(total.dtype).tiny, self.free_label,
                                    self.num_classes, self.label_dtype)
+
+    @torch.no_grad()
+    def predict(self, field: SceneField, threshold: Optional[float] = None) -> Dict[str, Tensor]:
+        """Labels and the continuous scores behind them.
+
+        Returns:
+            dict of
+            'semantics': [B, X, Y, Z] labels at ``threshold`` (default: ``self.threshold``),
+                equal to ``forward``'s;
+            'occupancy': [B, X, Y, Z] float64, what the threshold is compared with (for the
+                argmax read-out, ``threshold=None``: the probability of being occupied,
+                ``1 - s_free / sum(s)``, 0 where no element reaches the voxel);
+            'class_labels': [B, X, Y, Z] the label of each voxel where occupied (the argmax;
+                free only where free is a field class and wins);
+            'class_probs': [B, X, Y, Z, C - 1] float32, the class probabilities given occupied:
+                the field's class scores of the C - 1 non-free classes (label order, free left
+                out) normalised to sum to 1 (0 where all scores are 0).
+        """
+        t = self.threshold if threshold is None else float(threshold)
+        density, scores = self.fields(field)
+        if t is None:  # the argmax read-out: free is a class of the field
+            semantics = self.forward(field)
+            total = scores.double().sum(-1)  # [B, X, Y, Z]
+            occupancy = torch.where(total > 0, 1 - scores[..., self.free_label].double()
+                                    / total.clamp_min(1e-300), torch.zeros_like(total))
+            class_labels = scores_to_semantics(total, scores, float('-inf'), self.free_label,
+                                               self.num_classes, self.label_dtype)
+        else:
+            occupancy = field.occupancy(density.double())  # [B, X, Y, Z]
+            class_labels = scores_to_semantics(occupancy, scores, float('-inf'), self.free_label,
+                                               self.num_classes, self.label_dtype)
+            semantics = class_labels.masked_fill(occupancy < t, self.free_label)
+        occ_scores = scores.float()  # [B, X, Y, Z, K]
+        if occ_scores.shape[-1] == self.num_classes:  # free among the field's classes
+            keep = [k for k in range(self.num_classes) if k != self.free_label]
+            occ_scores = occ_scores[..., keep]  # [B, X, Y, Z, C - 1]
+        total = occ_scores.sum(-1, keepdim=True)
+        probs = torch.where(total > 0, occ_scores / total.clamp_min(1e-30),
+                            torch.zeros_like(occ_scores))
+        return dict(semantics=semantics, occupancy=occupancy, class_labels=class_labels,
+                    class_probs=probs)
 
     def extra_repr(self) -> str:
         return f'pc_range={self.pc_range}, occ_size={self.occ_size}, threshold={self.threshold}'

@@ -25,13 +25,13 @@ One training step of :class:`RaySupervision`:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..fields import SceneField
-from ..geometry import backproject, in_box, pixel_centres
+from ..geometry import backproject, in_box, labels_in_range, pixel_centres
 from ..registry import MODELS
 from ..rendering.render_clock import RenderClock
 from ..structures import Cameras, NetworkOutputs, RenderOutput
@@ -155,6 +155,59 @@ class RaySupervision(Supervision):
         device = cameras.viewmats.device
         scene = self.clock.start(field.renderable(self.with_positions), device)
         return self.clock.stop(self.renderer(scene, cameras, pixels), device)
+
+    @torch.no_grad()
+    def render_at_labels(self, field: SceneField, batch: dict,
+                         box: Optional[Sequence[float]] = None) -> List[dict]:
+        """Render ``field`` at every labelled pixel of the current frame's label cameras (for the
+        rendering metrics at test time; no sampling, no clock).
+
+        A pixel is used where it has a depth label whose LiDAR point lies inside ``box``
+        (x0, y0, z0, x1, y1, z1, current ego frame; None: every depth label). Cameras of
+        adjacent frames (``render_frame_offset != 0``) are left out.
+
+        Returns:
+            one dict per sample with, over its P used pixels (all cameras): 'depth' [P] float32
+            (rendered, normalised by alpha as the renderer returns it), 'classes' [P] uint8 (the
+            argmax of the composited class probabilities, a field class index in [0, K)),
+            'gt_depth' [P] float32, 'gt_classes' [P] uint8 (255 = none).
+        """
+        require_keys('RaySupervision.render_at_labels', batch,
+                     ('render_viewmats', 'render_Ks', 'gt_depth', 'gt_semantics'),
+                     'load the 2D labels in the test pipeline (LoadLabels2D)')
+        gt_depth = batch['gt_depth'].float()  # [B, V, h, w]
+        gt_sem = batch['gt_semantics']  # [B, V, h, w]
+        B, V, h, w = gt_depth.shape
+        offset = batch.get('render_frame_offset')
+        current = torch.ones(B, V, dtype=torch.bool, device=gt_depth.device) if offset is None \
+            else offset == 0  # [B, V]
+        views = current[0]
+        assert bool((current == views).all()), 'the samples of a batch differ in their cameras'
+        gt_depth, gt_sem = gt_depth[:, views], gt_sem[:, views]  # [B, C, h, w]
+        viewmats = batch['render_viewmats'][:, views].float()
+        Ks = batch['render_Ks'][:, views].float()
+        C = gt_depth.shape[1]
+        used = gt_depth > 0 if box is None else labels_in_range(gt_depth, viewmats, Ks, box)
+        used = used.reshape(B, C, h * w)  # [B, C, h * w]
+        P = max(int(used.sum(-1).max()), 1)
+        # the used pixels of each camera first (stable order), padded with unused ones
+        order = torch.argsort((~used).to(torch.int8), dim=-1, stable=True)[..., :P]  # [B, C, P]
+        valid = torch.gather(used, -1, order)  # [B, C, P]
+        pixels = pixel_centres(h, w, gt_depth.device)[order]  # [B, C, P, 2]
+        cams = Cameras(viewmats=viewmats, Ks=Ks, width=w, height=h)
+        out = self.renderer(field.renderable(False), cams, pixels)
+        classes = out.features[..., :field.num_classes].argmax(-1)  # [B, C, P]
+        depth_lab = torch.gather(gt_depth.reshape(B, C, -1), -1, order)
+        sem_lab = torch.gather(gt_sem.reshape(B, C, -1), -1, order)
+        results = []
+        for b in range(B):
+            m = valid[b]
+            results.append(dict(
+                depth=out.depth[b][m].float().cpu().numpy(),
+                classes=classes[b][m].to(torch.uint8).cpu().numpy(),
+                gt_depth=depth_lab[b][m].float().cpu().numpy(),
+                gt_classes=sem_lab[b][m].clamp(0, IGNORE).to(torch.uint8).cpu().numpy()))
+        return results
 
     def forward(self, outputs: NetworkOutputs, batch: dict) -> Dict[str, Tensor]:
         require_keys('RaySupervision', batch,

@@ -61,6 +61,10 @@ val_dataloader = dict(
                  camera_names=camera_names, num_adjacent=0, pipeline=test_pipeline,  # noqa: F405
                  test_mode=True),
 )
+# test = val: nuScenes has no labelled test split (neither lidarseg nor Occ3D publish test labels),
+# so real-data numbers are val numbers and must be labelled so; thresholds calibrated on val
+# (tools/test.py --calibrate) are then scored on the split that chose them. The synthetic configs
+# have a held-out test split (configs/splattingocc/_tiny_synthetic.py).
 test_dataloader = val_dataloader
 
 val_evaluator = dict(type='Occ3DMetric', class_names=class_names,  # noqa: F405

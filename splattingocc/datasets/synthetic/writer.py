@@ -4,12 +4,24 @@ Layout under ``root`` (what nuscenes-devkit and Occ3D loaders expect)::
 
     v1.0-mini/{attribute,calibrated_sensor,category,ego_pose,instance,log,map,sample,
                sample_annotation,sample_data,scene,sensor,visibility,lidarseg}.json
+    v1.0-test/{...the same tables...}                     the held-out test scenes (if any)
     samples/CAM_*/<log>__<CHANNEL>__<timestamp>.jpg       ray-cast camera images
     samples/LIDAR_TOP/<log>__LIDAR_TOP__<timestamp>.pcd.bin   float32 x 5 (x, y, z, intensity, ring)
-    lidarseg/v1.0-mini/<lidar sample_data token>_lidarseg.bin  uint8 fine class per point
+    lidarseg/<version>/<lidar sample_data token>_lidarseg.bin  uint8 fine class per point
     maps/<map token>.png                                  drivable-area prior, 0.1 m / px
     gts/<scene_name>/<sample_token>/labels.npz            Occ3D semantics, mask_lidar, mask_camera
     synthetic.json                                        the generator's arguments and summary
+
+Splits. ``v1.0-mini`` holds the train and val scenes, named after nuScenes v1.0-mini so that
+devkit's ``mini_train`` / ``mini_val`` apply. ``v1.0-test`` holds ``test_scenes`` more scenes of
+the same town generator, named after devkit's ``test`` split (``create_splits_scenes()['test']``)
+and drawn from a random stream of their own (world index ``TEST_SCENE_INDEX0 + j`` under
+``test_seed``, an index no train/val scene uses), sharing ``samples/``, ``maps/`` and ``gts/`` as
+real nuScenes versions do. Unlike the real v1.0-test it carries lidarseg and Occ3D labels, so
+``tools/create_data.py nuscenes --version v1.0-test`` writes ``nuscenes_infos_test.pkl``. The
+train/val files do not depend on the test scenes: a dataset with test scenes has the same bytes
+in ``v1.0-mini/``, the train/val ``samples/``, ``lidarseg/v1.0-mini/``, ``maps/`` and ``gts/`` as
+one without.
 
 Every file is a pure function of the arguments: the same call writes identical bytes (zip entries of
 the npz files carry a fixed date). The dataset is written to a temporary sibling folder and renamed
@@ -44,12 +56,15 @@ from .shading import lidar_intensity, shade_camera
 from .world import MAP_SIZE, build_scene
 
 VERSION = 'v1.0-mini'
+TEST_VERSION = 'v1.0-test'
 # nuScenes v1.0-mini scene names, in this order (mini_val = scene-0103 and scene-0916 in
 # nuscenes-devkit's nuscenes/utils/splits.py), so devkit's mini_train / mini_val splits apply
 SCENE_NAMES = ['scene-0061', 'scene-0103', 'scene-0655', 'scene-0553', 'scene-0757', 'scene-0796',
                'scene-0916', 'scene-1077', 'scene-1094', 'scene-1100']
 DEFAULT_SCENES = 10
 DEFAULT_SAMPLES_PER_SCENE = 8
+DEFAULT_TEST_SCENES = 4  # held-out scenes of v1.0-test (keyframes per scene: samples_per_scene)
+TEST_SCENE_INDEX0 = 100  # world index of test scene 0 (train/val scenes use 0..9)
 KEYFRAME_US = 500_000  # keyframes at 2 Hz
 BASE_TIMESTAMP_US = 1532402927647951  # the real keyframe of ../shared/realdata (first scene start)
 ANNOTATION_RANGE = 55.0  # metres from the ego within which objects are annotated
@@ -99,8 +114,24 @@ def encode_jpeg(img_rgb: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
+def devkit_test_scene_names() -> list:
+    """The scene names of devkit's ``test`` split, in its order (150 names)."""
+    from nuscenes.utils.splits import create_splits_scenes
+    return list(create_splits_scenes()['test'])
+
+
+def scene_date(scene_index: int) -> str:
+    """Capture date of a scene: 2018-07-(1 + i) for the train/val scenes i < 10, from
+    2018-09-01 on for the test scenes (index TEST_SCENE_INDEX0 + j)."""
+    if scene_index < TEST_SCENE_INDEX0:
+        return f'2018-07-{1 + scene_index:02d}'
+    import datetime
+    day = datetime.date(2018, 9, 1) + datetime.timedelta(days=scene_index - TEST_SCENE_INDEX0)
+    return day.isoformat()
+
+
 def log_name(seed: int, scene_index: int) -> str:
-    return f'synth{int(seed):04d}-2018-07-{1 + scene_index:02d}-00-00-00+0000'
+    return f'synth{int(seed):04d}-{scene_date(scene_index)}-00-00-00+0000'
 
 
 # ------------------------------------------------------------------ one frame
@@ -260,10 +291,15 @@ def _map_png(scene) -> bytes:
     return buf.tobytes()
 
 
-def _validate(scenes, samples_per_scene, image_size):
+def _validate(scenes, samples_per_scene, image_size, test_scenes=0):
     if not isinstance(scenes, (int, np.integer)) or not 1 <= scenes <= len(SCENE_NAMES):
         raise ValueError(f'scenes (--scenes) must be an integer in 1..{len(SCENE_NAMES)} (the '
                          f'v1.0-mini scene names are reused), got {scenes}')
+    n_test = len(devkit_test_scene_names())
+    if not isinstance(test_scenes, (int, np.integer)) or not 0 <= test_scenes <= n_test:
+        raise ValueError(f'test_scenes (--test-scenes) must be an integer in 0..{n_test} (the '
+                         f"names of devkit's test split are reused; 0 = no test split), got "
+                         f'{test_scenes}')
     if not isinstance(samples_per_scene, (int, np.integer)) or samples_per_scene < 1:
         raise ValueError(f'samples_per_scene (--samples-per-scene) must be a positive integer, got '
                          f'{samples_per_scene}')
@@ -285,15 +321,21 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
                                workers: Optional[int] = None, overwrite: bool = False,
                                occ_config: Optional[dict] = None,
                                camera_stride: Optional[int] = None,
-                               use_fixture_calibration: bool = True) -> dict:
+                               use_fixture_calibration: bool = True,
+                               test_scenes: int = DEFAULT_TEST_SCENES,
+                               test_seed: Optional[int] = None) -> dict:
     """Generate the procedural nuScenes / nuScenes-lidarseg / Occ3D dataset under ``root``.
 
     Args:
         root: output folder; must not exist unless ``overwrite``.
-        scenes: number of scenes (<= 10), named after the v1.0-mini scenes in devkit's order of
-            mini_train / mini_val use (see SCENE_NAMES).
-        samples_per_scene: keyframes per scene (2 Hz).
+        scenes: number of train/val scenes (<= 10) in ``v1.0-mini``, named after the v1.0-mini
+            scenes in devkit's order of mini_train / mini_val use (see SCENE_NAMES).
+        samples_per_scene: keyframes per scene (2 Hz), test scenes included.
         seed: world seed; the output is a deterministic function of all arguments.
+        test_scenes: held-out scenes in ``v1.0-test`` (module docstring; 0 = none), named after
+            devkit's test split; they change no byte of the train/val files.
+        test_seed: world seed of the test scenes (default: ``seed``; their random stream is
+            separate from the train/val scenes' either way).
         image_size: (W, H) of the stored camera images; intrinsics are scaled from 1600 x 900.
         progress: show a tqdm bar over frames.
         workers: processes rendering frames in parallel (default: min(2, CPU count)); any number
@@ -307,9 +349,12 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
 
     Returns:
         summary dict: frames, scenes, samples_per_scene, seconds, bytes, files, class_voxel_counts,
-        lidar_points_per_frame, mask_camera_subset_of_mask_lidar, ...
+        lidar_points_per_frame, mask_camera_subset_of_mask_lidar, ... of the train/val scenes
+        ('bytes' and 'files': of the whole dataset) and, with test scenes, 'test': the same
+        statistics of ``v1.0-test``.
     """
-    _validate(scenes, samples_per_scene, image_size)
+    _validate(scenes, samples_per_scene, image_size, test_scenes)
+    test_seed = int(seed if test_seed is None else test_seed)
     t_start = time.time()
     root = Path(root).expanduser().resolve()
     if root.exists() and not overwrite and any(root.iterdir()):
@@ -329,10 +374,13 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
     if workers is None:
         workers = max(1, min(2, os.cpu_count() or 1))
 
-    jobs = [dict(seed=int(seed), scene_index=si, scene_name=SCENE_NAMES[si],
-                 n_samples=int(samples_per_scene), sample_index=k, image_size=(W, H), grid=grid,
-                 camera_stride=stride, use_fixture=use_fixture_calibration)
-            for si in range(scenes) for k in range(samples_per_scene)]
+    common = dict(n_samples=int(samples_per_scene), image_size=(W, H), grid=grid,
+                  camera_stride=stride, use_fixture=use_fixture_calibration)
+    splits = [(VERSION, int(seed), [(si, SCENE_NAMES[si]) for si in range(scenes)])]
+    if test_scenes:
+        splits.append((TEST_VERSION, test_seed,
+                       [(TEST_SCENE_INDEX0 + j, name)
+                        for j, name in enumerate(devkit_test_scene_names()[:test_scenes])]))
 
     from splattingocc.engine.checkpoint import partial_suffix, stale_partial
     # the folders of a killed earlier run (its pid is gone): '.<root>.partial-<pid>@<host>'
@@ -345,8 +393,22 @@ def generate_synthetic_dataset(root: str, scenes: int = DEFAULT_SCENES,
         shutil.rmtree(tmp)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        summary = _generate(tmp, jobs, rig, cams, grid, int(seed), scenes, samples_per_scene,
-                            (W, H), progress, workers)
+        summaries, sizes = [], []
+        for version, split_seed, scene_list in splits:
+            jobs = [dict(common, seed=split_seed, scene_index=si, scene_name=name, sample_index=k)
+                    for si, name in scene_list for k in range(samples_per_scene)]
+            summaries.append(_generate(tmp, version, jobs, rig, cams, grid, split_seed,
+                                       scene_list, samples_per_scene, (W, H), progress, workers,
+                                       sizes, vocab_seed=int(seed)))
+        summary = summaries[0]
+        meta = dict(generator='splattingocc.datasets.synthetic', version=VERSION, summary=summary)
+        if test_scenes:
+            meta['test'] = dict(version=TEST_VERSION, summary=summaries[1])
+        _write(tmp / 'synthetic.json', json.dumps(meta, indent=1, sort_keys=True).encode(), sizes)
+        summary['files'] = len(sizes)
+        summary['bytes'] = int(sum(sizes))
+        if test_scenes:
+            summary['test'] = summaries[1]
         summary['calibration_source'] = calib_source
         if root.exists():
             old = root.parent / f'.{root.name}.old{partial_suffix()}'
@@ -385,36 +447,43 @@ def _frames(jobs, workers, progress):
         bar.close()
 
 
-def _generate(out: Path, jobs, rig, cams, grid, seed, n_scenes, n_samples, image_size, progress,
-              workers) -> dict:
+def _generate(out: Path, version: str, jobs, rig, cams, grid, seed, scene_list, n_samples,
+              image_size, progress, workers, sizes: list, vocab_seed: int) -> dict:
+    """Write one devkit version folder (its tables, sensor files, lidarseg and gts) of the scenes
+    ``scene_list`` [(world index, name)]; returns its summary (the file sizes go to ``sizes``).
+    Tokens of the shared vocabulary (category, attribute, sensor) come from ``vocab_seed``, the
+    others from ``seed`` and the scene's world index."""
     W, H = image_size
     tok = lambda *p: make_token(seed, *p)  # noqa: E731
-    sizes = []
+    vtok = lambda *p: make_token(vocab_seed, *p)  # noqa: E731
+    n_sizes = len(sizes)
+    name_of = dict(scene_list)
+    n_scenes = len(scene_list)
     channels = cams + ['LIDAR_TOP']
     tables = {name: [] for name in ('attribute', 'calibrated_sensor', 'category', 'ego_pose',
                                     'instance', 'log', 'map', 'sample', 'sample_annotation',
                                     'sample_data', 'scene', 'sensor', 'visibility', 'lidarseg')}
-    tables['category'] = [dict(token=tok('category', name), name=name, description=desc,
+    tables['category'] = [dict(token=vtok('category', name), name=name, description=desc,
                                index=idx) for idx, name, desc in FINE_CATEGORIES]
-    tables['attribute'] = [dict(token=tok('attribute', name), name=name, description=desc)
+    tables['attribute'] = [dict(token=vtok('attribute', name), name=name, description=desc)
                            for name, desc in ATTRIBUTES]
     tables['visibility'] = [dict(description=desc, token=t, level=level)
                             for t, level, desc in VISIBILITY]
-    tables['sensor'] = [dict(token=tok('sensor', ch), channel=ch,
+    tables['sensor'] = [dict(token=vtok('sensor', ch), channel=ch,
                              modality='lidar' if ch == 'LIDAR_TOP' else 'camera')
                         for ch in channels]
-    cat_token = {name: tok('category', name) for _, name, _ in FINE_CATEGORIES}
-    attr_token = {name: tok('attribute', name) for name, _ in ATTRIBUTES}
+    cat_token = {name: vtok('category', name) for _, name, _ in FINE_CATEGORIES}
+    attr_token = {name: vtok('attribute', name) for name, _ in ATTRIBUTES}
 
     class_counts = np.zeros(len(grid['class_names']), np.int64)
     n_points, mask_lidar_total, mask_cam_total, cam_outside = [], 0, 0, 0
     scenes = {}
-    for si in range(n_scenes):
-        scene = _scene(seed, si, SCENE_NAMES[si], n_samples)
+    for si, scene_name in scene_list:
+        scene = _scene(seed, si, scene_name, n_samples)
         scenes[si] = scene
         log_tok, map_tok, scene_tok = tok('log', si), tok('map', si), tok('scene', si)
         tables['log'].append(dict(token=log_tok, logfile=log_name(seed, si), vehicle='synthetic',
-                                  date_captured=f'2018-07-{1 + si:02d}',
+                                  date_captured=scene_date(si),
                                   location='synthetic-town'))
         map_file = f'maps/{map_tok}.png'
         _write(out / map_file, _map_png(scene), sizes)
@@ -424,12 +493,12 @@ def _generate(out: Path, jobs, rig, cams, grid, seed, n_scenes, n_samples, image
             token=scene_tok, log_token=log_tok, nbr_samples=n_samples,
             first_sample_token=tok('sample', si, 0),
             last_sample_token=tok('sample', si, n_samples - 1),
-            name=SCENE_NAMES[si],
+            name=scene_name,
             description=f'synthetic town, ego {scene.ego_mode} at {scene.ego_speed:.1f} m/s'))
         for ch in channels:
             calib = rig[ch]
             tables['calibrated_sensor'].append(dict(
-                token=tok('calibrated_sensor', si, ch), sensor_token=tok('sensor', ch),
+                token=tok('calibrated_sensor', si, ch), sensor_token=vtok('sensor', ch),
                 translation=[float(v) for v in calib.translation],
                 rotation=[float(v) for v in calib.rotation],
                 camera_intrinsic=[] if calib.intrinsic is None else calib.intrinsic.tolist()))
@@ -453,7 +522,7 @@ def _generate(out: Path, jobs, rig, cams, grid, seed, n_scenes, n_samples, image
             if ch == 'LIDAR_TOP':
                 fname = f'samples/LIDAR_TOP/{lname}__LIDAR_TOP__{s["timestamp"]}.pcd.bin'
                 _write(out / fname, fr['lidar_bin'], sizes)
-                seg = f'lidarseg/{VERSION}/{sd_tok}_lidarseg.bin'
+                seg = f'lidarseg/{version}/{sd_tok}_lidarseg.bin'
                 _write(out / seg, fr['lidarseg_bin'], sizes)
                 tables['lidarseg'].append(dict(token=sd_tok, sample_data_token=sd_tok,
                                                filename=seg))
@@ -468,7 +537,7 @@ def _generate(out: Path, jobs, rig, cams, grid, seed, n_scenes, n_samples, image
                 fileformat=fmt, is_key_frame=True, height=h, width=w, filename=fname,
                 prev=tok('sample_data', si, k - 1, ch) if k > 0 else '',
                 next=tok('sample_data', si, k + 1, ch) if k < n_samples - 1 else ''))
-        _write(out / 'gts' / SCENE_NAMES[si] / sample_tok / 'labels.npz', fr['labels_npz'], sizes)
+        _write(out / 'gts' / name_of[si] / sample_tok / 'labels.npz', fr['labels_npz'], sizes)
         for a in fr['annotations']:
             key = (si, a['object'])
             ann_tok = tok('sample_annotation', si, k, a['object'])
@@ -503,7 +572,7 @@ def _generate(out: Path, jobs, rig, cams, grid, seed, n_scenes, n_samples, image
 
     for name, table in tables.items():
         data = json.dumps(table, indent=0).encode('utf-8')
-        _write(out / VERSION / f'{name}.json', data, sizes)
+        _write(out / version / f'{name}.json', data, sizes)
 
     class_names = list(grid['class_names'])
     summary = dict(
@@ -516,19 +585,22 @@ def _generate(out: Path, jobs, rig, cams, grid, seed, n_scenes, n_samples, image
         mask_camera_voxels_per_frame=int(mask_cam_total / max(len(jobs), 1)),
         mask_camera_subset_of_mask_lidar=bool(cam_outside == 0),
         mask_camera_outside_lidar_fraction=round(cam_outside / max(mask_cam_total, 1), 4),
-        ego_modes=[scenes[si].ego_mode for si in range(n_scenes)])
-    meta = dict(generator='splattingocc.datasets.synthetic', version=VERSION, summary=summary)
-    _write(out / 'synthetic.json', json.dumps(meta, indent=1, sort_keys=True).encode(), sizes)
-    summary['files'] = len(sizes)
-    summary['bytes'] = int(sum(sizes))
+        ego_modes=[scenes[si].ego_mode for si, _ in scene_list])
+    if version != VERSION:
+        summary['scene_names'] = [name for _, name in scene_list]
+    summary['files'] = len(sizes) - n_sizes
+    summary['bytes'] = int(sum(sizes[n_sizes:]))
     return summary
 
 
 def make_tiny_dataset(root, scenes: int = 2, samples_per_scene: int = 2, seed: int = 0,
                       image_size: Sequence[int] = (160, 90), workers: int = 1,
-                      progress: bool = False, camera_stride: int = 2, **kwargs) -> dict:
+                      progress: bool = False, camera_stride: int = 2, test_scenes: int = 0,
+                      **kwargs) -> dict:
     """A small dataset for tests: 2 scenes (one of mini_train, one of mini_val) x 2 keyframes at
-    160 x 90 by default, mask_camera from every second pixel; a few seconds."""
+    160 x 90 by default, mask_camera from every second pixel, no test scenes unless
+    ``test_scenes`` > 0 (``v1.0-test``); a few seconds."""
     return generate_synthetic_dataset(str(root), scenes=scenes, samples_per_scene=samples_per_scene,
                                       seed=seed, image_size=tuple(image_size), progress=progress,
-                                      workers=workers, camera_stride=camera_stride, **kwargs)
+                                      workers=workers, camera_stride=camera_stride,
+                                      test_scenes=test_scenes, **kwargs)

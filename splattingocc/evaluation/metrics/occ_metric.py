@@ -1,4 +1,6 @@
-"""Occ3D-nuScenes metric for mmengine: mIoU (camera mask), geometry IoU, mIoU without mask, RayIoU.
+"""Occ3D-nuScenes metric for mmengine: mIoU (camera mask), geometry IoU, mIoU without mask, RayIoU;
+optionally occupancy AP and per-class AP, the occupancy-threshold sweep (calibration) and the
+rendering metrics at labelled pixels (``score_stats.py``).
 
 The math lives in ``splattingocc.evaluation.functional``; this class only accumulates and reports.
 ``process`` turns every sample into a few small count arrays (an 18 x 18 confusion matrix per mask
@@ -23,8 +25,11 @@ from ..functional.occ_miou import (confusion_matrix, confusion_matrix_pair,
                                    per_class_iou)
 from ..functional.ray_iou import (RAY_IOU_THRESHOLDS, lidar_ray_directions, rayiou_frame_stats,
                                   rayiou_from_stats)
+from ..functional.threshold_sweep import DEFAULT_THRESHOLDS, threshold_grid
 from ..ray_origins import (MAX_RAY_ORIGINS, RAY_ORIGIN_XY_LIMIT, RAY_ORIGINS_KEY, load_infos,
                            ray_origins_by_token)
+from .score_stats import (SCORE_METRICS, ap_frame_result, render_frame_result,
+                          score_stats_metrics, summarize_score_stats, sweep_frame_result)
 
 __all__ = ['Occ3DMetric', 'occ_frame_result', 'summarize_occ_results', 'format_occ_table']
 
@@ -125,13 +130,17 @@ def summarize_occ_results(results: Sequence[dict], class_names: Sequence[str], f
 
 
 def format_occ_table(summary: dict, class_names: Sequence[str], free_label: int) -> str:
-    """A plain-text table of per-class scores (percent) and the means."""
+    """A plain-text table of per-class scores (percent) and the means (with 'ap' in the summary:
+    an AP column, occupancy AP on the last line)."""
     cols = ['IoU']
     if 'iou_nomask' in summary:
         cols.append('IoU(no mask)')
     ray = summary.get('ray')
     if ray is not None:
         cols += [f'RayIoU@{t:g}' for t in ray['thresholds']]
+    ap = summary.get('ap')
+    if ap is not None:
+        cols.append('AP')
     width = max(len(n) for n in class_names) + 2
     lines = ['class'.ljust(width) + ''.join(c.rjust(14) for c in cols)]
     lines.append('-' * len(lines[0]))
@@ -148,6 +157,8 @@ def format_occ_table(summary: dict, class_names: Sequence[str], free_label: int)
             row += fmt(summary['iou_nomask'][i])
         if ray is not None:
             row += ''.join(fmt(ray['per_class'][j][k]) for j in range(len(ray['thresholds'])))
+        if ap is not None:
+            row += fmt(ap['class_ap'][k])
         lines.append(row)
         k += 1
     lines.append('-' * len(lines[0]))
@@ -156,9 +167,12 @@ def format_occ_table(summary: dict, class_names: Sequence[str], free_label: int)
         row += fmt(summary['miou_nomask'])
     if ray is not None:
         row += ''.join(fmt(v) for v in ray['rayiou_at'])
+    if ap is not None:
+        row += fmt(ap['map'])
     lines.append(row)
     lines.append(f"frames: {summary['frames']}   geometry IoU: {100 * summary['geometry_iou']:.2f}"
-                 + (f"   RayIoU: {100 * ray['rayiou']:.2f}" if ray is not None else ''))
+                 + (f"   RayIoU: {100 * ray['rayiou']:.2f}" if ray is not None else '')
+                 + (f"   occupancy AP: {100 * ap['occupancy_ap']:.2f}" if ap is not None else ''))
     return '\n'.join(lines)
 
 
@@ -182,7 +196,13 @@ class Occ3DMetric(BaseMetric):
         voxel_size: voxel edge(s) in metres (needed for 'ray').
         use_camera_mask: evaluate mIoU inside ``mask_camera`` (the Occ3D protocol).
         use_lidar_mask: evaluate inside ``mask_lidar`` instead (when use_camera_mask is False).
-        metrics: 'miou' and/or 'ray'.
+        metrics: 'miou' and/or 'ray'; 'ap' (occupancy AP and per-class AP inside the mask, from
+            the outputs' 'occupancy' and 'class_probs'), 'sweep' (the mIoU / geometry IoU of
+            the read-out at every threshold of ``thresholds``, from 'occupancy' and
+            'class_labels'; the curve is kept in ``self.sweep``), 'render' (depth and semantics
+            of the renders at the labelled pixels, from the outputs' 'render').
+        thresholds: the threshold grid of 'sweep' and the score bin edges of 'ap' (default
+            ``functional.threshold_sweep.DEFAULT_THRESHOLDS``).
         ann_file: info pkl with the poses of every keyframe (RayIoU origins when the batch has no
             ``meta['ray_origins']``).
         ignore_label: ground-truth value that is never evaluated (255).
@@ -191,7 +211,8 @@ class Occ3DMetric(BaseMetric):
 
     ``compute_metrics`` returns percentages: 'mIoU', 'geometry_IoU', one key per class name (IoU
     of that class), 'mIoU_no_mask', 'geometry_IoU_no_mask', and with 'ray': 'RayIoU',
-    'RayIoU@1', 'RayIoU@2', 'RayIoU@4'.
+    'RayIoU@1', 'RayIoU@2', 'RayIoU@4'; with 'ap', 'sweep', 'render' the keys of
+    ``score_stats.score_stats_metrics``.
     """
 
     default_prefix: Optional[str] = None
@@ -209,6 +230,7 @@ class Occ3DMetric(BaseMetric):
                  ignore_label: int = 255,
                  max_ray_origins: int = MAX_RAY_ORIGINS,
                  ray_origin_xy_limit: float = RAY_ORIGIN_XY_LIMIT,
+                 thresholds: Optional[Sequence[float]] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
                  collect_dir: Optional[str] = None) -> None:
@@ -218,10 +240,13 @@ class Occ3DMetric(BaseMetric):
         self.prefix = prefix
         if isinstance(metrics, str):
             metrics = [metrics]
-        unknown = set(metrics) - {'miou', 'ray'}
+        unknown = set(metrics) - {'miou', 'ray', *SCORE_METRICS}
         if unknown:
-            raise ValueError(f"Occ3DMetric: unknown metrics {sorted(unknown)}; use 'miou' and/or "
-                             "'ray'")
+            raise ValueError(f"Occ3DMetric: unknown metrics {sorted(unknown)}; use 'miou', "
+                             f"'ray', {', '.join(repr(m) for m in SCORE_METRICS)}")
+        self.thresholds = threshold_grid(base=thresholds) if thresholds is not None \
+            else DEFAULT_THRESHOLDS
+        self.sweep: Optional[dict] = None  # the last 'sweep' curve (compute_metrics)
         self.class_names = list(class_names)
         self.num_classes = int(num_classes)
         if len(self.class_names) != self.num_classes:
@@ -308,11 +333,23 @@ class Occ3DMetric(BaseMetric):
             result = occ_frame_result(pred, gt, mask, self.num_classes, self.free_label,
                                       self.ignore_label, origins, self.pc_range, self.voxel_size,
                                       self._dirs, name)
+            if 'sweep' in self.metrics:
+                result.update(sweep_frame_result(out, gt, mask, self.thresholds,
+                                                 self.num_classes, self.ignore_label, name))
+            if 'ap' in self.metrics:
+                result.update(ap_frame_result(out, gt, mask, self.free_label, self.thresholds,
+                                              self.ignore_label, name))
+            if 'render' in self.metrics:
+                result.update(render_frame_result(out, self.num_classes, self.ignore_label,
+                                                  name))
             result['token'] = token
             self.results.append(result)
 
     def compute_metrics(self, results: List[dict]) -> dict:
         s = summarize_occ_results(results, self.class_names, self.free_label)
+        extra = summarize_score_stats(results, self.free_label, self.thresholds)
+        s.update({k: v for k, v in extra.items() if k == 'ap'})
+        self.sweep = extra.get('sweep')
         print_log('\n' + format_occ_table(s, self.class_names, self.free_label), logger='current',
                   level=logging.INFO)
 
@@ -330,5 +367,6 @@ class Occ3DMetric(BaseMetric):
             metrics['RayIoU'] = pct(s['ray']['rayiou'])
             for t, v in zip(s['ray']['thresholds'], s['ray']['rayiou_at']):
                 metrics[f'RayIoU@{t:g}'] = pct(v)
+        metrics.update(score_stats_metrics(extra, self.class_names, self.free_label))
         metrics['frames'] = s['frames']
         return metrics
