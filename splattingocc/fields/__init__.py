@@ -7,6 +7,7 @@
 from .base import SceneField
 from .density_grid import DensityGridField, density_grid_at, density_grid_to_voxels
 from .gaussians import GaussianField, VoxelGaussianField
+from .renderocc import RenderOccField, opacity_threshold
 
 __all__ = ['SceneField', 'GaussianField', 'VoxelGaussianField', 'DensityGridField',
-           'density_grid_at', 'density_grid_to_voxels']
+           'density_grid_at', 'density_grid_to_voxels', 'RenderOccField', 'opacity_threshold']
