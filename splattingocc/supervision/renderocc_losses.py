@@ -140,15 +140,15 @@ def distortion_per_ray(weights: Tensor,  # [R, S]
 
     Args:
         weights: [R, S] sample weights (0 on padding).
-        midpoints: [R, S] sample midpoints, non-decreasing along each ray where the weight is
-            not 0 (padding may hold anything).
+        midpoints: [R, S] sample midpoints, non-decreasing along each ray; trailing padding
+            (weight 0) may hold any finite value.
         interval: the samples' interval length: a number or [R, S].
     Returns:
         [R] ``sum_{i,j} w_i w_j |m_i - m_j| + (1/3) sum_i w_i^2 interval_i``.
     """
     assert weights.shape == midpoints.shape and weights.dim() == 2, (weights.shape,
                                                                      midpoints.shape)
-    m = torch.where(weights != 0, midpoints, torch.zeros_like(midpoints))
+    m = midpoints
     wm = weights * m
     w_before = torch.cumsum(weights, dim=-1) - weights  # [R, S] exclusive prefix sums
     wm_before = torch.cumsum(wm, dim=-1) - wm
