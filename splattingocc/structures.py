@@ -130,7 +130,8 @@ class RenderOutput:
 
     Attributes:
         depth:    [B, C, H, W] or [B, C, P] expected camera-space depth, normalised by alpha
-                  (gsplat 'ED'); 0 where nothing was hit.
+                  (gsplat 'ED'); 0 where nothing was hit. (``RenderOccRenderer``: RenderOcc's
+                  unnormalised depth, documented there.)
         features: [B, C, H, W, K] or [B, C, P, K] alpha-composited features (not normalised).
         alpha:    [B, C, H, W] or [B, C, P] accumulated opacity in [0, 1].
         intersections: number of Gaussian-pixel (or sample-pixel) pairs composited, if known.

@@ -2,7 +2,8 @@
 
 * ``GaussianField`` / ``VoxelGaussianField``: 3D Gaussians with class logits (any means / one
   per voxel of a grid);
-* ``DensityGridField``: a NeRF-style density grid with class logits.
+* ``DensityGridField``: a NeRF-style density grid with class logits;
+* ``RenderOccField``: RenderOcc's raw density grid with class logits (the faithful NeRF arm).
 """
 from .base import SceneField
 from .density_grid import DensityGridField, density_grid_at, density_grid_to_voxels
