@@ -213,22 +213,29 @@ class RenderOccSemanticLoss(_RenderOccTerm):
 
 @MODELS.register_module()
 class RenderOccDepthLoss(_RenderOccTerm):
-    """``loss_render_depth``: ``renderocc_silog`` of the rendered depth (``render.depth``:
-    ``RenderOccRenderer``'s r * sum w s) against the depth labels.
+    """``loss_render_depth``: ``renderocc_silog`` of the rendered depth against the depth labels.
 
     Args:
         radius: the renderer's radius (upstream's 1e-7 is added before it scales the depth).
+        source: which rendered depth: ``'render'`` (``render.depth``, upstream's ``r * sum_i w_i
+            s_i`` in the squashed distance s) or ``'expected_z'`` (``sum_i w_i z_i``, the samples'
+            camera depth as the labels, also unnormalised: not upstream's, a variant).
     """
 
     def __init__(self, lam: float = 0.85, loss_weight: float = 1.0, max_depth: float = 52.0,
-                 radius: float = 39.0):
+                 radius: float = 39.0, source: str = 'render'):
         super().__init__(loss_weight, max_depth)
-        self.lam, self.eps = float(lam), 1e-7 * float(radius) + 1e-7
+        if source not in ('render', 'expected_z'):
+            raise ValueError(f"RenderOccDepthLoss: source must be 'render' or 'expected_z', got "
+                             f'{source!r}')
+        self.lam, self.eps, self.source = float(lam), 1e-7 * float(radius) + 1e-7, source
 
     def forward(self, rays: RayBatch) -> Dict[str, Tensor]:
         mask, w = self.masks(rays)
         B = mask.shape[0]
-        pred = rays.render.depth.reshape(B, -1)
+        pred = rays.render.depth if self.source == 'render' else \
+            self._extra(rays, 'expected_z')
+        pred = pred.reshape(B, -1)
         target = rays.depth.reshape(B, -1).to(pred.dtype)
         return dict(loss_render_depth=self.per_sample(
             renderocc_silog(pred[b], target[b], w[b] * mask[b], self.lam, self.eps)

@@ -125,7 +125,9 @@ def test_loss_terms_per_sample_with_the_label_rule():
     last = torch.tensor([[[0.5, 0.9, 1e-4]], [[0.2, 0.3, 0.99]]])
     render = RenderOutput(depth=torch.tensor([[[8.0, 7.0, 6.0]], [[15.0, 1.0, 25.0]]]),
                           features=feats, alpha=torch.ones(2, 1, 3),
-                          extras=dict(last_transmittance=last, weights=wts, s=s, samples=n))
+                          extras=dict(last_transmittance=last, weights=wts, s=s, samples=n,
+                                      expected_z=torch.tensor([[[9.0, 1.0, 4.0]],
+                                                               [[18.0, 1.0, 33.0]]])))
     rays = ray_batch(depth, sem, weight, render)
     keep = [[0, 2], [0, 2]]  # 60 m is beyond 52 m, 0 has no label
     cw = torch.tensor([1.0, 2.0, 3.0])
@@ -137,6 +139,11 @@ def test_loss_terms_per_sample_with_the_label_rule():
     eps = 39e-7 + 1e-7
     want = sum(renderocc_silog(render.depth[b, 0, keep[b]] + eps, depth[b, keep[b]])
                for b in range(2)) / 2
+    assert out['loss_render_depth'].item() == pytest.approx(want.item(), rel=1e-6)
+    # the variant on the camera depth sum_i w_i z_i
+    out = MODELS.build(dict(type='RenderOccDepthLoss', source='expected_z'))(rays)
+    z = render.extras['expected_z']
+    want = sum(renderocc_silog(z[b, 0, keep[b]] + eps, depth[b, keep[b]]) for b in range(2)) / 2
     assert out['loss_render_depth'].item() == pytest.approx(want.item(), rel=1e-6)
     out = MODELS.build(dict(type='RenderOccEntropyLoss'))(rays)
     want = 0.01 * sum(binary_entropy(last[b, 0, keep[b]]).mean() for b in range(2)) / 2
