@@ -13,8 +13,8 @@ Conventions (the same as gsplat):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, Optional, Tuple
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Dict, Optional, Tuple
 
 from torch import Tensor
 
@@ -130,16 +130,21 @@ class RenderOutput:
 
     Attributes:
         depth:    [B, C, H, W] or [B, C, P] expected camera-space depth, normalised by alpha
-                  (gsplat 'ED'); 0 where nothing was hit.
+                  (gsplat 'ED'); 0 where nothing was hit. (``RenderOccRenderer``: RenderOcc's
+                  unnormalised depth, documented there.)
         features: [B, C, H, W, K] or [B, C, P, K] alpha-composited features (not normalised).
         alpha:    [B, C, H, W] or [B, C, P] accumulated opacity in [0, 1].
         intersections: number of Gaussian-pixel (or sample-pixel) pairs composited, if known.
+        extras: further per-ray (or per-ray and per-sample) quantities a renderer provides by
+            name, documented by that renderer (e.g. ``RenderOccRenderer``: the transmittance after
+            each ray's last sample, the sample weights for a distortion loss); empty by default.
     """
 
     depth: Tensor
     features: Tensor
     alpha: Tensor
     intersections: Optional[int] = None
+    extras: Dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass

@@ -3,9 +3,9 @@
 Named arms (:data:`NAMED_ARMS`, all defined in the "named arms" block below):
 
 * ``splat``: the base as it is (its ray supervision must render with a splatting renderer);
-* ``nerf``: the head replaced by a ``DensityGridHead`` on the same grid and the ray
-  supervision's renderer by the RenderOcc-style ``VolumeRenderer`` (as
-  ``configs/renderocc/*.py``);
+* ``nerf``: RenderOcc (``docs/renderocc-fidelity.md``): the head, the supervision list and
+  the read-out threshold replaced by those of the base's ``renderocc`` variable (as
+  ``configs/renderocc/*.py``, which apply the same variable);
 * ``3d``: the base's ``volume_supervision`` and the lift's depth loss, every label a class and
   the argmax read-out (as ``splattingocc-tiny-synthetic-3d.py``);
 * ``2d3d``: the base's supervision plus its ``volume_supervision`` (as
@@ -67,10 +67,6 @@ class Arm:
 
 #: renderer types that splat Gaussians (splattingocc/rendering)
 SPLAT_RENDERERS = ('TorchSplatRenderer', 'GsplatRenderer', 'SplatRenderer')
-#: the NeRF baseline's renderer, as configs/renderocc/renderocc-*.py assign it
-NERF_RENDERER = dict(type='VolumeRenderer', step_ratio=0.5)
-#: the keys a DensityGridHead takes over from the base's GaussianHead
-DENSITY_HEAD_KEYS = ('in_channels', 'pc_range', 'grid_size', 'num_classes', 'hidden_channels')
 
 
 def _ray_supervision(name: str, base: Config, model: dict) -> int:
@@ -97,32 +93,21 @@ def _splat_arm(base: Config, model: dict) -> Arm:
     return Arm('splat', {}, f'the base config as it is (splatting renderer {rtype})')
 
 
-def _readout_edge(base: Config, model: dict) -> float:
-    """The shortest voxel edge of the read-out grid (the density field's point scale)."""
-    readout = model.get('readout') or {}
-    if readout.get('voxel_size') is not None:
-        return min(float(v) for v in readout['voxel_size'])
-    pc, size = readout.get('pc_range'), readout.get('occ_size')
-    if pc is None or size is None:
-        raise UserError(f'--arms nerf: {base.filename} has no model.readout grid (pc_range, '
-                        'occ_size) to take the density field\'s voxel edge from')
-    return min((float(pc[a + 3]) - float(pc[a])) / int(size[a]) for a in range(3))
-
-
 def _nerf_arm(base: Config, model: dict) -> Arm:
-    i = _ray_supervision('nerf', base, model)
-    head = model.get('head') or {}
-    missing = [k for k in DENSITY_HEAD_KEYS if k not in head]
-    if missing:
-        raise UserError(f'--arms nerf: model.head of {base.filename} lacks {missing}; the '
-                        'DensityGridHead takes them from the base head')
-    overrides = {'model.head._delete_': True, 'model.head.type': 'DensityGridHead'}
-    overrides.update({f'model.head.{k}': head[k] for k in DENSITY_HEAD_KEYS})
-    overrides['model.head.edge'] = _readout_edge(base, model)
-    overrides[f'model.supervision.{i}.renderer._delete_'] = True
-    overrides.update({f'model.supervision.{i}.renderer.{k}': v for k, v in NERF_RENDERER.items()})
-    return Arm('nerf', overrides, 'a density grid (DensityGridHead) rendered by the NeRF volume '
-               'renderer in place of the Gaussians and their splatting (as '
+    # RenderOcc: the base's ``renderocc`` variable (head, supervision list, read-out threshold),
+    # as configs/renderocc/*.py apply it
+    ro = base.get('renderocc')
+    if not isinstance(ro, dict) or not {'head', 'supervision', 'readout_threshold'} <= set(ro):
+        raise UserError(f'--arms nerf: the base config {base.filename} defines no renderocc = '
+                        "dict(head=..., supervision=[...], readout_threshold=...) (as "
+                        'configs/_base_/models/splattingocc_tiny.py does)')
+    ro = Config(dict(r=ro)).to_dict()['r']  # plain lists and dicts
+    overrides = {'model.head._delete_': True}
+    overrides.update({f'model.head.{k}': v for k, v in ro['head'].items()})
+    overrides['model.supervision'] = ro['supervision']
+    overrides['model.readout.threshold'] = ro['readout_threshold']
+    return Arm('nerf', overrides, 'RenderOcc: its head (density grid at the Occ3D resolution), '
+               'volume renderer, loss set and read-out threshold in place of the Gaussians (as '
                'configs/renderocc/*.py)')
 
 

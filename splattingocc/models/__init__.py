@@ -4,8 +4,10 @@ from .heads import DensityGridHead, FixedGaussianHead, GaussianHead
 from .neck import MergeNeck
 from .network import SplattingOcc
 from .readout import OccupancyReadout
+from .renderocc_head import RenderOccHead
 from .view_transform import LSSViewTransform
 from .volume_encoder import BEVVolumeEncoder, VolumeEncoder3D
 
 __all__ = ['ResNet', 'MergeNeck', 'LSSViewTransform', 'VolumeEncoder3D', 'BEVVolumeEncoder',
-           'GaussianHead', 'FixedGaussianHead', 'DensityGridHead', 'OccupancyReadout', 'SplattingOcc']
+           'GaussianHead', 'FixedGaussianHead', 'DensityGridHead', 'RenderOccHead',
+           'OccupancyReadout', 'SplattingOcc']

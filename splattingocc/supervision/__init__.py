@@ -18,6 +18,8 @@ from .priors import OpacityEntropyLoss, OpacitySparsityLoss
 from .ray_losses import (FreeSpaceLoss, L1DepthLoss, RayDistortionLoss, RayLoss, RenderedCELoss,
                          SILogLoss, SurfaceLoss)
 from .rays import RayBatch, RaySupervision
+from .renderocc_losses import (RenderOccDepthLoss, RenderOccDistortionLoss, RenderOccEntropyLoss,
+                               RenderOccSemanticLoss)
 from .volume import (Occupancy3DLoss, SemanticVoxelCELoss, VolumeBatch, VolumeSupervision,
                      downsample_labels, downsample_mask)
 
@@ -27,5 +29,6 @@ __all__ = [
     'sample_pixels', 'OpacityEntropyLoss', 'OpacitySparsityLoss', 'FreeSpaceLoss', 'L1DepthLoss',
     'RayDistortionLoss', 'RayLoss', 'RenderedCELoss', 'SILogLoss', 'SurfaceLoss', 'RayBatch',
     'RaySupervision', 'Occupancy3DLoss', 'SemanticVoxelCELoss', 'VolumeBatch', 'VolumeSupervision',
-    'downsample_labels', 'downsample_mask'
+    'downsample_labels', 'downsample_mask', 'RenderOccSemanticLoss', 'RenderOccDepthLoss',
+    'RenderOccEntropyLoss', 'RenderOccDistortionLoss'
 ]

@@ -12,14 +12,18 @@ def test_named_arms_change_exactly_their_keys(base):
     arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d,seed'], base)}
     # splat: the base itself
     assert config_diff(base, apply_overrides(base, arms['splat'].overrides)) == {}
-    # nerf: the head (replaced, not merged) and the ray supervision's renderer
+    # nerf: RenderOcc's head (replaced, not merged), supervision list and read-out threshold,
+    # from the base's renderocc variable
     nerf = config_diff(base, apply_overrides(base, arms['nerf'].overrides))
-    assert {k.split('.')[1] for k in nerf} == {'head', 'supervision'}
-    assert all(k.startswith('model.supervision.0.renderer.') for k in nerf
-               if k.startswith('model.supervision'))
-    assert nerf['model.head.type'] == ('GaussianHead', 'DensityGridHead')
-    assert nerf['model.supervision.0.renderer.type'] == ('TorchSplatRenderer', 'VolumeRenderer')
+    assert {k.split('.')[1] for k in nerf} == {'head', 'supervision', 'readout'}
+    assert [k for k in nerf if k.startswith('model.readout')] == ['model.readout.threshold']
+    assert nerf['model.head.type'] == ('GaussianHead', 'RenderOccHead')
+    assert nerf['model.supervision.0.renderer.type'] == ('TorchSplatRenderer',
+                                                          'RenderOccRenderer')
     assert nerf['model.head.min_scale'][1] == '<absent>'  # replaced, not merged
+    nerf_cfg = apply_overrides(base, arms['nerf'].overrides)
+    assert nerf_cfg.model.supervision == base.renderocc['supervision']
+    assert nerf_cfg.model.readout.threshold == base.renderocc['readout_threshold']
     # 3d / 2d3d: the supervision list, 18 classes with the argmax read-out, and the training
     # pipeline that loads the 3D labels
     expected = ['model.supervision', 'model.head.num_classes', 'model.readout.threshold',
@@ -71,3 +75,7 @@ def test_custom_arms_parse_and_check_keys(base):
         parse_arms(['nerf,nerf'], base)
     with pytest.raises(UserError, match='splatting renderer'):
         parse_arms(['splat'], Config.fromfile(str(VARIANTS['nerf'])))
+    no_renderocc = Config(base.to_dict())
+    no_renderocc.pop('renderocc')
+    with pytest.raises(UserError, match='renderocc'):
+        parse_arms(['nerf'], no_renderocc)

@@ -59,10 +59,8 @@ def test_log_entry_appended(base, tmp_path, monkeypatch):
     assert 'commit: abc1234' in entry and 'command: python tools/ablate.py --base X' in entry
     assert 'budget: 40 training iterations per run; seeds: 0, 1' in entry
     assert '    splat: (base as is)' in entry
-    assert ('model.supervision.0.renderer._delete_=True '
-            'model.supervision.0.renderer.type=VolumeRenderer '
-            'model.supervision.0.renderer.step_ratio=0.5') in entry
-    assert '    nerf: model.head._delete_=True model.head.type=DensityGridHead' in entry
+    assert '    nerf: model.head._delete_=True model.head.type=RenderOccHead' in entry
+    assert 'model.readout.threshold=0.004890737' in entry
     assert '| splat | 2/2 | 30.50 ± 0.71 |' in entry and '| nerf | 2/2 | 20.50 ± 0.71 |' in entry
     # a call with nothing left to run does not add another entry
     make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1)).run()

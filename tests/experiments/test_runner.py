@@ -24,9 +24,9 @@ def test_arm_command_line_equals_the_merged_config(base, tmp_path):
     for arm in arms:
         config, tokens = runner.config_for(arm)
         expected = apply_overrides(base, arm.overrides)
-        if arm.name == '3d':
+        if arm.name in ('nerf', '3d'):  # supervision lists: written as config files
             assert arm.cli_tokens() is None and tokens == []
-            assert config == str(tmp_path / 'out' / '3d' / 'config.py')
+            assert config == str(tmp_path / 'out' / arm.name / 'config.py')
             assert config_diff(expected, Config.fromfile(config)) == {}
             continue
         assert config == BASE and tokens
@@ -37,13 +37,14 @@ def test_arm_command_line_equals_the_merged_config(base, tmp_path):
 
 
 def test_train_commands_differ_only_in_the_arm(base, tmp_path):
-    runner = make_runner(tmp_path, base, arms='splat,nerf', evals=4,
+    runner = make_runner(tmp_path, base, evals=4,
+                         arms='splat,rays=model.supervision.0.pixel_sampler.num_rays=512',
                          common_options=['train_dataloader.num_workers=0'])
-    splat, nerf = runner.arms
+    splat, rays = runner.arms
     a = runner.train_command(splat, 3, 'W', 40)
-    b = runner.train_command(nerf, 3, 'W', 40)
+    b = runner.train_command(rays, 3, 'W', 40)
     ta, tb = options(a), options(b)
-    arm_keys = set(nerf.overrides)
+    arm_keys = set(rays.overrides)
     assert set(tb) - set(ta) == arm_keys and set(ta) - set(tb) == set()
     assert {k: v for k, v in tb.items() if k not in arm_keys} == ta
     assert a[:a.index('--cfg-options')] == b[:b.index('--cfg-options')]

@@ -165,8 +165,8 @@ def test_configs_build():
     assert type(tiny.head).__name__ == 'GaussianHead' and tiny.head.grid_size == (50, 50, 8)
     assert [type(s).__name__ for s in tiny.supervision] == ['RaySupervision', 'LSSDepthLoss']
     nerf = MODELS.build(cfgs['renderocc/renderocc-tiny-synthetic'].model)
-    assert type(nerf.head).__name__ == 'DensityGridHead'
-    assert type(nerf.supervision[0].renderer).__name__ == 'VolumeRenderer'
+    assert type(nerf.head).__name__ == 'RenderOccHead'
+    assert type(nerf.supervision[0].renderer).__name__ == 'RenderOccRenderer'
     # 3D bound: the base's volume supervision (18-way CE on the Occ3D grid inside mask_camera)
     # and the lift's depth loss; 2D + 3D: the demo's supervision plus the same volume term;
     # both score every label (18 classes) and read out the argmax
@@ -197,15 +197,18 @@ def test_configs_build():
     assert mo['view_transform'].pop('oracle_lift') is True
     assert mo == tiny_cfg
     assert 'LoadLabels2D' in [t['type'] for t in oracle.test_dataloader.dataset.pipeline]
-    # renderocc variants differ from their splatting configs in the head and the renderer only
+    # renderocc variants differ from their splatting configs in the head, the supervision and
+    # the read-out threshold only: their base's renderocc variable
     for a, b in [('splattingocc/splattingocc-tiny-synthetic', 'renderocc/renderocc-tiny-synthetic'),
                  ('splattingocc/splattingocc-Nframe', 'renderocc/renderocc-Nframe')]:
         ma, mb = cfgs[a].model.to_dict(), cfgs[b].model.to_dict()
+        ro = cfgs[a].renderocc.to_dict()
         assert ma.pop('head')['type'] == 'GaussianHead'
-        assert mb.pop('head')['type'] == 'DensityGridHead'
-        ra = ma['supervision'][0].pop('renderer')
-        assert mb['supervision'][0].pop('renderer') == dict(type='VolumeRenderer', step_ratio=0.5)
-        assert ra['type'] != 'VolumeRenderer'
+        assert mb.pop('head') == ro['head'] and ro['head']['type'] == 'RenderOccHead'
+        assert ma.pop('supervision')[0]['renderer']['type'] != 'RenderOccRenderer'
+        assert mb.pop('supervision') == ro['supervision']
+        assert mb['readout'].pop('threshold') == ro['readout_threshold']
+        ma['readout'].pop('threshold')
         assert ma == mb
     real = cfgs['splattingocc/splattingocc-Nframe'].model
     assert real.backbone.depth == 50 and tuple(real.head.grid_size) == (200, 200, 16)

@@ -58,6 +58,44 @@ volume_supervision = dict(
     losses=[dict(type='SemanticVoxelCELoss', class_weight=None)])
 
 readout_threshold = 0.3934693402873666  # 1 - exp(-0.5)
+# The faithful RenderOcc arm (configs/renderocc/renderocc-tiny-synthetic.py and tools/ablate.py's
+# nerf arm take it from here): RenderOcc's head, renderer, read-out and loss set in place of the
+# Gaussians, their renderer and their losses; docs/renderocc-fidelity.md lists each setting with
+# its upstream file and line and the test of our formula.
+renderocc = dict(
+    # the 50 x 50 x 8 volume upsampled to RenderOcc's 200 x 200 x 16 before the head's MLPs
+    head=dict(type='RenderOccHead', in_channels=volume_channels,
+              pc_range=point_cloud_range, grid_size=pred_grid_size,  # noqa: F405
+              out_grid_size=occ_size, num_classes=num_classes - 1,  # noqa: F405
+              out_dim=32, final_softplus=True, alpha_init=1e-6, interval=0.5, step_size=0.5),
+    supervision=[
+        dict(type='RaySupervision',
+             renderer=dict(type='RenderOccRenderer', radius=39.0, step_size=0.5, interval=0.5,
+                           alpha_init=1e-6, fast_color_thres=1e-7, stop_transmittance=1e-3),
+             # the splat arm's rays (6,144 per sample), LiDAR-labelled pixels only (RenderOcc's
+             # rays are LiDAR points); every label kept (no box filter: the 52 m rule below)
+             pixel_sampler=dict(type='PixelSampler', mode='class_weighted', num_rays=6144,
+                                num_classes=num_classes - 1,  # noqa: F405
+                                weight_rule='renderocc', beta=0.005, require_depth=True,
+                                ignore_index=ignore_label),  # noqa: F405
+             aux_weight=0.3, dynamic_classes=dynamic_classes,  # noqa: F405
+             label_range=None,
+             losses=[
+                 # class weights: None = RenderOcc's 1 / log(f + 0.001) of its Occ3D counts
+                 dict(type='RenderOccSemanticLoss', class_weight=None, loss_weight=1.0,
+                      max_depth=52.0),
+                 dict(type='RenderOccDepthLoss', lam=0.85, loss_weight=1.0, max_depth=52.0,
+                      radius=39.0),
+                 dict(type='RenderOccEntropyLoss', loss_weight=0.01, max_depth=52.0),
+                 dict(type='RenderOccDistortionLoss', loss_weight=0.01, max_depth=52.0),
+             ]),
+        # use_lss_depth_loss=True upstream; the splat arm's lift loss, so both arms lift alike
+        dict(type='LSSDepthLoss', loss_weight=0.2),
+    ],
+    # raw density > 8.5 (test_threshold), as the opacity of one 0.4 m voxel:
+    # fields.renderocc.opacity_threshold(8.5) = sigmoid(8.5 + log(1e-6 / (1 - 1e-6)))
+    readout_threshold=0.004890737,
+)
 
 model = dict(
     type='SplattingOcc',
