@@ -196,7 +196,9 @@ class AblationRunner:
         for sup in model.get('supervision') or []:
             cls = MODELS.get(sup.get('type')) if isinstance(sup, dict) else None
             renders = renders or (cls is not None and hasattr(cls, 'render_at_labels'))
-        return dict(readout='argmax' if threshold is None else 'threshold', renders=renders)
+        sweep = _sweep_tokens(cfg.get('val_evaluator')) if threshold is not None else []
+        return dict(readout='argmax' if threshold is None else 'threshold', renders=renders,
+                    curve_tokens=sweep)
 
     def run_dir(self, budget: Budget, arm: Arm, seed: int) -> str:
         return osp.join(self.out_dir, budget.tag, arm.name, f'seed{seed}')
@@ -260,9 +262,9 @@ class AblationRunner:
         else:
             if self.val_samples:
                 tokens.append(f'val_dataloader.dataset.indices={int(self.val_samples)}')
-            if evals and self.arm_info[arm.name]['readout'] == 'threshold':
+            if evals:
                 # the learning curve at the threshold chosen on val at each point
-                tokens.append('val_evaluator.metrics=[miou,sweep]')
+                tokens += self.arm_info[arm.name]['curve_tokens']
         tokens += self._hook_tokens(max_seconds, record=timing)
         if self.tensorboard and not timing:
             # WORK_DIR/tensorboard: one tree under OUT, a run per (budget, arm, seed)
@@ -587,6 +589,26 @@ def _timeline(timer: dict, readout: str) -> List[dict]:
                                  if key == 'sweep_best_mIoU' else
                                  'argmax' if readout == 'argmax' else "the config's threshold")))
     return out
+
+
+def _sweep_tokens(evaluator) -> List[str]:
+    """``--cfg-options`` that add the threshold sweep to every Occ3DMetric of a val evaluator
+    given as a metric dict, a list of them or ``dict(type='Evaluator', metrics=[...])``."""
+    if isinstance(evaluator, dict) and isinstance(evaluator.get('metrics'), (list, tuple)) \
+            and all(isinstance(m, dict) for m in evaluator['metrics']):
+        items = [(f'val_evaluator.metrics.{i}.', m) for i, m in enumerate(evaluator['metrics'])]
+    elif isinstance(evaluator, (list, tuple)):
+        items = [(f'val_evaluator.{i}.', m) for i, m in enumerate(evaluator)]
+    elif isinstance(evaluator, dict):
+        items = [('val_evaluator.', evaluator)]
+    else:
+        return []
+    tokens = []
+    for prefix, m in items:
+        if isinstance(m, dict) and m.get('type') == 'Occ3DMetric':
+            metrics = [x for x in (m.get('metrics') or ['miou']) if x != 'sweep'] + ['sweep']
+            tokens.append(f'{prefix}metrics={cli_value(metrics)}')
+    return tokens
 
 
 def _labels(split: Optional[str], chosen_on: Optional[str]) -> List[str]:
