@@ -18,6 +18,7 @@ setup(
         'einops>=0.7',
         'numpy>=1.22,<2',  # nuscenes-devkit 1.2 requires numpy < 2
         'matplotlib>=3.6',
+        'scipy>=1.7',  # Student-t intervals of tools/ablate.py; binary dilation of the synthetic data
         'tqdm',
     ],
     extras_require={

@@ -3,8 +3,8 @@
 * ``--iters N`` (:class:`Budget` ``iters``): N training iterations; the loop length and the end
   of the schedulers that ended at the base's last iteration (the cosine decay) become N
   (:func:`schedule_overrides`).
-* ``--budget-minutes M`` (:class:`Budget` ``minutes``): a short calibration run per arm measures
-  its seconds per iteration (:func:`seconds_per_iter_from_calibration`); the arm then trains
+* ``--budget-minutes M`` (:class:`Budget` ``minutes``): a short timing run per arm measures
+  its seconds per iteration (:func:`seconds_per_iter_from_timing`); the arm then trains
   ``N_arm = floor(60 M / s_per_iter)`` iterations (:func:`iterations_for_minutes`, its schedule
   fitted to them), and :class:`TimeBudgetHook` stops it when the training clock reaches M minutes
   anyway. The training clock is the sum of the iteration times (data loading, forward, backward,
@@ -66,21 +66,35 @@ class Budget:
     def kind(self) -> str:
         return 'iters' if self.iters is not None else 'minutes'
 
+    @property
+    def tag(self) -> str:
+        """The folder of this budget's runs in the output folder: ``iters-600``, ``minutes-5``."""
+        if self.iters is not None:
+            return f'iters-{int(self.iters)}'
+        return f'minutes-{float(self.minutes):g}'
+
+    @property
+    def title(self) -> str:
+        """The table's name: 'equal iterations (600)' or 'equal wall-clock (5 min)'."""
+        if self.iters is not None:
+            return f'equal iterations ({int(self.iters)} per run)'
+        return f'equal wall-clock ({float(self.minutes):g} min of training clock per run)'
+
     def describe(self) -> str:
         if self.iters is not None:
             return f'{self.iters} training iterations per run'
         return (f'{self.minutes:g} minutes of training clock per run (iterations per arm from a '
-                'calibration run; start-up and evaluations not counted)')
+                'timing run; start-up and evaluations not counted)')
 
     def to_dict(self) -> dict:
-        return dict(kind=self.kind, iters=self.iters, minutes=self.minutes)
+        return dict(kind=self.kind, iters=self.iters, minutes=self.minutes, tag=self.tag)
 
 
-def seconds_per_iter_from_calibration(iter_times: Sequence[float], skip: int) -> float:
+def seconds_per_iter_from_timing(iter_times: Sequence[float], skip: int) -> float:
     """Mean iteration time after the first ``skip`` (start-up) iterations."""
     times = [float(t) for t in iter_times]
     if len(times) <= skip:
-        raise ValueError(f'calibration: {len(times)} iteration times, need more than {skip}')
+        raise ValueError(f'timing run: {len(times)} iteration times, need more than {skip}')
     return float(np.mean(times[skip:]))
 
 
@@ -142,14 +156,15 @@ class TimeBudgetHook(Hook):
 
     Written to ``<work_dir>/<out_file>`` (JSON, atomic) after every evaluation and at the end:
     ``iters`` (done), ``max_iters``, ``train_seconds``, ``data_seconds``, ``render_seconds``
-    (None unless the model logs ``time_render``), ``iter_times`` (with ``record_iter_times``),
+    (None unless the model logs ``time_render``), ``iter_times`` (with ``record_iter_times``:
+    timing runs),
     ``timeline`` (``[{iter, train_seconds, metrics}]`` per evaluation), ``stopped_by_budget``,
     ``peak_gpu_mb`` (CUDA only), ``finished``.
 
     Args:
         max_seconds: training-clock budget in seconds (None: no limit).
         out_file: file name in the work dir.
-        record_iter_times: keep every iteration's time (calibration runs).
+        record_iter_times: keep every iteration's time (timing runs).
     """
 
     priority = 'LOW'  # after IterTimerHook / RuntimeInfoHook, before the CheckpointHook

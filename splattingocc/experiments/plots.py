@@ -1,8 +1,9 @@
-"""The PNG plots of an ablation (matplotlib, Agg; drawn from the runner's summary).
+"""The PNG plots of one budget of an ablation (matplotlib, Agg; drawn from the runner's summary).
 
-* ``miou_vs_time.png``: mIoU (%) against the training clock (minutes), one line per run from the
-  evaluations during training, a star per run for the final test;
-* ``per_class_iou.png``: per-class IoU (%), mean over seeds, one bar per arm and class;
+* ``miou_vs_time.png``: the learning curves: val mIoU (%) against the training clock (minutes),
+  one line per run from the evaluations during training (each point at the threshold chosen on
+  val at that point, or the argmax read-out), a star per run for the final test mIoU;
+* ``per_class_iou.png``: per-class test IoU (%), mean over seeds, one bar per arm and class;
 * ``step_time.png``: seconds per iteration of each arm, split into data loading, rendering (the
   model's ``time_render``) and the rest of the step.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import io
 import os.path as osp
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 
@@ -30,10 +31,11 @@ def _save_figure(fig, path: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_plots(summary: dict, out_dir: str) -> List[str]:
-    """miou_vs_time.png, per_class_iou.png, step_time.png in ``out_dir``; their file names."""
+def write_plots(budget: dict, class_names: Sequence[str], out_dir: str) -> List[str]:
+    """miou_vs_time.png, per_class_iou.png, step_time.png of one budget's arms (an entry of the
+    summary's ``budgets``) in ``out_dir``; their file names."""
     from matplotlib.figure import Figure
-    arms = summary['arms']
+    arms = budget['arms']
     colors = [f'C{i % 10}' for i in range(len(arms))]
     written = []
 
@@ -56,15 +58,15 @@ def write_plots(summary: dict, out_dir: str) -> List[str]:
                 label = None
     ax.set_xlabel('training clock (minutes)')
     ax.set_ylabel('mIoU (%)')
-    ax.set_title('mIoU against training time (lines: evaluations during training, '
-                 'stars: final test)', fontsize=9)
+    ax.set_title(f'{budget.get("title", "")}\nlines: val mIoU during training (threshold chosen '
+                 'on val at each point); stars: final test mIoU', fontsize=9)
     ax.grid(alpha=0.3)
     if any(line.get_label() and not line.get_label().startswith('_') for line in ax.lines):
         ax.legend(fontsize=8)
     _save_figure(fig, osp.join(out_dir, 'miou_vs_time.png'))
     written.append('miou_vs_time.png')
 
-    names = summary.get('class_names') or []
+    names = list(class_names)
     fig = Figure(figsize=(max(7, 0.6 * len(names) + 2), 4.5))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(arms))
@@ -76,7 +78,7 @@ def write_plots(summary: dict, out_dir: str) -> List[str]:
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=60, ha='right', fontsize=8)
     ax.set_ylabel('IoU (%)')
-    ax.set_title('per-class IoU (mean over seeds)', fontsize=9)
+    ax.set_title('per-class test IoU (mean over seeds)', fontsize=9)
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=8)
     _save_figure(fig, osp.join(out_dir, 'per_class_iou.png'))

@@ -5,7 +5,9 @@ atomically: ``status`` ``'ok'`` or ``'failed'``, the metrics, the timings), :dat
 (written by :class:`~splattingocc.experiments.budget.TimeBudgetHook` inside the training run),
 ``last_checkpoint`` (mmengine's pointer to the last checkpoint) and
 ``test/<timestamp>/metrics.json`` (tools/test.py). Per arm, in ``OUT/<arm>/``:
-:data:`CALIBRATION_FILE` (``--budget-minutes`` only).
+:data:`TIMING_FILE` (``--budget-minutes`` only: the seconds per iteration of a short timing run).
+The read-out calibration of a run (tools/test.py --calibrate) is ``<checkpoint>.calibration.json``
+next to its checkpoint.
 """
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ import numpy as np
 from splattingocc.engine.checkpoint import atomic_write_text
 from splattingocc.paths import REPO_ROOT
 
+from .stats import t_interval
+
 #: the record of one (arm, seed) in its run folder
 RESULT_FILE = 'result.json'
 #: what TimeBudgetHook writes into the work dir of a training run
 TIMER_FILE = 'ablation_timer.json'
 #: seconds per iteration of one arm (``--budget-minutes``), in the arm's folder
-CALIBRATION_FILE = 'calibration.json'
+TIMING_FILE = 'timing.json'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,32 +133,38 @@ def metric(metrics: dict, name: str) -> Optional[float]:
     return None
 
 
+#: the test metrics every arm's table reports with an interval (tools/test.py keys, in %)
+REPORTED_METRICS = ('mIoU', 'geometry_IoU', 'RayIoU', 'occupancy_AP', 'mAP', 'depth_AbsRel',
+                    'depth_RMSE', 'depth_delta1', 'render_accuracy', 'render_mIoU')
+
+
 def _mean(values) -> Optional[float]:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
 
 
-def _std(values) -> Optional[float]:
-    """Sample standard deviation (n - 1); None for fewer than two values."""
-    values = [v for v in values if v is not None]
-    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
-
-
 def aggregate_runs(runs: Sequence[dict], class_names: Sequence[str]) -> dict:
-    """Mean (and spread) over the finished seeds of one arm.
+    """Means and 95 % t-intervals over the finished seeds of one arm (under one budget).
 
-    Metrics in % (as tools/test.py reports them), ``seconds_per_iter`` in seconds, the shares
-    as fractions of the training clock, memory in MB; None where no finished run has the value.
+    ``intervals[name]`` (:func:`~splattingocc.experiments.stats.t_interval`) for every metric of
+    :data:`REPORTED_METRICS` on the runs' evaluation split (``splits``: the splits they were
+    computed on, normally ``['test']``), ``threshold`` and ``val_mIoU`` for the read-out chosen
+    on val (None for an argmax read-out), ``mIoU_mean`` / ``mIoU_std`` for short; metrics in %
+    (as tools/test.py reports them), ``seconds_per_iter`` in seconds, the shares as fractions of
+    the training clock, memory in MB; None where no finished run has the value.
     """
     ok = [r for r in runs if r.get('status') == 'ok']
-    m = [metric(r.get('metrics'), 'mIoU') for r in ok]
+    intervals = {name: t_interval([metric(r.get('metrics'), name) for r in ok])
+                 for name in REPORTED_METRICS}
+    readouts = [r.get('readout') or {} for r in ok]
     out = dict(seeds_ok=[r['seed'] for r in ok],
                seeds_failed=[r['seed'] for r in runs if r.get('status') == 'failed'],
-               mIoU_mean=_mean(m), mIoU_std=_std(m),
-               mIoU_min=min([v for v in m if v is not None], default=None),
-               mIoU_max=max([v for v in m if v is not None], default=None),
-               geometry_IoU_mean=_mean([metric(r.get('metrics'), 'geometry_IoU') for r in ok]),
-               RayIoU_mean=_mean([metric(r.get('metrics'), 'RayIoU') for r in ok]),
+               splits=sorted({str((r.get('test') or {}).get('split')) for r in ok}),
+               readout_kinds=sorted({str(ro.get('kind')) for ro in readouts}),
+               intervals=intervals,
+               mIoU_mean=intervals['mIoU']['mean'], mIoU_std=intervals['mIoU']['std'],
+               threshold=t_interval([ro.get('threshold') for ro in readouts]),
+               val_mIoU=t_interval([ro.get('val_mIoU') for ro in readouts]),
                seconds_per_iter=_mean([r.get('seconds_per_iter') for r in ok]),
                render_share=_mean([r.get('render_share') for r in ok]),
                data_share=_mean([r.get('data_share') for r in ok]),

@@ -12,7 +12,7 @@ from mmengine.config import Config
 from splattingocc.errors import UserError
 from splattingocc.experiments import (HOOK_MODULE, Budget, TimeBudgetHook, apply_overrides,
                                       iterations_for_minutes, schedule_overrides,
-                                      seconds_per_iter_from_calibration)
+                                      seconds_per_iter_from_timing)
 from splattingocc.paths import REPO_ROOT
 from splattingocc.registry import HOOKS
 
@@ -35,7 +35,7 @@ def test_minutes_budget_accounting(base, tmp_path):
     assert iterations_for_minutes(2, 0.5) == 240
     assert iterations_for_minutes(1, 7.0) == 8  # floor(60 / 7)
     assert iterations_for_minutes(0.001, 10.0) == 1  # at least one
-    assert seconds_per_iter_from_calibration([9, 9, 1, 2, 3], skip=2) == pytest.approx(2.0)
+    assert seconds_per_iter_from_timing([9, 9, 1, 2, 3], skip=2) == pytest.approx(2.0)
     with pytest.raises(UserError):
         Budget(iters=10, minutes=1.0)
     with pytest.raises(UserError):
@@ -43,24 +43,25 @@ def test_minutes_budget_accounting(base, tmp_path):
 
     fake = FakeTools()
     runner = make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1), fake=fake,
-                         budget=Budget(minutes=2.0), calib_iters=12)
+                         budgets=Budget(minutes=2.0), timing_iters=12)
     runner.run()
-    calib = [c for c in fake.tools('train') if c[1].endswith('calibration')]
-    assert len(calib) == 2  # once per arm, shared by the seeds
-    for _, _, cmd in calib:
+    timing = [c for c in fake.tools('train') if c[1].endswith('timing')]
+    assert len(timing) == 2  # once per arm, shared by the seeds
+    for _, _, cmd in timing:
         opts = options(cmd)
         assert opts['train_cfg.max_iters'] == '12' and 'train_cfg.val_begin' in opts
         assert opts['default_hooks.checkpoint.save_last'] == 'False'
-    # the fake calibration runs at 0.5 s/iteration after 3 start-up iterations -> 240 iterations
-    trains = [c for c in fake.tools('train') if not c[1].endswith('calibration')]
+    # the fake timing run goes at 0.5 s/iteration after 3 start-up iterations -> 240 iterations
+    trains = [c for c in fake.tools('train') if not c[1].endswith('timing')]
     assert len(trains) == 4
     for _, _, cmd in trains:
         opts = options(cmd)
         assert opts['train_cfg.max_iters'] == '240' and opts['param_scheduler.1.end'] == '240'
         assert float(opts['default_hooks.ablation_timer.max_seconds']) == 120.0
-    cal = json.loads((tmp_path / 'out' / 'splat' / 'calibration.json').read_text())
+    cal = json.loads((tmp_path / 'out' / 'minutes-2' / 'splat' / 'timing.json').read_text())
     assert cal['seconds_per_iter'] == pytest.approx(0.5) and cal['iters'] == 240
-    result = json.loads((tmp_path / 'out' / 'nerf' / 'seed1' / 'result.json').read_text())
+    result = json.loads((tmp_path / 'out' / 'minutes-2' / 'nerf' / 'seed1' / 'result.json'
+                         ).read_text())
     assert result['planned_iters'] == 240 and result['budget']['minutes'] == 2.0
 
 

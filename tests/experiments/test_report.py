@@ -4,42 +4,75 @@ import json
 import math
 
 import pytest
-from fake_tools import make_runner
+from fake_tools import FakeTools, make_runner
 
 import splattingocc.experiments.runner as runner_module
 from splattingocc.experiments import Budget, append_log_entry, next_entry_id
 
 
 def test_results_content(base, tmp_path):
-    make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1)).run()
+    fake = FakeTools(seed_effect={'nerf': 0.5})
+    make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1, 2), fake=fake).run()
     out = tmp_path / 'out'
     data = json.loads((out / 'results.json').read_text())
-    splat, nerf = data['arms']
-    # seeds 0 and 1 give mIoU 30 and 31: mean 30.5, sample std 1/sqrt(2)
-    assert splat['mIoU_mean'] == pytest.approx(30.5)
-    assert splat['mIoU_std'] == pytest.approx(1 / math.sqrt(2))
-    assert (splat['mIoU_min'], splat['mIoU_max']) == (30.0, 31.0)
-    assert nerf['mIoU_mean'] == pytest.approx(20.5) and nerf['geometry_IoU_mean'] == 50.0
-    assert splat['per_class']['car'] == pytest.approx(15.25)
-    assert splat['seconds_per_iter'] == pytest.approx(0.5) and splat['data_share'] == 0.2
+    assert data['budgets'][0]['tag'] == 'iters-40'
+    assert data['budgets'][0]['iters'] == 40 and 'test unless stated' in data['protocol']
+    splat, nerf = data['budgets'][0]['arms']
+    # seeds 0, 1, 2 give mIoU 30, 31, 32: mean 31, std 1, 95 % half-width 4.3027 / sqrt(3)
+    iv = splat['intervals']['mIoU']
+    assert iv['mean'] == pytest.approx(31.0) and iv['std'] == pytest.approx(1.0)
+    assert iv['half_width'] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert splat['splits'] == ['test'] and splat['readout_kinds'] == ['threshold']
+    # the val-chosen thresholds of the fake: 0.30, 0.31, 0.32
+    assert splat['threshold']['mean'] == pytest.approx(0.31)
+    assert splat['intervals']['RayIoU']['mean'] == pytest.approx(26.0)
+    assert splat['intervals']['occupancy_AP']['mean'] == pytest.approx(41.0)
+    assert nerf['intervals']['mIoU']['mean'] == pytest.approx(21.5)  # 20, 21.5, 23
+    assert splat['per_class']['car'] == pytest.approx(15.5)
+    assert splat['seconds_per_iter'] == pytest.approx(0.5)
+    assert splat['data_share'] == pytest.approx(0.2)
     assert splat['render_share'] is None and splat['peak_rss_mb'] == 321.0
-    assert data['budget'] == {'kind': 'iters', 'iters': 40, 'minutes': None}
-    assert 'model.head' in nerf['changes'] and splat['changes'] == {}
+    assert 'model.head' in data['arms'][1]['changes'] and data['arms'][0]['changes'] == {}
     assert len(splat['runs'][0]['timeline']) == 4  # evals=4 during training
+    # the paired difference splat - nerf by seed: 10, 9.5, 9 -> 9.5 [8.26, 10.74]
+    pair = data['budgets'][0]['pairs'][0]
+    assert (pair['a'], pair['b'], pair['metric']) == ('splat', 'nerf', 'mIoU')
+    assert pair['mean'] == pytest.approx(9.5) and pair['verdict'] == 'a > b'
     md = (out / 'results.md').read_text()
-    assert '| splat | 2/2 | 30.50 ± 0.71 | 50.00 | n/a | 40 | 0.500 | n/a | 321 MB RSS |' in md
-    assert '| car | 15.25 | 10.25 |' in md
-    assert '40 training iterations per run' in md
+    assert '## Equal iterations (40 per run)' in md
+    assert ('| splat | 3/3 | test | 31.00 [28.52, 33.48] | 50.00 [50.00, 50.00] | '
+            '26.00 [23.52, 28.48] | 41.00 [38.52, 43.48] | 0.31 ± 0.01 | '
+            '33.00 [33.00, 33.00] | 40 | 0.500 | n/a | 321 MB RSS |') in md
+    assert '| splat - nerf | mIoU | 3 | 9.50 [8.26, 10.74] | splat > nerf |' in md
+    assert '| splat | test | 0.1000 [0.1000, 0.1000] |' in md  # rendering metrics
+    assert '| car | 15.50 | 10.75 |' in md
+    assert '40 training iterations per run' in md and 'fewer than 3 seeds' not in md
     names = base.class_names
     assert all(f'| {n} |' in md for n in names if n != 'free') and '| free |' not in md
 
 
+def test_few_seeds_and_val_numbers_are_labelled(base, tmp_path):
+    summary = make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1)).run()
+    pair = summary['budgets'][0]['pairs'][0]
+    assert pair['verdict'] == 'too few seeds for a claim'
+    md = (tmp_path / 'out' / 'results.md').read_text()
+    assert 'fewer than 3 seeds' in md and '| too few seeds for a claim |' in md
+    # a result computed on val is labelled so
+    from splattingocc.experiments.runner import _labels
+    assert _labels('val', 'val') == [
+        'evaluated on the val split, not a held-out test split',
+        'threshold chosen on the val split it is reported on: optimistic']
+    assert _labels('test', 'val') == [] and _labels('test', None) == []
+
+
 def test_plots_are_written(base, tmp_path):
     summary = make_runner(tmp_path, base, arms='splat,nerf', plots=True).run()
-    assert summary['plots'] == ['miou_vs_time.png', 'per_class_iou.png', 'step_time.png']
-    assert '![step_time.png](step_time.png)' in (tmp_path / 'out' / 'results.md').read_text()
-    for name in ('miou_vs_time.png', 'per_class_iou.png', 'step_time.png'):
-        data = (tmp_path / 'out' / name).read_bytes()
+    names = ['miou_vs_time.png', 'per_class_iou.png', 'step_time.png']
+    assert summary['budgets'][0]['plots'] == [f'iters-40/{n}' for n in names]
+    md = (tmp_path / 'out' / 'results.md').read_text()
+    assert '![iters-40/step_time.png](iters-40/step_time.png)' in md
+    for name in names:
+        data = (tmp_path / 'out' / 'iters-40' / name).read_bytes()
         assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 2000, name
 
 
@@ -48,7 +81,7 @@ def test_log_entry_appended(base, tmp_path, monkeypatch):
     log = tmp_path / 'log.txt'
     before = '# SplattingOcc experiment log\n\nE1  2026-01-01  project start\n  Skeleton.\n'
     log.write_text(before)
-    make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1), budget=Budget(iters=40),
+    make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1), budgets=Budget(iters=40),
                 command_line='python tools/ablate.py --base X').run()
     text = log.read_text()
     assert text.startswith(before + '\n')  # one blank line between entries
@@ -57,11 +90,14 @@ def test_log_entry_appended(base, tmp_path, monkeypatch):
     assert all(line.startswith('  ') for line in entry.splitlines()[1:])  # the body is indented
     assert 'splattingocc-tiny-synthetic.py' in entry
     assert 'commit: abc1234' in entry and 'command: python tools/ablate.py --base X' in entry
-    assert 'budget: 40 training iterations per run; seeds: 0, 1' in entry
+    assert 'budgets: 40 training iterations per run; seeds: 0, 1' in entry
+    assert 'protocol: trained on train; read-out threshold' in entry
     assert '    splat: (base as is)' in entry
     assert '    nerf: model.head._delete_=True model.head.type=RenderOccHead' in entry
     assert 'model.readout.threshold=0.004890737' in entry
-    assert '| splat | 2/2 | 30.50 ± 0.71 |' in entry and '| nerf | 2/2 | 20.50 ± 0.71 |' in entry
+    assert '| splat | 2/2 | test | 30.50 [24.15, 36.85] |' in entry
+    assert '| nerf | 2/2 | test | 20.50 [14.15, 26.85] |' in entry
+    assert '| splat - nerf | mIoU | 2 | 10.00 [10.00, 10.00] | too few seeds for a claim |' in entry
     # a call with nothing left to run does not add another entry
     make_runner(tmp_path, base, arms='splat,nerf', seeds=(0, 1)).run()
     assert log.read_text() == text
@@ -72,8 +108,10 @@ def _summary(out_dir):
     runs = [dict(arm='splat', seed=0, status='ok'), dict(arm='splat', seed=1, status='failed')]
     return dict(date='2026-12-07', base='configs/splattingocc/splattingocc-tiny-synthetic.py',
                 commit='abc1234', command='python tools/ablate.py --base X',
-                budget_text='8 training iterations per run', seeds=[0, 1], common_options=[],
-                arms=[dict(name='splat', overrides='(base as is)', runs=runs)],
+                protocol='trained on train', seeds=[0, 1], common_options=[],
+                arms=[dict(name='splat', overrides='(base as is)')],
+                budgets=[dict(tag='iters-8', text='8 training iterations per run',
+                              arms=[dict(name='splat', runs=runs)])],
                 out_dir=str(out_dir))
 
 
@@ -92,7 +130,7 @@ def test_log_entry_ids(tmp_path):
     assert entry.startswith('E11  2026-12-07  ablation of configs/splattingocc/'
                             'splattingocc-tiny-synthetic.py (tools/ablate.py)\n')
     assert '  commit: abc1234\n  command: python tools/ablate.py --base X\n' in entry
-    assert '    | splat | 30.00 |\n' in entry and '  failed: splat/seed1\n' in entry
+    assert '    | splat | 30.00 |\n' in entry and '  failed: iters-8/splat/seed1\n' in entry
     assert all(line.startswith('  ') for line in entry.splitlines()[1:])
     assert log.read_text() == before + '\n' + entry
     assert next_entry_id(log.read_text()) == 'E12'
