@@ -41,6 +41,9 @@ def build_parser():
     p.add_argument('--seeds', default='0,1,2',
                    help='comma-separated seeds (default 0,1,2: at least 3 for an interval that '
                    'supports a claim)')
+    p.add_argument('--arm-seeds', nargs='+', default=[], metavar='ARM=S1,S2,...',
+                   help='other seeds for some arms, e.g. splat=0,1,2,3,4 nerf=0,1,2,3,4 (pairs '
+                   'use the seeds both arms ran)')
     p.add_argument('--iters', type=int, help='equal iterations: training iterations per run')
     p.add_argument('--budget-minutes', type=float,
                    help='equal wall-clock: minutes of training clock per run (iterations per arm '
@@ -82,6 +85,15 @@ def main(argv: Optional[Sequence[str]] = None,
         seeds = [int(s) for s in split_top_level(args.seeds) if s.strip()]
     except ValueError:
         raise UserError(f'--seeds: expected comma-separated integers, got {args.seeds!r}')
+    arm_seeds = {}
+    for item in args.arm_seeds:
+        name, sep, text = item.partition('=')
+        try:
+            arm_seeds[name.strip()] = [int(x) for x in split_top_level(text) if x.strip()]
+        except ValueError:
+            sep = ''
+        if not sep or not name.strip():
+            raise UserError(f'--arm-seeds: expected ARM=S1,S2,..., got {item!r}')
     budgets = [Budget(iters=args.iters)] if args.iters is not None else []
     if args.budget_minutes is not None:
         budgets.append(Budget(minutes=args.budget_minutes))
@@ -102,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None,
                                                           else sys.argv[1:]))
     runner = AblationRunner(args.base, arms, seeds, budgets, out,
                             common_options=args.cfg_options, evals=args.evals,
-                            final_eval=args.eval, pairs=pairs,
+                            final_eval=args.eval, pairs=pairs, arm_seeds=arm_seeds,
                             val_samples=args.val_samples, timing_iters=args.timing_iters,
                             command_runner=command_runner,
                             log_file=args.log_file,

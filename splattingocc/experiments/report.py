@@ -123,15 +123,18 @@ def results_markdown(summary: dict) -> str:
            f'- date: {s["date"]}, commit: {s["commit"]}',
            f'- protocol: {s["protocol"]}',
            f'- budgets: {"; ".join(b["text"] for b in s["budgets"])}',
-           f'- seeds: {", ".join(str(x) for x in s["seeds"])}; evaluations during training '
-           f'(val): {s["evals"]}; final evaluation: tools/test.py --eval '
-           f'{" ".join(s["final_eval"])} (render only for arms that render)',
+           f'- seeds: {", ".join(str(x) for x in s["seeds"])}'
+           + ''.join(f'; {name}: {", ".join(map(str, seeds))}'
+                     for name, seeds in (s.get('arm_seeds') or {}).items())
+           + f'; evaluations during training (val): {s["evals"]}; final evaluation: '
+           f'tools/test.py --eval {" ".join(s["final_eval"])} (render only for arms that render)',
            ]
     if s.get('common_options'):
         out.append(f'- options for every arm: {" ".join(s["common_options"])}')
     if s.get('command'):
         out.append(f'- command: `{s["command"]}`')
-    if len(s['seeds']) < MIN_SEEDS_FOR_CLAIM:
+    if min([len(s['seeds'])] + [len(v) for v in (s.get('arm_seeds') or {}).values()]) \
+            < MIN_SEEDS_FOR_CLAIM:
         out.append(f'- fewer than {MIN_SEEDS_FOR_CLAIM} seeds: the tables describe these runs '
                    'only; they support no comparison claim')
     out.append('')

@@ -87,6 +87,8 @@ class AblationRunner:
             ``render`` is skipped for an arm that renders nothing).
         pairs: ``(a, b)`` arm names compared by seed (``a - b``); None: :data:`HEADLINE_PAIRS`
             among the arms given, else the first arm against each other one.
+        arm_seeds: ``{arm name: seeds}`` for arms that run other seeds than ``seeds`` (e.g. 5
+            seeds for the headline pair, 3 for the rest); pairs use the seeds both ran.
         val_samples: evaluate during training on the first K val samples only (calibration and
             the final test always use the whole split).
         timing_iters: iterations of the timing run of a ``minutes`` budget; the first quarter (at
@@ -107,6 +109,7 @@ class AblationRunner:
                  common_options: Sequence[str] = (), evals: int = 4,
                  final_eval: Sequence[str] = FINAL_EVALS,
                  pairs: Optional[Sequence[Tuple[str, str]]] = None,
+                 arm_seeds: Optional[Dict[str, Sequence[int]]] = None,
                  val_samples: Optional[int] = None, timing_iters: int = 12,
                  command_runner: Optional[CommandRunner] = None, python: str = sys.executable,
                  log_file: Optional[str] = None, plots: bool = True,
@@ -120,6 +123,15 @@ class AblationRunner:
             raise UserError('--seeds: give at least one seed')
         if len(set(self.seeds)) != len(self.seeds):
             raise UserError(f'--seeds: repeated seed in {self.seeds}')
+        names = [a.name for a in self.arms]
+        self.arm_seeds: Dict[str, List[int]] = {}
+        for name, arm_seeds in (arm_seeds or {}).items():
+            if name not in names:
+                raise UserError(f'--arm-seeds {name}: no such arm among --arms {",".join(names)}')
+            arm_seeds = [int(s) for s in arm_seeds]
+            if not arm_seeds or len(set(arm_seeds)) != len(arm_seeds):
+                raise UserError(f'--arm-seeds {name}: give distinct seeds, got {arm_seeds}')
+            self.arm_seeds[name] = arm_seeds
         self.budgets = [budgets] if isinstance(budgets, Budget) else list(budgets)
         if not self.budgets:
             raise UserError('give a budget: --iters N and/or --budget-minutes M')
@@ -199,6 +211,14 @@ class AblationRunner:
         sweep = _sweep_tokens(cfg.get('val_evaluator')) if threshold is not None else []
         return dict(readout='argmax' if threshold is None else 'threshold', renders=renders,
                     curve_tokens=sweep)
+
+    def seeds_of(self, arm: Arm) -> List[int]:
+        """The seeds ``arm`` runs: its ``arm_seeds`` entry, else ``seeds``."""
+        return self.arm_seeds.get(arm.name, self.seeds)
+
+    def all_seeds(self) -> List[int]:
+        """Every seed some arm runs, in the order given (``seeds`` first)."""
+        return list(dict.fromkeys(self.seeds + [s for a in self.arms for s in self.seeds_of(a)]))
 
     def run_dir(self, budget: Budget, arm: Arm, seed: int) -> str:
         return osp.join(self.out_dir, budget.tag, arm.name, f'seed{seed}')
@@ -302,7 +322,7 @@ class AblationRunner:
         for budget in self.budgets:
             for arm in self.arms:
                 want = self.fingerprint(arm, budget)
-                for seed in self.seeds:
+                for seed in self.seeds_of(arm):
                     run_dir = self.run_dir(budget, arm, seed)
                     stored = read_json(osp.join(run_dir, RESULT_FILE))
                     if stored and stored.get('status') == 'ok' and \
@@ -321,7 +341,8 @@ class AblationRunner:
         if stored and stored.get('fingerprint') == self.fingerprint(arm, budget):
             return stored
         work_dir = osp.join(arm_dir, 'timing')
-        cmd = self.train_command(arm, self.seeds[0], work_dir, self.timing_iters, timing=True)
+        cmd = self.train_command(arm, self.seeds_of(arm)[0], work_dir, self.timing_iters,
+                                 timing=True)
         self.progress(f'[{arm.name}] timing run: {self.timing_iters} iterations')
         res = self.command_runner(cmd, osp.join(work_dir, 'train.log'), self._env())
         if res.returncode != 0:
@@ -457,12 +478,14 @@ class AblationRunner:
         self.progress(f'TensorBoard: tensorboard --logdir {self.out_dir} (a run per budget, arm '
                       'and seed)' if self.tensorboard else 'TensorBoard: not installed, no '
                       "event files (pip install -e '.[tb]')")
-        total = len(self.arms) * len(self.seeds) * len(self.budgets)
+        total = sum(len(self.seeds_of(a)) for a in self.arms) * len(self.budgets)
         done = 0
         # every arm once before the next seed, the budgets of a seed back to back: comparable
         # results early, and drift of the machine spread over all arms
-        for seed in self.seeds:
+        for seed in self.all_seeds():
             for arm in self.arms:
+                if seed not in self.seeds_of(arm):
+                    continue
                 for budget in self.budgets:
                     done += 1
                     self._run_or_skip(budget, arm, seed, f'[{done}/{total}]')
@@ -522,7 +545,7 @@ class AblationRunner:
             rows = []
             for arm in self.arms:
                 runs = []
-                for seed in self.seeds:
+                for seed in self.seeds_of(arm):
                     r = read_json(osp.join(self.run_dir(budget, arm, seed), RESULT_FILE))
                     runs.append(r if r else dict(arm=arm.name, seed=seed, status='missing'))
                 rows.append(dict(name=arm.name, runs=runs,
@@ -532,7 +555,8 @@ class AblationRunner:
         return dict(date=datetime.date.today().isoformat(), commit=git_commit(),
                     base=osp.relpath(self.base_path) if self.base_path.startswith(os.getcwd())
                     else self.base_path,
-                    protocol=PROTOCOL, seeds=self.seeds, evals=self.evals,
+                    protocol=PROTOCOL, seeds=self.seeds, arm_seeds=self.arm_seeds,
+                    evals=self.evals,
                     final_eval=self.final_eval, common_options=self._common_tokens(),
                     command=self.command_line, out_dir=self.out_dir,
                     class_names=self.class_names(), arms=arms, budgets=budgets)

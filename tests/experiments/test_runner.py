@@ -161,3 +161,20 @@ def test_failing_arm_is_isolated_reported_and_retried(base, tmp_path):
     assert [Path(c[1]).parent.name for c in fixed.tools('train')] == ['nerf']
     assert '--resume' in fixed.tools('train')[0][2]
     assert all(r['status'] == 'ok' for a in summary['budgets'][0]['arms'] for r in a['runs'])
+
+
+def test_arm_seeds_run_more_seeds_for_some_arms(base, tmp_path):
+    """5 seeds for the headline pair, 3 for the rest; pairs use the seeds both arms ran."""
+    fake = FakeTools()
+    summary = make_runner(tmp_path, base, arms='splat,nerf,3d', seeds=(0, 1, 2), fake=fake,
+                          arm_seeds={'splat': [0, 1, 2, 3, 4], 'nerf': [0, 1, 2, 3, 4]}).run()
+    trained = [(Path(c[1]).parent.name, Path(c[1]).name) for c in fake.tools('train')]
+    assert trained[:3] == [('splat', 'seed0'), ('nerf', 'seed0'), ('3d', 'seed0')]
+    assert trained[-2:] == [('splat', 'seed4'), ('nerf', 'seed4')] and len(trained) == 13
+    arms = {a['name']: a for a in summary['budgets'][0]['arms']}
+    assert arms['splat']['seeds_ok'] == [0, 1, 2, 3, 4] and arms['3d']['seeds_ok'] == [0, 1, 2]
+    pairs = {(p['a'], p['b'], p['metric']): p for p in summary['budgets'][0]['pairs']}
+    assert pairs[('splat', 'nerf', 'mIoU')]['seeds'] == [0, 1, 2, 3, 4]
+    assert pairs[('splat', '3d', 'mIoU')]['seeds'] == [0, 1, 2]
+    with pytest.raises(UserError, match='no such arm'):
+        make_runner(tmp_path, base, arms='splat', arm_seeds={'nerf': [0]})
