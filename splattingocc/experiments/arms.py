@@ -11,7 +11,9 @@ Named arms (:data:`NAMED_ARMS`, all defined in the "named arms" block below):
 * ``2d3d``: the base's supervision plus its ``volume_supervision`` (as
   ``splattingocc-tiny-synthetic-2d3d.py``);
 * ``seed``: the head replaced by the base's ``seed_head``, fixed isotropic Gaussians (as
-  ``splattingocc-tiny-synthetic-seed.py``).
+  ``splattingocc-tiny-synthetic-seed.py``);
+* ``sparse``: the head replaced by the base's ``sparse_head``, a budget of Gaussians with free
+  means (as ``splattingocc-tiny-synthetic-sparse.py``).
 
 Any other knob is an arm ``name=key=value[,key=value...]``, e.g.
 ``uniform=model.supervision.0.pixel_sampler.mode=uniform``,
@@ -176,6 +178,19 @@ def _seed_arm(base: Config, model: dict) -> Arm:
                'voxel centres, only opacity and classes learned (as *-seed.py)')
 
 
+def _sparse_arm(base: Config, model: dict) -> Arm:
+    head = base.get('sparse_head')
+    if not isinstance(head, dict):
+        raise UserError(f'--arms sparse: the base config {base.filename} defines no sparse_head '
+                        "(e.g. dict(type='SparseGaussianHead', num_gaussians=4000, ...), as "
+                        'configs/_base_/models/splattingocc_tiny.py does)')
+    overrides = {'model.head._delete_': True}
+    overrides.update({f'model.head.{k}': v
+                      for k, v in Config(dict(h=head)).to_dict()['h'].items()})
+    return Arm('sparse', overrides, f"sparse Gaussians: a budget of {head.get('num_gaussians')} "
+               'with free means, refined from the volume (as *-sparse.py)')
+
+
 #: name -> builder of every named arm
 NAMED_ARMS: Dict[str, Callable[[Config, dict], Arm]] = {
     'splat': _splat_arm,
@@ -183,6 +198,7 @@ NAMED_ARMS: Dict[str, Callable[[Config, dict], Arm]] = {
     '3d': _3d_arm,
     '2d3d': _2d3d_arm,
     'seed': _seed_arm,
+    'sparse': _sparse_arm,
 }
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ VARIANTS = {
     '3d': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-3d.py',
     '2d3d': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-2d3d.py',
     'seed': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-seed.py',
+    'sparse': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-sparse.py',
 }
 
 #: tools/test.py names a folder per call by its start time; the fake numbers them

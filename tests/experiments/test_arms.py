@@ -9,7 +9,7 @@ from splattingocc.experiments import apply_overrides, arm_changes, config_diff, 
 
 
 def test_named_arms_change_exactly_their_keys(base):
-    arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d,seed'], base)}
+    arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d,seed,sparse'], base)}
     # splat: the base itself
     assert config_diff(base, apply_overrides(base, arms['splat'].overrides)) == {}
     # nerf: RenderOcc's head (replaced, not merged), supervision list and read-out threshold,
@@ -48,6 +48,12 @@ def test_named_arms_change_exactly_their_keys(base):
     seed = config_diff(base, apply_overrides(base, arms['seed'].overrides))
     assert {k.split('.')[1] for k in seed} == {'head'}
     assert seed['model.head.type'] == ('GaussianHead', 'FixedGaussianHead')
+    # sparse: the head only, replaced (not merged) by the base's sparse_head
+    sparse = config_diff(base, apply_overrides(base, arms['sparse'].overrides))
+    assert {k.split('.')[1] for k in sparse} == {'head'}
+    assert sparse['model.head.type'] == ('GaussianHead', 'SparseGaussianHead')
+    assert sparse['model.head.query_window'][1] == '<absent>'
+    assert apply_overrides(base, arms['sparse'].overrides).model.head == base.sparse_head
     # the same configs as the hand-written variant configs of the repository
     for name, path in VARIANTS.items():
         variant = Config.fromfile(str(path))
@@ -75,6 +81,10 @@ def test_custom_arms_parse_and_check_keys(base):
         parse_arms(['nerf,nerf'], base)
     with pytest.raises(UserError, match='splatting renderer'):
         parse_arms(['splat'], Config.fromfile(str(VARIANTS['nerf'])))
+    no_sparse = Config(base.to_dict())
+    no_sparse.pop('sparse_head')
+    with pytest.raises(UserError, match='sparse_head'):
+        parse_arms(['sparse'], no_sparse)
     no_renderocc = Config(base.to_dict())
     no_renderocc.pop('renderocc')
     with pytest.raises(UserError, match='renderocc'):

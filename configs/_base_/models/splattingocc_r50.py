@@ -121,3 +121,17 @@ model = dict(
         dict(type='LSSDepthLoss', loss_weight=0.2),
     ],
 )
+
+# the sparse variant (issue 26; splattingocc-Nframe-sparse.py and tools/ablate.py's sparse arm):
+# a budget of 25,000 Gaussians with free means (GaussianFlowOcc predicts 10,000, GaussianFormer's
+# non-empty variant 25,600) out of the 640,000 cells, started at the top-25,000 cells of a
+# predicted occupancy prior and refined in 2 steps by the volume features at their means (each
+# step moves a mean at most one 0.4 m cell). Sizes from a quarter voxel to 4 voxels across and 2
+# up (the per-voxel head's largest is one voxel). Not tuned, not run on real data
+sparse_head = dict(type='SparseGaussianHead', in_channels=volume_channels,
+                   pc_range=point_cloud_range, grid_size=pred_grid_size,  # noqa: F405
+                   num_gaussians=25000, num_classes=num_classes - 1,  # noqa: F405
+                   min_scale=[v / 4 for v in voxel_size],  # noqa: F405
+                   max_scale=[4 * voxel_size[0], 4 * voxel_size[1],  # noqa: F405
+                              2 * voxel_size[2]],  # noqa: F405
+                   hidden_channels=64, num_refine=2, init_opacity=0.1, cutoff=3.0)

@@ -145,3 +145,16 @@ seed_head = dict(type='FixedGaussianHead', in_channels=volume_channels,
                  pc_range=point_cloud_range, grid_size=pred_grid_size,  # noqa: F405
                  num_classes=num_classes - 1, scale=0.6,  # noqa: F405
                  hidden_channels=32, init_opacity=0.1, cutoff=3.0, query_window=2)
+
+# the sparse variant (issue 26; *-sparse.py and tools/ablate.py's sparse arm): a budget of 4,000
+# Gaussians with free means (a fifth of the 20,000 cells; a synthetic frame has ~7,000 occupied
+# cells, ~1,500 of them inside mask_camera), started at the top-4,000 cells of a predicted
+# occupancy prior and refined in 2 steps by the volume features at their means (each step moves
+# a mean at most one cell). Sizes from half an Occ3D voxel to one prediction voxel per axis
+# (twice the per-voxel head's largest: 5x fewer Gaussians must cover the same surfaces). Not tuned
+sparse_head = dict(type='SparseGaussianHead', in_channels=volume_channels,
+                   pc_range=point_cloud_range, grid_size=pred_grid_size,  # noqa: F405
+                   num_gaussians=4000, num_classes=num_classes - 1,  # noqa: F405
+                   min_scale=[v / 2 for v in voxel_size],  # noqa: F405
+                   max_scale=list(pred_voxel_size), hidden_channels=32, num_refine=2,
+                   init_opacity=0.1, cutoff=3.0)
