@@ -16,6 +16,7 @@ VARIANTS = {
     '3d': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-3d.py',
     '2d3d': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-2d3d.py',
     'seed': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-seed.py',
+    '3d+render': REPO_ROOT / 'configs/splattingocc/splattingocc-tiny-synthetic-3d-render.py',
 }
 
 
@@ -34,7 +35,8 @@ class FakeTools:
     start-up); training runs take ``secs_per_iter`` per iteration.
     """
 
-    MIOU = {'splat': 30.0, 'nerf': 20.0, '3d': 40.0, '2d3d': 45.0, 'uni': 25.0}
+    MIOU = {'splat': 30.0, 'nerf': 20.0, '3d': 40.0, '2d3d': 45.0, 'uni': 25.0,
+            '3d+render': 42.0}
 
     def __init__(self, fail=(), secs_per_iter=0.5):
         self.calls = []

@@ -109,3 +109,14 @@ def test_failing_arm_is_isolated_reported_and_retried(base, tmp_path):
     assert [Path(c[1]).parent.name for c in fixed.tools('train')] == ['nerf']
     assert '--resume' not in fixed.tools('train')[0][2]
     assert all(r['status'] == 'ok' for a in summary['arms'] for r in a['runs'])
+
+
+def test_an_arm_name_with_a_plus_is_its_folder(base, tmp_path):
+    """'3d+render' runs in OUT/3d+render/seed<k> (a '+' needs no quoting) and is reported by
+    that name."""
+    fake = FakeTools()
+    summary = make_runner(tmp_path, base, arms='3d+render', fake=fake).run()
+    assert (tmp_path / 'out' / '3d+render' / 'seed0' / 'result.json').exists()
+    assert [Path(c[1]).parent.name for c in fake.tools('train')] == ['3d+render']
+    assert [a['name'] for a in summary['arms']] == ['3d+render']
+    assert summary['arms'][0]['mIoU_mean'] == FakeTools.MIOU['3d+render']
