@@ -6,8 +6,9 @@ on val, evaluated on test, reported over seeds with 95 % intervals.
                            [--eval segm ray ap render] [--pairs splat:nerf,2d3d:3d]
                            [--val-samples K] [--cfg-options k=v ...] [--log-file PATH]
 
-Arms: 'splat' (the base as is), 'nerf' (RenderOcc), 'seed' (fixed isotropic Gaussians), '3d'
-(3D supervision only, argmax read-out), '2d3d' (2D + 3D), or name=key=value[,key=value...] for
+Arms: 'splat' (the base as is), 'nerf' (RenderOcc), 'seed' (fixed isotropic Gaussians), 'sparse'
+(a budget of free-mean Gaussians), '3d' (3D supervision only, argmax read-out), '3d+render' (3d
+plus GaussRender's render-consistency loss), '2d3d' (2D + 3D), or name=key=value[,key=value...] for
 any other knob. --iters and --budget-minutes together give an equal-iterations and an
 equal-wall-clock table from one call. Each (budget, arm, seed) runs tools/train.py, tools/test.py
 --calibrate (on val, for a read-out with a threshold) and tools/test.py --eval (on test) as

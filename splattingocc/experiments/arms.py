@@ -13,7 +13,13 @@ Named arms (:data:`NAMED_ARMS`, all defined in the "named arms" block below):
 * ``seed``: the head replaced by the base's ``seed_head``, fixed isotropic Gaussians (as
   ``splattingocc-tiny-synthetic-seed.py``);
 * ``sparse``: the head replaced by the base's ``sparse_head``, a budget of Gaussians with free
-  means (as ``splattingocc-tiny-synthetic-sparse.py``).
+  means (as ``splattingocc-tiny-synthetic-sparse.py``);
+* ``3d+render``: the ``3d`` arm plus the base's ``render_consistency`` supervision, GaussRender's
+  render-consistency loss (as ``splattingocc-tiny-synthetic-3d-render.py``).
+
+Arm names are letters, digits, ``_``, ``+`` and ``-``, starting with a letter or digit: each is a
+folder name of the ablation's output (``OUT/<budget>/<arm>/seed<k>``) and a label in its report,
+and none of these characters needs quoting in a POSIX shell or a path.
 
 Any other knob is an arm ``name=key=value[,key=value...]``, e.g.
 ``uniform=model.supervision.0.pixel_sampler.mode=uniform``,
@@ -35,7 +41,7 @@ from splattingocc.errors import UserError
 from .overrides import (apply_overrides, check_override_keys, cli_value, config_diff,
                         describe_overrides, parse_cli_value, short_value, split_top_level)
 
-_ARM_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*$')
+_ARM_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_+-]*$')
 
 
 @dataclass
@@ -141,18 +147,38 @@ def _num_classes(name: str, base: Config) -> int:
     return int(base.num_classes)
 
 
-def _3d_arm(base: Config, model: dict) -> Arm:
+def _3d_overrides(name: str, base: Config, model: dict) -> Dict[str, Any]:
     # the bound: 3D labels through the base's volume supervision, the lift's depth loss kept,
     # every label (free included) a class, the argmax read-out
     # (as configs/splattingocc/splattingocc-tiny-synthetic-3d.py)
     sup = Config(dict(s=model.get('supervision') or [])).to_dict()['s']
     lift = [s for s in sup if isinstance(s, dict) and s.get('type') == 'LSSDepthLoss']
-    overrides = {'model.head.num_classes': _num_classes('3d', base),
-                 'model.readout.threshold': None,
-                 'model.supervision': [_volume_supervision('3d', base)] + lift,
-                 'train_dataloader.dataset.pipeline': _pipeline_3d('3d', base)}
-    return Arm('3d', overrides, "Occ3D (3D) labels only through the base's volume supervision "
-               '(LSS depth loss kept), all 18 labels classes, argmax read-out')
+    return {'model.head.num_classes': _num_classes(name, base),
+            'model.readout.threshold': None,
+            'model.supervision': [_volume_supervision(name, base)] + lift,
+            'train_dataloader.dataset.pipeline': _pipeline_3d(name, base)}
+
+
+def _3d_arm(base: Config, model: dict) -> Arm:
+    return Arm('3d', _3d_overrides('3d', base, model),
+               "Occ3D (3D) labels only through the base's volume supervision (LSS depth loss "
+               'kept), all 18 labels classes, argmax read-out')
+
+
+def _3d_render_arm(base: Config, model: dict) -> Arm:
+    # the 3d arm plus GaussRender's render-consistency loss, the base's render_consistency
+    # (as configs/splattingocc/splattingocc-tiny-synthetic-3d-render.py)
+    rc = base.get('render_consistency')
+    if not isinstance(rc, dict):
+        raise UserError(f'--arms 3d+render: the base config {base.filename} defines no '
+                        "render_consistency (e.g. dict(type='RenderConsistencySupervision', ...), "
+                        'as configs/_base_/models/splattingocc_tiny.py does)')
+    overrides = _3d_overrides('3d+render', base, model)
+    overrides['model.supervision'] = overrides['model.supervision'] + [
+        Config(dict(r=rc)).to_dict()['r']]
+    return Arm('3d+render', overrides, "the 3d arm plus the base's render-consistency loss "
+               '(GaussRender: predicted and ground-truth occupancy rendered into a camera and a '
+               "bird's-eye view, L1 on semantics and depth)")
 
 
 def _2d3d_arm(base: Config, model: dict) -> Arm:
@@ -199,6 +225,7 @@ NAMED_ARMS: Dict[str, Callable[[Config, dict], Arm]] = {
     '2d3d': _2d3d_arm,
     'seed': _seed_arm,
     'sparse': _sparse_arm,
+    '3d+render': _3d_render_arm,
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +234,7 @@ NAMED_ARMS: Dict[str, Callable[[Config, dict], Arm]] = {
 
 
 def named_arm(name: str, base: Config) -> Arm:
-    """The overrides of a named arm (``splat``, ``nerf``, ``3d``, ``2d3d``) for ``base``."""
+    """The overrides of a named arm (:data:`NAMED_ARMS`) for ``base``."""
     model = base.get('model')
     if not isinstance(model, dict):
         raise UserError(f'{base.filename}: no model=dict(...) in the base config')
@@ -260,7 +287,8 @@ def parse_arms(specs: Sequence[str], base: Config) -> List[Arm]:
         raise UserError(f'--arms: arm names must be unique, {dup} given twice')
     for arm in arms:
         if not _ARM_NAME.match(arm.name):
-            raise UserError(f'--arms: arm name {arm.name!r} must be letters, digits, _ or -')
+            raise UserError(f'--arms: arm name {arm.name!r} must be letters, digits, _, + or '
+                            '-, starting with a letter or digit')
         check_override_keys(base, arm.overrides, f'--arms {arm.name}')
         if arm.description == 'custom':
             arm.description = describe_overrides(arm.overrides)

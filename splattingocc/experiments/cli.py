@@ -27,8 +27,9 @@ def build_parser():
         '(results.md / results.json / plots in --out; an entry in --log-file if given).',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='Named arms: splat (base as is), nerf (RenderOcc: the base config\'s renderocc '
-        'variable), 3d (3D supervision only), 2d3d (2D + 3D), seed (fixed isotropic Gaussians). '
-        'Other arms: '
+        'variable), 3d (3D supervision only), 2d3d (2D + 3D), seed (fixed isotropic Gaussians), '
+        'sparse (a budget of free-mean Gaussians), 3d+render (3d plus the base config\'s '
+        'render_consistency, GaussRender). Other arms: '
         'name=key=value[,key=value...], e.g.\n'
         '  uniform=model.supervision.0.pixel_sampler.mode=uniform\n'
         '  aux1=train_dataloader.dataset.num_adjacent=1\n'

@@ -5,7 +5,9 @@
 * ``LSSDepthLoss``, ``ImageSemanticLoss`` (``lift.py``): the lift's depth distribution and class
   logits against the 2D labels;
 * ``OpacitySparsityLoss``, ``OpacityEntropyLoss`` (``priors.py``): priors on the elements;
-* ``VolumeSupervision`` (``volume.py``): the field on a voxel grid against the Occ3D labels.
+* ``VolumeSupervision`` (``volume.py``): the field on a voxel grid against the Occ3D labels;
+* ``RenderConsistencySupervision`` (``render_consistency.py``): the predicted and the
+  ground-truth occupancy rendered into the same views and compared (GaussRender).
 
 The loss maths are pure functions in ``functional.py``. Importing this package registers the
 modules in ``splattingocc.registry.MODELS``.
@@ -18,6 +20,7 @@ from .priors import OpacityEntropyLoss, OpacitySparsityLoss
 from .ray_losses import (FreeSpaceLoss, L1DepthLoss, RayDistortionLoss, RayLoss, RenderedCELoss,
                          SILogLoss, SurfaceLoss)
 from .rays import RayBatch, RaySupervision
+from .render_consistency import RenderConsistencySupervision
 from .renderocc_losses import (RenderOccDepthLoss, RenderOccDistortionLoss, RenderOccEntropyLoss,
                                RenderOccSemanticLoss)
 from .volume import (Occupancy3DLoss, SemanticVoxelCELoss, VolumeBatch, VolumeSupervision,
@@ -30,5 +33,5 @@ __all__ = [
     'RayDistortionLoss', 'RayLoss', 'RenderedCELoss', 'SILogLoss', 'SurfaceLoss', 'RayBatch',
     'RaySupervision', 'Occupancy3DLoss', 'SemanticVoxelCELoss', 'VolumeBatch', 'VolumeSupervision',
     'downsample_labels', 'downsample_mask', 'RenderOccSemanticLoss', 'RenderOccDepthLoss',
-    'RenderOccEntropyLoss', 'RenderOccDistortionLoss'
+    'RenderOccEntropyLoss', 'RenderOccDistortionLoss', 'RenderConsistencySupervision'
 ]

@@ -63,6 +63,19 @@ Definitions (M labelled rays, per-ray weights w_r >= 0, default 1; a weight 0 ig
   s over all K = num_classes labels (free among them), ``loss_voxel_ce`` = the class-weighted mean
   over the scored voxels of ``-log(s[c] / sum(s) + eps)`` (torch's weighted CE convention:
   ``sum_v cw[c_v] l_v / sum_v cw[c_v]``). It sets no threshold: the read-out takes the argmax.
+* Render consistency (``RenderConsistencySupervision``; GaussRender, Chambon et al., ICCV 2025):
+  the predicted and the ground-truth occupancy, both as Gaussians at voxel centres, rendered into
+  the same views. Per view image (P pixels), with the renders' class features f (composited
+  class probabilities, not normalised), alpha a and alpha-normalised depth d of the renderer::
+
+      sem_p   = f_p + (1 - a_p) e_free            the background (what no Gaussian covers) is
+                                                  free space, as GaussRender's free-class
+                                                  background colour
+      D_p     = a_p d_p                           accumulated (not normalised) depth
+      l_sem   = mean over p, k of |sem_pred - sem_gt|            (L1 over P x K)
+      l_depth = mean over p with D_gt,p > min_depth of |D_pred - D_gt| / depth_norm
+
+  each averaged over the view images (``l_depth`` over the images with a depth pixel).
 """
 from __future__ import annotations
 
@@ -441,9 +454,63 @@ def auxiliary_ray_weights(frame_offset: Tensor,  # [B, C]
     return w
 
 
+def with_background(features: Tensor,  # [..., K]
+                    alpha: Tensor,  # [...]
+                    channel: int) -> Tensor:
+    """``features`` with the untouched transmittance ``1 - alpha`` added to channel ``channel``
+    (a render over a background of that class, module docstring: render consistency).
+
+    Args:
+        features: [..., K] composited features; alpha: [...] accumulated alpha in [0, 1].
+    Returns:
+        [..., K], same dtype.
+    """
+    assert features.shape[:-1] == alpha.shape, (features.shape, alpha.shape)
+    K = features.shape[-1]
+    if not 0 <= channel < K:
+        raise ValueError(f'with_background: channel {channel} is not in [0, {K})')
+    onehot = F.one_hot(torch.tensor(channel, device=features.device), K).to(features.dtype)
+    return features + (1.0 - alpha)[..., None] * onehot
+
+
+def render_consistency_l1(pred_sem: Tensor,  # [I, P, K]
+                          pred_depth: Tensor,  # [I, P]
+                          gt_sem: Tensor,  # [I, P, K]
+                          gt_depth: Tensor,  # [I, P]
+                          depth_norm: float, min_depth: float = 0.1) -> Tuple[Tensor, Tensor]:
+    """(semantic L1, depth L1) of a predicted render against a ground-truth render (module
+    docstring: render consistency), each the mean over the I view images of a per-image mean.
+
+    Args:
+        pred_sem, gt_sem: [I, P, K] class features with the background in the free channel
+            (``with_background``).
+        pred_depth, gt_depth: [I, P] accumulated depth (alpha times the normalised depth).
+        depth_norm: metres that count 1 in the depth term; min_depth: a pixel scores depth only
+            where the ground-truth render's accumulated depth exceeds it.
+    Returns:
+        (l_sem, l_depth) scalars; l_depth is a graph-connected 0 without any such pixel.
+    """
+    assert pred_sem.dim() == 3 and pred_sem.shape == gt_sem.shape, (pred_sem.shape, gt_sem.shape)
+    assert pred_depth.shape == pred_sem.shape[:2] == gt_depth.shape, \
+        (pred_depth.shape, gt_depth.shape, pred_sem.shape)
+    if not depth_norm > 0:
+        raise ValueError(f'render_consistency_l1: depth_norm must be > 0, got {depth_norm}')
+    l_sem = (pred_sem - gt_sem.to(pred_sem)).abs().mean(dim=(1, 2)).mean()
+    valid = gt_depth > min_depth  # [I, P]
+    n = valid.sum(1)  # [I]
+    has = n > 0
+    if not bool(has.any()):
+        return l_sem, zero_loss(pred_depth)
+    err = torch.where(valid, (pred_depth - gt_depth.to(pred_depth)).abs(),
+                      torch.zeros_like(pred_depth)) / float(depth_norm)  # [I, P]
+    per_image = err.sum(1)[has] / n[has].to(err.dtype)  # [I']
+    return l_sem, per_image.mean()
+
+
 __all__ = [
     'IGNORE', 'silog_loss', 'l1_depth_loss', 'class_balanced_weights', 'rendered_semantic_ce',
     'lss_depth_loss', 'image_semantic_ce', 'opacity_entropy', 'ray_position_variance',
-    'occupancy_3d_losses', 'voxel_semantic_ce', 'free_space_loss', 'surface_losses', 'auxiliary_ray_weights',
-    'zero_loss', 'check_labels'
+    'occupancy_3d_losses', 'voxel_semantic_ce', 'free_space_loss', 'surface_losses',
+    'auxiliary_ray_weights', 'zero_loss', 'check_labels', 'with_background',
+    'render_consistency_l1'
 ]

@@ -9,7 +9,7 @@ from splattingocc.experiments import apply_overrides, arm_changes, config_diff, 
 
 
 def test_named_arms_change_exactly_their_keys(base):
-    arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d,seed,sparse'], base)}
+    arms = {a.name: a for a in parse_arms(['splat,nerf,3d,2d3d,seed,sparse,3d+render'], base)}
     # splat: the base itself
     assert config_diff(base, apply_overrides(base, arms['splat'].overrides)) == {}
     # nerf: RenderOcc's head (replaced, not merged), supervision list and read-out threshold,
@@ -54,6 +54,17 @@ def test_named_arms_change_exactly_their_keys(base):
     assert sparse['model.head.type'] == ('GaussianHead', 'SparseGaussianHead')
     assert sparse['model.head.query_window'][1] == '<absent>'
     assert apply_overrides(base, arms['sparse'].overrides).model.head == base.sparse_head
+    # 3d+render: the 3d arm with the base's render_consistency appended to its supervision
+    rc = apply_overrides(base, arms['3d+render'].overrides)
+    want = dict(arms['3d'].overrides)
+    want['model.supervision'] = want['model.supervision'] + [base.render_consistency.to_dict()]
+    assert config_diff(rc, apply_overrides(base, want)) == {}
+    assert [s['type'] for s in rc.model.supervision] == [
+        'VolumeSupervision', 'LSSDepthLoss', 'RenderConsistencySupervision']
+    no_rc = Config(base.to_dict())
+    no_rc.pop('render_consistency')
+    with pytest.raises(UserError, match='render_consistency'):
+        parse_arms(['3d+render'], no_rc)
     # the same configs as the hand-written variant configs of the repository
     for name, path in VARIANTS.items():
         variant = Config.fromfile(str(path))
@@ -70,7 +81,8 @@ def test_custom_arms_parse_and_check_keys(base):
     assert arms[2].overrides == {'model.head.isotropic': True,
                                  'model.head.max_scale': [0.4, 0.4, 0.4]}
     diff = config_diff(base, apply_overrides(base, arms[1].overrides))
-    assert set(diff) == {'model.supervision.0.pixel_sampler.mode', 'model.supervision.0.pixel_sampler.num_rays'}
+    assert set(diff) == {'model.supervision.0.pixel_sampler.mode',
+                         'model.supervision.0.pixel_sampler.num_rays'}
     with pytest.raises(UserError, match='pixel_samplr'):
         parse_arms(['typo=model.supervision.0.pixel_samplr.mode=uniform'], base)
     with pytest.raises(UserError, match='needs an arm name'):
@@ -89,3 +101,12 @@ def test_custom_arms_parse_and_check_keys(base):
     no_renderocc.pop('renderocc')
     with pytest.raises(UserError, match='renderocc'):
         parse_arms(['nerf'], no_renderocc)
+
+
+def test_arm_names_may_hold_a_plus_but_not_start_with_one(base):
+    arms = parse_arms(['3d+render,a+b=model.head.init_opacity=0.2'], base)
+    assert [a.name for a in arms] == ['3d+render', 'a+b']
+    for bad in ('+a=model.head.init_opacity=0.2', 'a/b=model.head.init_opacity=0.2',
+                'a b=model.head.init_opacity=0.2'):
+        with pytest.raises(UserError):
+            parse_arms([bad], base)

@@ -178,3 +178,14 @@ def test_arm_seeds_run_more_seeds_for_some_arms(base, tmp_path):
     assert pairs[('splat', '3d', 'mIoU')]['seeds'] == [0, 1, 2]
     with pytest.raises(UserError, match='no such arm'):
         make_runner(tmp_path, base, arms='splat', arm_seeds={'nerf': [0]})
+
+
+def test_an_arm_name_with_a_plus_is_its_folder(base, tmp_path):
+    """'3d+render' runs in OUT/<budget>/3d+render/seed<k> (a '+' needs no quoting) and is reported by
+    that name."""
+    fake = FakeTools()
+    summary = make_runner(tmp_path, base, arms='3d+render', fake=fake).run()
+    assert (tmp_path / 'out' / 'iters-40' / '3d+render' / 'seed0' / 'result.json').exists()
+    assert [Path(c[1]).parent.name for c in fake.tools('train')] == ['3d+render']
+    assert [a['name'] for a in summary['budgets'][0]['arms']] == ['3d+render']
+    assert summary['budgets'][0]['arms'][0]['mIoU_mean'] == FakeTools.MIOU['3d+render']

@@ -5,11 +5,11 @@
 
 The batch has the shapes the config's data pipeline produces (cameras, input size, label
 resolution, adjacent frames) with the real nuScenes camera rig of the real-data fixture
-(``<realdata>/nuscenes-keyframe``; a ring of 6 cameras if absent), random images and random sparse
-LiDAR-like labels (20% of the label pixels, depth 2..40 m). One iteration = forward ('loss'),
-backward and an AdamW step, as a training step does (data loading excluded: see
-tools/benchmarks/benchmark_dataset.py). Prints the median and a per-stage split of one extra
-iteration.
+(``<realdata>/nuscenes-keyframe``; a ring of 6 cameras if absent), random images, random sparse
+LiDAR-like labels (20% of the label pixels, depth 2..40 m) and Occ3D labels of random columns
+(``make_batch``). One iteration = forward ('loss'), backward and an AdamW step, as a training
+step does (data loading excluded: see tools/benchmarks/benchmark_dataset.py). Prints the median
+and a per-stage split of one extra iteration.
 """
 from __future__ import annotations
 
@@ -96,9 +96,17 @@ def make_batch(cfg, batch_size: int, generator: torch.Generator) -> dict:
                                  torch.full((B, F * N, h, w), 255)),
         meta=dict(sample_token=['bench'] * B, scene_name=['bench'] * B),
     )
+    # Occ3D labels laid out like a scene (a cost that depends on the occupied voxels, e.g. the
+    # ground-truth render of RenderConsistencySupervision, sees a realistic count): each (x, y)
+    # column filled from the bottom to a random height of 1..6 voxels with one random class,
+    # free above (about 22 % occupied; the synthetic dataset's samples: about 26 %)
     X, Y, Z = cfg.occ_size
-    batch['voxel_semantics'] = torch.randint(0, cfg.num_classes, (B, X, Y, Z),
-                                             generator=generator).to(torch.uint8)
+    height = torch.randint(1, 7, (B, X, Y, 1), generator=generator)
+    column = torch.randint(0, cfg.num_classes - 1, (B, X, Y, 1), generator=generator)
+    column = column + (column >= cfg.free_label).long()  # any class but free
+    filled = torch.arange(Z).view(1, 1, 1, Z) < height  # [B, X, Y, Z]
+    batch['voxel_semantics'] = torch.where(filled, column, torch.full_like(column, cfg.free_label)
+                                           ).to(torch.uint8)
     batch['mask_camera'] = torch.ones(B, X, Y, Z, dtype=torch.uint8)
     return batch
 

@@ -57,6 +57,32 @@ volume_supervision = dict(
     grid_size=None, mask_camera=True,
     losses=[dict(type='SemanticVoxelCELoss', class_weight=None)])
 
+# GaussRender's render-consistency loss for the 3D-supervised variants (*-3d-render.py and
+# tools/ablate.py's 3d+render arm): the predicted occupancy (the field on the render grid: Gaussians
+# at its voxel centres, opacity = the field's voxel occupancy, the class probabilities as colours)
+# and the ground truth (a one-hot Gaussian per occupied voxel) rendered into one of the sample's
+# cameras (front and back drawn twice as often as the others) and a bird's-eye view, L1 on the
+# semantics (free space as background) and on the accumulated depth (/ 50 m, / 100 m), weights 1
+# each next to the cross entropy's 1 (GaussRender: 10 and 10). docs/render-consistency.md gives
+# every setting's upstream file and line. Cheaper than GaussRender for a CPU: a render grid of
+# 0.8 m voxels (Occ3D grid / 2 per axis; GaussRender: the 0.4 m grid, grid_size=None), the
+# cameras at the label resolution (half the input; GaussRender: the input's), a 100 x 100
+# bird's-eye image (0.8 m per pixel at z = 0; GaussRender: 400 x 400 over its 80 m box)
+render_downsample = [2, 2, 2]
+render_consistency = dict(
+    type='RenderConsistencySupervision',
+    renderer=dict(type='TorchSplatRenderer', eps2d=0.3, near_plane=0.01),
+    pc_range=point_cloud_range, num_classes=num_classes,  # noqa: F405
+    free_label=free_label,  # noqa: F405
+    grid_size=[n // f for n, f in zip(occ_size, render_downsample)],  # noqa: F405
+    gaussian_scale=0.675, opacity='density', mask_camera=False,
+    num_cameras=1,
+    camera_weights=[2.0 if n in ('CAM_FRONT', 'CAM_BACK') else 1.0
+                    for n in camera_names],  # noqa: F405
+    camera_scale=0.5, bev_size=100, bev_height=None, pixels_per_view=None,
+    loss_weights=dict(cam_sem=1.0, cam_depth=1.0, bev_sem=1.0, bev_depth=1.0),
+    depth_norm=dict(cam=50.0, bev=100.0))
+
 readout_threshold = 0.3934693402873666  # 1 - exp(-0.5)
 # The faithful RenderOcc arm (configs/renderocc/renderocc-tiny-synthetic.py and tools/ablate.py's
 # nerf arm take it from here): RenderOcc's head, renderer, read-out and loss set in place of the
