@@ -49,6 +49,26 @@ volume_supervision = dict(
     grid_size=None, mask_camera=True,
     losses=[dict(type='SemanticVoxelCELoss', class_weight=None)])
 
+# GaussRender's render-consistency loss for a 3D-supervised variant (as the tiny model's
+# render_consistency, with GaussRender's own grid and bird's-eye view: the 0.4 m Occ3D grid, a
+# 400 x 400 image 80 m up; docs/render-consistency.md). The camera renders at our 704 x 256 input
+# (camera_scale=1.0), not at GaussRender's raw 1600 x 900: that input is a 0.44 x resize and crop
+# of the raw image, so camera_scale=1600 / 704 would match GaussRender's pixel density on the
+# cropped view at about 5 x the pixels. No config uses it yet
+render_consistency = dict(
+    type='RenderConsistencySupervision',
+    renderer=dict(type='SplatRenderer', backend='gsplat', eps2d=0.3, near_plane=0.01,
+                  tile_size=16, packed=True),
+    pc_range=point_cloud_range, num_classes=num_classes,  # noqa: F405
+    free_label=free_label,  # noqa: F405
+    grid_size=None, gaussian_scale=0.675, opacity='density', mask_camera=False,
+    num_cameras=1,
+    camera_weights=[2.0 if n in ('CAM_FRONT', 'CAM_BACK') else 1.0
+                    for n in camera_names],  # noqa: F405
+    camera_scale=1.0, bev_size=400, bev_height=None, pixels_per_view=None,
+    loss_weights=dict(cam_sem=1.0, cam_depth=1.0, bev_sem=1.0, bev_depth=1.0),
+    depth_norm=dict(cam=50.0, bev=100.0))
+
 readout_threshold = 0.3934693402873666  # 1 - exp(-0.5)
 # The faithful RenderOcc arm (configs/renderocc/renderocc-Nframe.py and tools/ablate.py's
 # nerf arm take it from here): RenderOcc's head, renderer, read-out and loss set in place of the

@@ -63,10 +63,11 @@ volume_supervision = dict(
 # and the ground truth (a one-hot Gaussian per occupied voxel) rendered into one of the sample's
 # cameras (front and back drawn twice as often as the others) and a bird's-eye view, L1 on the
 # semantics (free space as background) and on the accumulated depth (/ 50 m, / 100 m), weights 1
-# each next to the cross entropy's 1 (GaussRender: 10 and 10). docs/render-consistency.md gives
-# every setting's upstream file and line. Cheaper than GaussRender for a CPU: a render grid of
-# 0.8 m voxels (Occ3D grid / 2 per axis; GaussRender: the 0.4 m grid, grid_size=None), the
-# cameras at the label resolution (half the input; GaussRender: the input's), a 100 x 100
+# each next to the cross entropy's 1 (GaussRender: 10 on each render term and 10 on its CE, plus
+# a Lovasz term of weight 1). docs/render-consistency.md gives every setting's upstream file and
+# line. Cheaper than GaussRender for a CPU: a render grid of 0.8 m voxels (Occ3D grid / 2 per
+# axis; GaussRender: the 0.4 m grid, grid_size=None), the cameras at the label resolution (half
+# the 256 x 144 input: 128 x 72; GaussRender: the raw 1600 x 900 camera image), a 100 x 100
 # bird's-eye image (0.8 m per pixel at z = 0; GaussRender: 400 x 400 over its 80 m box)
 render_downsample = [2, 2, 2]
 render_consistency = dict(
