@@ -17,8 +17,8 @@ of each setting: ``docs/render-consistency.md``.
   of that voxel, ``field.occupancy(density)`` (``opacity='density'``: the field's own opacities,
   summed at the centre, as GaussRender's learned per-voxel opacity) or ``1 - p_free``
   (``opacity='free_class'``: the argmax read-out's occupancy probability; GaussRender's
-  ``transfer_opacity``). Voxels the ground truth ignores (or outside ``mask_camera``) get opacity
-  0. So a prediction equal to the ground truth renders exactly as it does, whatever the field's
+  ``transfer_opacity`` without its sharpening of the free probability). Voxels the ground truth
+  ignores (or outside ``mask_camera``) get opacity 0. So a prediction equal to the ground truth renders exactly as it does, whatever the field's
   elements are (its own Gaussians rendered directly would not: their sizes and places differ from
   the ground truth's voxel Gaussians), and the gradient reaches every parameter of the field
   through ``to_grid`` (the voxelizer is differentiable in means, scales, rotations, opacities and
