@@ -3,8 +3,8 @@
 The traversal is the voxel walk of Amanatides & Woo ("A fast voxel traversal algorithm for ray
 tracing", Eurographics 1987): a ray visits, in order, every voxel it passes through; at each step
 it moves into the neighbour across the nearest voxel face. All rays advance together, one voxel per
-iteration, and rays that have hit (or left the grid) drop out, so the cost is the total number of
-voxels visited.
+iteration; rays that have hit (or left the grid) stop, and are dropped from the arrays in batches
+(when a quarter of them have stopped), so the cost is about the total number of voxels visited.
 
 Conventions: the grid covers ``pc_range = (x_min, y_min, z_min, x_max, y_max, z_max)`` with voxel
 ``(i, j, k)`` spanning ``[min + size * index, min + size * (index + 1))`` on each axis (the Occ3D
@@ -143,50 +143,86 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
     flat_codes = padded.reshape(-1)
     stride = np.array([PY * PZ, PZ, 1], dtype=np.int64)
     flat = (v + 1) @ stride  # [A]
-    fsx, fsy, fsz = (step * stride).T.copy()  # [A] each: signed strides
-    mx, my, mz = t_max.T.copy()  # [A] each: distance of the next x / y / z face crossing
-    dx, dy, dz = t_delta.T.copy()  # [A] each
+    # Per-ray state, one row per quantity, so that a compaction is a few ``take``s:
+    # M [3, A] distance of the next x / y / z face crossing, Dt [3, A] distance between two
+    # crossings on each axis, FS [3, A] signed flat-index stride of a step along x / y / z.
+    A = rid.size
+    M = np.ascontiguousarray(t_max.T)  # [3, A]
+    Dt = np.ascontiguousarray(t_delta.T)  # [3, A]
+    FS = np.ascontiguousarray((step * stride).T)  # [3, A]
     t_enter = t_in.copy()  # [A] distance at which the current voxel was entered
     full = np.uint8((1 << num_bits) - 1)
-    pending = np.full(rid.shape, full, dtype=np.uint8)  # [A] bits still looking for a hit
+    # [A] bits still looking for a hit, plus the border bit while the ray is alive: a ray with
+    # an event (a first hit, or stepping onto the border) has a non-zero ``code & pending``
+    pending = np.full(A, full | border, dtype=np.uint8)
     finite_limit = np.isfinite(limit)
+    alive, dead = A, 0
+    hits = []  # per step with hits: (ray, bits hit, flat voxel, entry, exit) arrays
+    bufs = None
 
-    while rid.size:
-        code = flat_codes[flat]  # [A]
+    while alive:
+        if bufs is None or bufs[0].size != A:  # scratch arrays of the current length
+            bufs = (np.empty(A, np.uint8), np.empty(A, bool), np.empty(A), np.empty(A, bool),
+                    np.empty((3, A), bool), np.empty((3, A)), np.empty((3, A), np.int64))
+        c, has_ev, myz, ay, S, ftmp, itmp = bufs
+        code = flat_codes.take(flat)  # [A]
         if finite_limit:
             code = np.where(t_enter <= limit, code, border)  # beyond max_dist: stop, no hit
-        c = code & pending  # [A] bits hit here for the first time (border: never)
-        hit = np.nonzero(c)[0]
-        if hit.size:
-            h_rid = rid[hit]
-            h_exit = np.minimum(np.minimum(mx[hit], my[hit]), mz[hit])
-            h_flat = flat[hit]
-            h_idx = np.stack([h_flat // stride[0], (h_flat // stride[1]) % PY, h_flat % PZ],
-                             axis=1) - 1  # [H, 3] unpadded (i, j, k)
-            h_c = c[hit]
-            for b in range(num_bits):
-                sel = (h_c >> b) & 1 == 1
-                if sel.any():
-                    rb = h_rid[sel]
-                    out_idx[b, rb] = h_idx[sel]
-                    out_in[b, rb] = t_enter[hit][sel]
-                    out_out[b, rb] = h_exit[sel]
-            pending = pending & ~c
-        keep = (pending != 0) & (code < border)
-        if not keep.all():
-            k = np.nonzero(keep)[0]
-            rid, pending, t_enter, flat = rid[k], pending[k], t_enter[k], flat[k]
-            fsx, fsy, fsz = fsx[k], fsy[k], fsz[k]
-            mx, my, mz, dx, dy, dz = mx[k], my[k], mz[k], dx[k], dy[k], dz[k]
+        np.bitwise_and(code, pending, out=c)  # [A] first hits (bits < num_bits) or the border
+        np.not_equal(c, 0, out=has_ev)
+        ev = np.flatnonzero(has_ev)  # [E] rays with an event (a few per step; bool: fast)
+        if ev.size:
+            e_c = c[ev]  # [E]
+            hit = np.flatnonzero(e_c & full)  # [H] positions in ev with a first hit
+            if hit.size:
+                h = ev[hit]  # [H]
+                h_exit = np.minimum(np.minimum(M[0].take(h), M[1].take(h)), M[2].take(h))
+                hits.append((rid.take(h), e_c.take(hit), flat.take(h), t_enter.take(h), h_exit))
+            e_p = pending[ev] & ~e_c  # [E]
+            # finished: every bit found, or on the border (its bit just cleared)
+            done = (e_p & full == 0) | (e_p & border == 0)  # [E]
+            e_p[done] = 0
+            pending[ev] = e_p
+            d_rows = ev[done]
+            if d_rows.size:
+                FS[:, d_rows] = 0  # a finished ray stays where it is, without further events
+                alive -= d_rows.size
+                dead += d_rows.size
+                if not alive:
+                    break
+                if dead * 4 > A:  # compact once a quarter of the rays are finished
+                    k = np.flatnonzero(pending)  # [alive]
+                    M, Dt, FS = M.take(k, axis=1), Dt.take(k, axis=1), FS.take(k, axis=1)
+                    rid, pending, t_enter, flat = rid[k], pending[k], t_enter[k], flat[k]
+                    A, dead = k.size, 0
+                    continue  # a fresh look at the same voxels: no new events, then the step
         # Step into the next voxel across the nearest face (ties: z, then y, before x).
-        ax = (mx < my) & (mx < mz)
-        ay = ~ax & (my < mz)
-        az = ~(ax | ay)
-        t_enter = np.where(ax, mx, np.where(ay, my, mz))
-        flat += np.where(ax, fsx, np.where(ay, fsy, fsz))
-        mx += dx * ax
-        my += dy * ay
-        mz += dz * az
+        # S [3, A]: the axis taken (one True per ray); M[a] += Dt[a] and flat += FS[a] there.
+        mx, my, mz = M
+        np.minimum(my, mz, out=myz)
+        np.less(mx, myz, out=S[0])  # x: strictly first
+        np.less(my, mz, out=ay)
+        np.logical_or(S[0], ay, out=S[2])
+        np.not_equal(S[2], S[0], out=S[1])  # y: not x, and strictly before z
+        np.logical_not(S[2], out=S[2])  # z: neither
+        np.minimum(mx, myz, out=t_enter)  # the crossing taken: where the next voxel starts
+        np.multiply(Dt, S, out=ftmp)
+        M += ftmp
+        np.multiply(FS, S, out=itmp)
+        flat += itmp[0]
+        flat += itmp[1]
+        flat += itmp[2]
+
+    if hits:
+        h_rid, h_c, h_flat, h_in, h_out = (np.concatenate(a) for a in zip(*hits))
+        h_idx = np.stack([h_flat // stride[0], (h_flat // stride[1]) % PY, h_flat % PZ],
+                         axis=1) - 1  # [H, 3] unpadded (i, j, k)
+        for b in range(num_bits):
+            sel = (h_c >> b) & 1 == 1
+            rb = h_rid[sel]
+            out_idx[b, rb] = h_idx[sel]
+            out_in[b, rb] = h_in[sel]
+            out_out[b, rb] = h_out[sel]
     return out_idx, out_in, out_out
 
 
