@@ -145,11 +145,12 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
     flat = (v + 1) @ stride  # [A]
     # Per-ray state, one row per quantity, so that a compaction is a few ``take``s:
     # M [3, A] distance of the next x / y / z face crossing, Dt [3, A] distance between two
-    # crossings on each axis, FS [3, A] signed flat-index stride of a step along x / y / z.
+    # crossings on each axis, FS [A, 3] signed flat-index stride of a step along x / y / z (ray
+    # major: the stride of the axis taken is gathered at 3 * ray + axis).
     A = rid.size
     M = np.ascontiguousarray(t_max.T)  # [3, A]
     Dt = np.ascontiguousarray(t_delta.T)  # [3, A]
-    FS = np.ascontiguousarray((step * stride).T)  # [3, A]
+    FS = np.ascontiguousarray(step * stride)  # [A, 3]
     t_enter = t_in.copy()  # [A] distance at which the current voxel was entered
     full = np.uint8((1 << num_bits) - 1)
     # [A] bits still looking for a hit, plus the border bit while the ray is alive: a ray with
@@ -163,8 +164,9 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
     while alive:
         if bufs is None or bufs[0].size != A:  # scratch arrays of the current length
             bufs = (np.empty(A, np.uint8), np.empty(A, bool), np.empty(A), np.empty(A, bool),
-                    np.empty((3, A), bool), np.empty((3, A)), np.empty((3, A), np.int64))
-        c, has_ev, myz, ay, S, ftmp, itmp = bufs
+                    np.empty((3, A), bool), np.empty((3, A)), np.empty(A, np.int64),
+                    np.arange(0, 3 * A, 3, dtype=np.int64), np.empty(A, np.uint8))
+        c, has_ev, myz, ay, S, ftmp, pos, lane3, axis = bufs
         code = flat_codes.take(flat)  # [A]
         if finite_limit:
             code = np.where(t_enter <= limit, code, border)  # beyond max_dist: stop, no hit
@@ -185,19 +187,19 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
             pending[ev] = e_p
             d_rows = ev[done]
             if d_rows.size:
-                FS[:, d_rows] = 0  # a finished ray stays where it is, without further events
+                FS[d_rows] = 0  # a finished ray stays where it is, without further events
                 alive -= d_rows.size
                 dead += d_rows.size
                 if not alive:
                     break
                 if dead * 4 > A:  # compact once a quarter of the rays are finished
                     k = np.flatnonzero(pending)  # [alive]
-                    M, Dt, FS = M.take(k, axis=1), Dt.take(k, axis=1), FS.take(k, axis=1)
+                    M, Dt, FS = M.take(k, axis=1), Dt.take(k, axis=1), FS.take(k, axis=0)
                     rid, pending, t_enter, flat = rid[k], pending[k], t_enter[k], flat[k]
                     A, dead = k.size, 0
                     continue  # a fresh look at the same voxels: no new events, then the step
         # Step into the next voxel across the nearest face (ties: z, then y, before x).
-        # S [3, A]: the axis taken (one True per ray); M[a] += Dt[a] and flat += FS[a] there.
+        # S [3, A]: the axis taken (one True per ray); M[a] += Dt[a] and flat += FS[:, a] there.
         mx, my, mz = M
         np.minimum(my, mz, out=myz)
         np.less(mx, myz, out=S[0])  # x: strictly first
@@ -208,10 +210,10 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
         np.minimum(mx, myz, out=t_enter)  # the crossing taken: where the next voxel starts
         np.multiply(Dt, S, out=ftmp)
         M += ftmp
-        np.multiply(FS, S, out=itmp)
-        flat += itmp[0]
-        flat += itmp[1]
-        flat += itmp[2]
+        np.add(S[1].view(np.uint8), S[2].view(np.uint8), out=axis)
+        axis += S[2].view(np.uint8)  # 0 (x), 1 (y) or 2 (z)
+        np.add(lane3, axis, out=pos)
+        flat += FS.reshape(-1).take(pos)
 
     if hits:
         h_rid, h_c, h_flat, h_in, h_out = (np.concatenate(a) for a in zip(*hits))
