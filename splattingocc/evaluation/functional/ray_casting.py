@@ -92,46 +92,54 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
     out_out = np.full((num_bits, R), np.inf)
     if R == 0:
         return out_idx, out_in, out_out
-    norms = np.linalg.norm(dirs, axis=1)
+    # Component-major [3, R] arrays from here on: every per-axis operation and every reduction
+    # over the axes runs on contiguous rows.
+    dirs_t = np.ascontiguousarray(dirs.T)  # [3, R]
+    norms = np.sqrt(dirs_t[0] * dirs_t[0] + dirs_t[1] * dirs_t[1] + dirs_t[2] * dirs_t[2])
     if not np.all(np.abs(norms - 1.0) < 1e-4):
         raise ValueError('dirs must be unit vectors (normalise them first); norms range '
                          f'{norms.min():.6f}..{norms.max():.6f}')
     limit = np.inf if max_dist is None else float(max_dist)
 
     # Voxel coordinates: p(t) = o + t * d, t in metres along the ray, one unit = one voxel.
-    o = (origins - lo) / vs  # [R, 3]
-    d = dirs / vs  # [R, 3] voxels per metre
-    moving = d != 0  # [R, 3]
+    lo3, vs3, shape3 = lo[:, None], vs[:, None], shape[:, None]  # [3, 1]
+    o = (origins.T - lo3) / vs3  # [3, R]
+    d = dirs_t / vs3  # [3, R] voxels per metre
+    moving = d != 0  # [3, R]
     safe_d = np.where(moving, d, 1.0)
     # Slab test against the box [0, n) on every axis.
-    t1 = np.where(moving, (0.0 - o) / safe_d, -np.inf)  # [R, 3]
-    t2 = np.where(moving, (shape - o) / safe_d, np.inf)  # [R, 3]
-    inside_still = (o >= 0) & (o < shape)  # [R, 3] for axes the ray does not move along
-    t_lo = np.where(moving, np.minimum(t1, t2), np.where(inside_still, -np.inf, np.inf))
-    t_hi = np.where(moving, np.maximum(t1, t2), np.where(inside_still, np.inf, -np.inf))
-    t_in = np.maximum(t_lo.max(axis=1), 0.0)  # [R]
-    t_out = t_hi.min(axis=1)  # [R]
+    t1 = np.where(moving, (0.0 - o) / safe_d, -np.inf)  # [3, R]
+    t2 = np.where(moving, (shape3 - o) / safe_d, np.inf)  # [3, R]
+    inside_axis = (o >= 0) & (o < shape3)  # [3, R]
+    t_lo = np.where(moving, np.minimum(t1, t2), np.where(inside_axis, -np.inf, np.inf))
+    t_hi = np.where(moving, np.maximum(t1, t2), np.where(inside_axis, np.inf, -np.inf))
+    t_in = np.maximum(np.maximum(np.maximum(t_lo[0], t_lo[1]), t_lo[2]), 0.0)  # [R]
+    t_out = np.minimum(np.minimum(t_hi[0], t_hi[1]), t_hi[2])  # [R]
     # an origin inside the grid (half-open voxels) starts there, even on the grid's lower faces
     # where the slab test sees an empty interval for rays leaving through them
-    starts_inside = np.all((o >= 0) & (o < shape), axis=1)  # [R]
+    starts_inside = inside_axis[0] & inside_axis[1] & inside_axis[2]  # [R]
     t_in = np.where(starts_inside, 0.0, t_in)
     live = (starts_inside | (t_in < t_out)) & (t_in <= limit)  # [R]
 
-    rid = np.nonzero(live)[0]  # [A]
-    o, d, t_in, inside0 = o[rid], d[rid], t_in[rid], starts_inside[rid]
-    p = o + t_in[:, None] * d  # [A, 3] entry point
+    if live.all():
+        rid = np.arange(R)  # [A]
+        inside0 = starts_inside
+    else:
+        rid = np.nonzero(live)[0]  # [A]
+        o, d, t_in, inside0 = o[:, rid], d[:, rid], t_in[rid], starts_inside[rid]
+    p = o + t_in * d  # [3, A] entry point
     # The starting voxel: an origin inside the grid starts in the voxel that contains it,
     # floor(o), whatever the direction (module docstring: SparseOcc's rule; a ray that starts on
     # a face and moves down leaves that voxel at distance 0). A ray from outside starts in the
     # voxel it moves into from the entry point p (ceil - 1 when moving backwards).
-    v = np.where(inside0[:, None] | (d >= 0), np.floor(p), np.ceil(p) - 1)  # [A, 3]
-    v = np.clip(v, 0, shape - 1).astype(np.int64)  # [A, 3]
-    step = np.where(d >= 0, 1, -1).astype(np.int64)  # [A, 3]
+    v = np.where(inside0 | (d >= 0), np.floor(p), np.ceil(p) - 1)  # [3, A]
+    v = np.clip(v, 0, shape3 - 1).astype(np.int64)  # [3, A]
+    step = np.where(d >= 0, 1, -1).astype(np.int64)  # [3, A]
     moving = d != 0
     safe_d = np.where(moving, d, 1.0)
-    t_max = np.where(moving, (v + (step > 0) - o) / safe_d, _BIG)  # [A, 3] next face crossing
+    t_max = np.where(moving, (v + (step > 0) - o) / safe_d, _BIG)  # [3, A] next face crossing
     t_max += 0.0  # -0.0 (an origin on a face, moving down) -> 0.0
-    t_delta = np.where(moving, np.abs(1.0 / safe_d), _BIG)  # [A, 3]
+    t_delta = np.where(moving, np.abs(1.0 / safe_d), _BIG)  # [3, A]
 
     # The walk runs on the grid padded by one voxel of a "border" code (bit 7): a ray stops when
     # it steps onto the border, so no per-step bounds test is needed. The current voxel is kept
@@ -142,15 +150,15 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
     padded[1:-1, 1:-1, 1:-1] = codes & np.uint8((1 << num_bits) - 1)
     flat_codes = padded.reshape(-1)
     stride = np.array([PY * PZ, PZ, 1], dtype=np.int64)
-    flat = (v + 1) @ stride  # [A]
+    flat = (v[0] + 1) * stride[0] + (v[1] + 1) * stride[1] + (v[2] + 1)  # [A]
     # Per-ray state, one row per quantity, so that a compaction is a few ``take``s:
     # M [3, A] distance of the next x / y / z face crossing, Dt [3, A] distance between two
     # crossings on each axis, FS [A, 3] signed flat-index stride of a step along x / y / z (ray
     # major: the stride of the axis taken is gathered at 3 * ray + axis).
     A = rid.size
-    M = np.ascontiguousarray(t_max.T)  # [3, A]
-    Dt = np.ascontiguousarray(t_delta.T)  # [3, A]
-    FS = np.ascontiguousarray(step * stride)  # [A, 3]
+    M = t_max  # [3, A]
+    Dt = t_delta  # [3, A]
+    FS = np.ascontiguousarray((step * stride[:, None]).T)  # [A, 3]
     t_enter = t_in.copy()  # [A] distance at which the current voxel was entered
     full = np.uint8((1 << num_bits) - 1)
     # [A] bits still looking for a hit, plus the border bit while the ray is alive: a ray with
