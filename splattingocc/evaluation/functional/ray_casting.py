@@ -213,7 +213,8 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
         np.less(mx, myz, out=S[0])  # x: strictly first
         np.less(my, mz, out=ay)
         np.logical_or(S[0], ay, out=S[2])
-        np.not_equal(S[2], S[0], out=S[1])  # y: not x, and strictly before z
+        # y: not x, and strictly before z ((x or y) xor x, on the bytes of the bools)
+        np.bitwise_xor(S[2].view(np.uint8), S[0].view(np.uint8), out=S[1].view(np.uint8))
         np.logical_not(S[2], out=S[2])  # z: neither
         np.minimum(mx, myz, out=t_enter)  # the crossing taken: where the next voxel starts
         np.multiply(Dt, S, out=ftmp)
@@ -230,9 +231,9 @@ def first_hits_multi(codes: np.ndarray,  # [X, Y, Z] uint8 bit mask
         for b in range(num_bits):
             sel = (h_c >> b) & 1 == 1
             rb = h_rid[sel]
-            out_idx[b, rb] = h_idx[sel]
-            out_in[b, rb] = h_in[sel]
-            out_out[b, rb] = h_out[sel]
+            out_idx[b][rb] = h_idx[sel]
+            out_in[b][rb] = h_in[sel]
+            out_out[b][rb] = h_out[sel]
     return out_idx, out_in, out_out
 
 
