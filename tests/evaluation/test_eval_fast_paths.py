@@ -58,7 +58,7 @@ def test_uint8_confusion_fast_paths_match_add_at(counter, monkeypatch):
     checked = raised = 0
     for trial in range(60):
         shape = shapes[trial % len(shapes)]
-        C = [4, 18][trial % 2]
+        C = [4, 18, 40][trial % 3]
         pred, gt, mask = _random_frame(rng, shape, C)
         if trial % 7 == 3:  # non-contiguous inputs
             pred, gt, mask = (np.asfortranarray(a) for a in (pred, gt, mask))
@@ -87,6 +87,14 @@ def test_uint8_confusion_fast_paths_match_add_at(counter, monkeypatch):
         np.testing.assert_array_equal(got_in, ref_in)
         np.testing.assert_array_equal(got_all, ref_all)
     assert checked > 60 and raised > 3
+    # many classes: the histograms would not fit the uint16 / int16 bins; the general path
+    pred, gt, mask = _random_frame(np.random.default_rng(1), (6, 6, 6), 200)
+    gt %= 5  # few ground-truth rows, many prediction columns
+    np.testing.assert_array_equal(confusion_matrix(pred, gt, mask, 200),
+                                  _reference_confusion(pred, gt, mask, 200))
+    got_in, got_all = confusion_matrix_pair(pred, gt, mask, 200)
+    np.testing.assert_array_equal(got_in, _reference_confusion(pred, gt, mask, 200))
+    np.testing.assert_array_equal(got_all, _reference_confusion(pred, gt, None, 200))
 
 
 def test_real_frame_fast_confusion_matches_add_at(realdata):

@@ -272,8 +272,8 @@ def confusion_matrix_pair(pred: np.ndarray,  # [X, Y, Z] int
     if g_lo < 0 or g_hi > 255:
         raise ValueError(f'ground truth for {name}: class index out of range '
                          f'[{g_lo if g_lo < 0 else g_hi}]; expected 0..{C - 1} or {ignore_label}')
-    if _uint8_labels(pred, gt) and 2 * (g_hi + 1) * C <= _MAX_BINS:
-        rows = max(g_hi + 1, C)  # rows >= C are checked, then dropped
+    rows = max(g_hi + 1, C)  # rows >= C are checked, then dropped
+    if _uint8_labels(pred, gt) and 2 * rows * C <= _MAX_BINS:
         idx = _label_index_u16(gt.reshape(-1), pred.reshape(-1), C)  # [V]
         inside = mask.reshape(-1) if mask.dtype == np.bool_ else mask.reshape(-1) != 0
         idx += np.multiply(inside.view(np.uint8), np.uint16(rows * C), dtype=np.uint16)
