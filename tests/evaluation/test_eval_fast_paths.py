@@ -1,8 +1,8 @@
 """The fast evaluation paths (issue 28) against plain references on random small grids.
 
-* ``confusion_matrix`` / ``confusion_matrix_pair`` with uint8 labels (uint16 index, interleaved
-  lanes, 8-voxel block gathering under a mask; torch's or numpy's bincount) against a per-voxel
-  ``np.add.at`` count, errors included.
+* ``confusion_matrix`` / ``confusion_matrix_pair`` with uint8 labels, or integer labels that fit
+  them (uint16 index, interleaved lanes, 8-voxel block gathering under a mask; torch's or numpy's
+  bincount), against a per-voxel ``np.add.at`` count, errors included.
 * ``first_hits_multi`` (rays parked when finished and dropped in batches) against a scalar
   Amanatides & Woo walk written out ray by ray with the same arithmetic and tie order (bit-exact),
   and against the exact slab intersection for many rays of very different lengths.
@@ -62,6 +62,11 @@ def test_uint8_confusion_fast_paths_match_add_at(counter, monkeypatch):
         pred, gt, mask = _random_frame(rng, shape, C)
         if trial % 7 == 3:  # non-contiguous inputs
             pred, gt, mask = (np.asfortranarray(a) for a in (pred, gt, mask))
+        if trial % 5 == 2:  # wider integer labels (converted to uint8 when in 0..255)
+            pred, gt = pred.astype(np.int64), gt.astype(np.int32)
+        if trial % 10 == 4:  # ground truth beyond uint8 outside the mask: the general path
+            gt = gt.astype(np.int16)
+            gt[np.asarray(mask) == 0] = 300
         for m in (mask, None):
             try:
                 ref = _reference_confusion(pred, gt, m, C)

@@ -85,8 +85,17 @@ def _label_index_u16(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.n
     return idx
 
 
-def _uint8_labels(*arrays) -> bool:
-    return all(a.dtype == np.uint8 for a in arrays)
+def _as_uint8(labels: np.ndarray, lo: Optional[int] = None,
+              hi: Optional[int] = None) -> Optional[np.ndarray]:
+    """``labels`` (any shape) as uint8 when it is an integer array whose values (between ``lo``
+    and ``hi`` when known) all lie in 0..255; else None."""
+    if labels.dtype == np.uint8:
+        return labels
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer) or not labels.size:
+        return None
+    if lo is None:
+        lo, hi = int(labels.min()), int(labels.max())
+    return labels.astype(np.uint8) if 0 <= lo and hi <= 255 else None
 
 
 def _check_gt_rows(rows_count: np.ndarray, num_classes: int, ignore_label: int,
@@ -200,7 +209,10 @@ def confusion_matrix(pred: np.ndarray,  # [X, Y, Z] (any shape) int
                              f'shape {gt.shape}')
     check_prediction_labels(pred, num_classes, name)
     C = int(num_classes)
-    if _uint8_labels(pred, gt) and C * 256 < _MAX_BINS:
+    pred8 = _as_uint8(pred, 0, C - 1) if C <= 256 and C * 256 < _MAX_BINS else None
+    gt8 = _as_uint8(gt) if pred8 is not None else None
+    if gt8 is not None:
+        pred, gt = pred8, gt8
         keep = None
         if mask is not None:
             keep = mask.reshape(-1) if mask.dtype == np.bool_ else mask.reshape(-1) != 0
@@ -273,7 +285,10 @@ def confusion_matrix_pair(pred: np.ndarray,  # [X, Y, Z] int
         raise ValueError(f'ground truth for {name}: class index out of range '
                          f'[{g_lo if g_lo < 0 else g_hi}]; expected 0..{C - 1} or {ignore_label}')
     rows = max(g_hi + 1, C)  # rows >= C are checked, then dropped
-    if _uint8_labels(pred, gt) and 2 * rows * C <= _MAX_BINS:
+    pred8 = _as_uint8(pred, 0, C - 1) if 2 * rows * C <= _MAX_BINS else None
+    gt8 = _as_uint8(gt, g_lo, g_hi) if pred8 is not None else None
+    if gt8 is not None:
+        pred, gt = pred8, gt8
         idx = _label_index_u16(gt.reshape(-1), pred.reshape(-1), C)  # [V]
         inside = mask.reshape(-1) if mask.dtype == np.bool_ else mask.reshape(-1) != 0
         idx += np.multiply(inside.view(np.uint8), np.uint16(rows * C), dtype=np.uint16)
