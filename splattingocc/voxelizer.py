@@ -43,6 +43,7 @@ Semantics (``scores_to_semantics``): a voxel with ``density < density_threshold`
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
@@ -57,7 +58,7 @@ from .structures import Gaussians
 
 SCORE_MODES = ('softmax', 'raw')
 # default pairs per chunk: cache-sized on the CPU (measured fastest there), large on CUDA
-_CHUNK_CPU = 1 << 16
+_CHUNK_CPU = 1 << 18
 _CHUNK_CUDA = 1 << 22
 
 
@@ -94,9 +95,9 @@ def grid_spec(pc_range: Sequence[float], occ_size: Sequence[int],
     lo = tuple(float(v) for v in pc_range[:3])
     hi = tuple(float(v) for v in pc_range[3:])
     size = tuple(int(n) for n in occ_size)
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(h <= a for a, h in zip(lo, hi)):
         raise ValueError(f'voxelizer: pc_range {pc_range!r} has max <= min on some axis')
-    vs = tuple((h - l) / n for l, h, n in zip(lo, hi, size))
+    vs = tuple((h - a) / n for a, h, n in zip(lo, hi, size))
     if voxel_size is not None:
         if len(voxel_size) != 3 or any(
                 not math.isclose(float(a), b, rel_tol=1e-6) for a, b in zip(voxel_size, vs)):
@@ -119,6 +120,7 @@ def voxelize_gaussians(
     cutoff: float = 3.0,
     score_mode: str = 'softmax',
     max_pairs_per_chunk: Optional[int] = None,
+    cache_pairs: bool = True,
 ) -> VoxelizerOutput:
     """Density and class scores of Gaussians at the voxel centres of a grid.
 
@@ -136,6 +138,9 @@ def voxelize_gaussians(
         score_mode: 'softmax' (weight softmax(features)) or 'raw' (weight the features as given).
         max_pairs_per_chunk: bound on the (Gaussian, voxel) pairs evaluated at once (memory);
                    None: 2**16 on the CPU (cache-sized chunks are fastest there), 2**22 on CUDA.
+        cache_pairs: when a backward may follow, keep every chunk's pairs from the forward for
+                   it (about 28 bytes a pair: a frame's 8 M pairs take about 220 MB); False: the
+                   backward recomputes them chunk by chunk (memory O(Gaussians + one chunk)).
 
     Returns:
         VoxelizerOutput with density [B, X, Y, Z], scores [B, X, Y, Z, K] (dtype of ``means``;
@@ -210,7 +215,7 @@ def voxelize_gaussians(
             stop = max(stop, start + 1)  # an oversized Gaussian is a chunk of its own
             bounds.append((start, stop))
             start = stop
-    plan = _Plan(grid, ipack, n_cols, bounds, B * num_vox)
+    plan = _Plan(grid, ipack, n_cols, bounds, B * num_vox, cache_pairs=cache_pairs)
     density, scores = _SplatToVoxels.apply(fpack, weights[live], plan)  # [B*V], [B*V, K]
     return VoxelizerOutput(
         density=density.reshape(B, X, Y, Z),  # [B, X, Y, Z]
@@ -337,17 +342,25 @@ class _Plan:
     n_cols: Tensor  # [G'] (x, y) columns of each Gaussian's box
     bounds: list  # [(start, stop)] chunks of live Gaussians
     num_out: int  # B * X * Y * Z
+    cache_pairs: bool = True  # keep the forward's pairs for the backward (else recompute them)
     num_pairs: int = 0
     num_contributions: int = 0
 
 
 @dataclass
 class _ChunkPairs:
+    """The pairs of one chunk of live Gaussians (no gradient): columns, then pairs in column order
+    (so also in Gaussian order). A pair is the voxel ``u`` steps above its column's first one."""
     gid: Tensor  # [C] Gaussian of each column (index within the chunk)
-    cxy: Tensor  # [C, 2] column centre (x, y)
+    dxy: Tensor  # [C, 2] column centre (x, y) minus the Gaussian's mean (x, y)
+    ez0: Tensor  # [C] centre z of the column's first pair minus the Gaussian's mean z
     pcol: Tensor  # [P] column of each pair
     flat: Tensor  # [P] flat voxel index (batch included)
-    zp: Tensor  # [P] voxel centre z
+    u: Tensor  # [P] steps above the column's first pair (float): ez = ez0 + voxel_z * u
+    e: Tensor  # [P] exp(-m^2 / 2) inside the cutoff ellipsoid, 0 outside (rounding at the surface)
+    w: Tensor  # [P] o * e, the pair's weight
+    crow: Tensor  # [g + 1] the pairs of the chunk's Gaussian i are crow[i]:crow[i + 1]
+    num_inside: int  # pairs with m^2 <= cutoff^2
 
 
 def _column_quadratic(fp: Tensor, cxy: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -368,9 +381,13 @@ def _column_quadratic(fp: Tensor, cxy: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
 
 @torch.no_grad()
 def _chunk_pairs(plan: _Plan, start: int, stop: int, fpack: Tensor) -> _ChunkPairs:
-    """The (Gaussian, voxel) pairs of live Gaussians ``start:stop``, in two levels: the (x, y)
-    columns of each bounding box, then in each column exactly the voxels whose centres lie inside
-    the cutoff ellipsoid (the solution of a quadratic in z)."""
+    """The (Gaussian, voxel) pairs of live Gaussians ``start:stop`` and their weights, in two
+    levels: the (x, y) columns of each bounding box, then in each column exactly the voxels whose
+    centres lie inside the cutoff ellipsoid (the solution of a quadratic in z).
+
+    Per column, -m^2 / 2 is a quadratic in the step u above the column's first voxel (u < Z, so
+    no cancellation), so a pair costs a gather of its column's coefficients and a few products.
+    """
     grid, device = plan.grid, fpack.device
     ncol = plan.n_cols[start:stop]  # [g]
     n_c = int(ncol.sum())
@@ -390,40 +407,97 @@ def _chunk_pairs(plan: _Plan, start: int, stop: int, fpack: Tensor) -> _ChunkPai
     half = disc.clamp_min(0).sqrt() / pzz  # [C]
     zc = fp[:, 2] - b / pzz  # [C] centre of the z interval
     kz_min, kz_max = grid.index_range((zc - half)[:, None], (zc + half)[:, None])  # [C, 1] each
-    nz = (kz_max - kz_min + 1).clamp_min(0).squeeze(1).masked_fill(disc < 0, 0)  # [C]
+    kz_min = kz_min.squeeze(1)  # [C]
+    nz = (kz_max.squeeze(1) - kz_min + 1).clamp_min(0).masked_fill(disc < 0, 0)  # [C]
     n_p = int(nz.sum())
     pcol = torch.repeat_interleave(torch.arange(n_c, device=device), nz, output_size=n_p)  # [P]
-    iz = kz_min.squeeze(1).index_select(0, pcol) + torch.arange(n_p, device=device) \
-        - (nz.cumsum(0) - nz).index_select(0, pcol)  # [P]
-    col_flat = ip[:, 0] + (ix * grid.Y + iy) * grid.Z  # [C] flat index of the column's z = 0
-    flat = col_flat.index_select(0, pcol) + iz  # [P]
-    zp = grid.lo[2] + grid.vs[2] * (iz.to(grid.lo.dtype) + 0.5)  # [P]
-    return _ChunkPairs(gid, cxy, pcol, flat, zp)
+    # -m^2/2 = h2 u^2 + h1 u + h0 with ez = ez0 + vz u
+    vz = grid.vs[2]
+    ez0 = grid.lo[2] + vz * (kz_min.to(grid.lo.dtype) + 0.5) - fp[:, 2]  # [C]
+    h2 = -0.5 * vz * vz * pzz  # [C]
+    h1 = -vz * (pzz * ez0 + b)  # [C]
+    h0 = -0.5 * ((pzz * ez0 + 2 * b) * ez0 + r)  # [C]
+    # per pair p (position p in the chunk) of column c: u = p - first[c], flat = p + offset[c]
+    first = nz.cumsum(0) - nz  # [C]
+    col_flat = ip[:, 0] + (ix * grid.Y + iy) * grid.Z + kz_min  # [C] flat index of u = 0
+    pos = torch.arange(n_p, device=device)[:, None]  # [P, 1]
+    ui, flat = (torch.stack([-first, col_flat - first], -1).index_select(0, pcol) + pos).unbind(-1)
+    u = ui.to(fp.dtype)  # [P]
+    c2, c1, c0, o = torch.stack([h2, h1, h0, fp[:, 9]], -1).index_select(0, pcol).unbind(-1)
+    h = torch.addcmul(c0, torch.addcmul(c1, c2, u), u)  # [P] -m^2 / 2
+    inside = h >= -0.5 * grid.cutoff2  # [P] (only rounding at the surface can leave it)
+    e = torch.exp(h).masked_fill_(~inside, 0)  # [P]
+    w = o * e  # [P]
+    # pairs per Gaussian of the chunk: its columns' counts summed
+    crow = torch.zeros(stop - start + 1, dtype=torch.int64, device=device)
+    crow[1:] = torch.zeros(stop - start, dtype=nz.dtype, device=device).index_add_(
+        0, gid, nz).cumsum(0)
+    return _ChunkPairs(gid, cxy - fp[:, :2], ez0, pcol, flat, u, e, w, crow, int(inside.sum()))
 
 
-def _pair_weights(fp_chunk: Tensor, pairs: _ChunkPairs, cutoff2: float) -> Tuple[Tensor, Tensor]:
-    """w = o exp(-m^2 / 2) of each pair (0 outside the ellipsoid), differentiable w.r.t. fp_chunk.
+def _pair_matrix(pairs: _ChunkPairs, num_out: int) -> Tensor:
+    """[g, num_out] sparse CSR matrix of the pair weights (row: Gaussian of the chunk, column:
+    flat voxel); the pairs are already in row order."""
+    with warnings.catch_warnings():  # torch warns once that sparse CSR is a beta feature
+        warnings.simplefilter('ignore', UserWarning)
+        return torch.sparse_csr_tensor(pairs.crow, pairs.flat, pairs.w,
+                                       (pairs.crow.numel() - 1, num_out), check_invariants=False)
+
+
+def _pair_grads(fp: Tensor, pairs: _ChunkPairs, g_w: Tensor, vz: Tensor) -> Tensor:
+    """dL/d fpack of the chunk's Gaussians from dL/dw of each pair, in closed form.
+
+    With d = p - mu, m^2 = d^T P d and w = o e, e = exp(-m^2 / 2) (inside the ellipsoid)::
+
+        dL/do   = sum_p g_p e_p
+        dL/dmu  = o P sum_p q_p d_p                              (q_p = g_p e_p)
+        dL/dP_aa = -o/2 sum_p q_p d_a^2,   dL/dP_ab = -o sum_p q_p d_a d_b   (a != b)
+
+    In a column d_x, d_y are constant, so the sums over pairs reduce to the per-column sums of q,
+    q ez and q ez^2 first.
 
     Args:
-        fp_chunk: [g, 10] packed Gaussians of the chunk.
+        fp:   [g, 10] packed Gaussians of the chunk (mu, Pxx Pyy Pzz Pxy Pxz Pyz, o).
+        pairs: the chunk's pairs.
+        g_w:  [P] dL/dw of each pair.
+        vz:   [] voxel size along z.
     Returns:
-        w [P] and the inside mask [P].
+        [g, 10] dL/d fp.
     """
-    fp = fp_chunk.index_select(0, pairs.gid)  # [C, 10]
-    pzz, b, r = _column_quadratic(fp, pairs.cxy)  # [C] each
-    colf = torch.stack([fp[:, 2], pzz, b, r, fp[:, 9]], -1)  # [C, 5] mu_z, Pzz, b, r, opacity
-    pf = colf.index_select(0, pairs.pcol)  # [P, 5]
-    ez = pairs.zp - pf[:, 0]  # [P]
-    m2 = pf[:, 1] * ez * ez + 2 * pf[:, 2] * ez + pf[:, 3]  # [P] squared Mahalanobis distance
-    inside = m2 <= cutoff2  # [P] (only rounding at the surface can leave it)
-    return (pf[:, 4] * torch.exp(-0.5 * m2)).masked_fill(~inside, 0), inside
+    q = g_w * pairs.e  # [P]
+    qu = q * pairs.u  # [P]
+    C = pairs.gid.numel()
+    q0 = q.new_zeros(C).index_add_(0, pairs.pcol, q)  # [C] sum q
+    s1 = q.new_zeros(C).index_add_(0, pairs.pcol, qu)  # [C] sum q u
+    s2 = q.new_zeros(C).index_add_(0, pairs.pcol, qu.mul_(pairs.u))  # [C] sum q u^2
+    # ez = ez0 + vz u
+    ez0 = pairs.ez0  # [C]
+    q1 = ez0 * q0 + vz * s1  # [C] sum q ez
+    q2 = ez0 * ez0 * q0 + (2 * vz) * ez0 * s1 + (vz * vz) * s2  # [C] sum q ez^2
+    dx, dy = pairs.dxy.unbind(-1)  # [C] each
+    mom = torch.stack([dx * q0, dy * q0, q1, dx * dx * q0, dy * dy * q0, q2, dx * dy * q0,
+                       dx * q1, dy * q1, q0], -1)  # [C, 10] sum over the column's pairs
+    # per Gaussian: S = sum q d (3), sum q d_a d_b (xx yy zz xy xz yz), sum q
+    mom = fp.new_zeros(fp.shape[0], 10).index_add_(0, pairs.gid, mom)  # [g, 10]
+    o = fp[:, 9:]  # [g, 1]
+    pxx, pyy, pzz, pxy, pxz, pyz = fp[:, 3:9].unbind(-1)  # [g] each
+    prec = torch.stack([torch.stack([pxx, pxy, pxz], -1), torch.stack([pxy, pyy, pyz], -1),
+                        torch.stack([pxz, pyz, pzz], -1)], -2)  # [g, 3, 3]
+    g_mu = o * (prec @ mom[:, :3, None]).squeeze(-1)  # [g, 3]
+    g_pd = -0.5 * o * mom[:, 3:6]  # [g, 3] Pxx Pyy Pzz
+    g_po = -o * mom[:, 6:9]  # [g, 3] Pxy Pxz Pyz
+    return torch.cat([g_mu, g_pd, g_po, mom[:, 9:]], -1)  # [g, 10]
 
 
 class _SplatToVoxels(torch.autograd.Function):
     """(fpack [G', 10], weights [G', K]) -> (density [V], scores [V, K]).
 
-    Backward recomputes the pairs chunk by chunk, so that memory stays O(Gaussians + one chunk)
-    instead of keeping every pair's intermediate values for autograd.
+    Forward scatters each chunk's pair weights; the backward is in closed form (``_pair_grads``)
+    with the chunk's pairs as a sparse [g, V] matrix A of weights: dL/d weights = A dL/d scores,
+    and dL/dw of a pair is dL/d density + <dL/d scores, weights> at its voxel (a sampled product).
+    With ``plan.cache_pairs`` the forward keeps the pairs for the backward (about 28 bytes a
+    pair); otherwise the backward recomputes them chunk by chunk, so that memory stays
+    O(Gaussians + one chunk + the grid).
     """
 
     @staticmethod
@@ -432,39 +506,46 @@ class _SplatToVoxels(torch.autograd.Function):
         density = fpack.new_zeros(plan.num_out)  # [V]
         scores = fpack.new_zeros(plan.num_out, K)  # [V, K]
         plan.num_pairs = plan.num_contributions = 0
+        keep = plan.cache_pairs and any(ctx.needs_input_grad[:2])  # a backward may follow
+        cached = []
         for start, stop in plan.bounds:
             pairs = _chunk_pairs(plan, start, stop, fpack)
-            w, inside = _pair_weights(fpack[start:stop], pairs, plan.grid.cutoff2)  # [P] each
-            density.index_add_(0, pairs.flat, w)
-            contrib = weights[start:stop].index_select(0, pairs.gid.index_select(0, pairs.pcol))
-            scores.index_add_(0, pairs.flat, contrib.mul_(w[:, None]))  # [P, K]
-            plan.num_pairs += int(w.numel())
-            plan.num_contributions += int(inside.sum())
+            density.index_add_(0, pairs.flat, pairs.w)
+            # row p: the weights of the pair's Gaussian (pairs are in Gaussian order) times w_p
+            contrib = torch.repeat_interleave(weights[start:stop], pairs.crow.diff(), dim=0,
+                                              output_size=pairs.w.numel()).mul_(pairs.w[:, None])
+            scores.index_put_((pairs.flat,), contrib, accumulate=True)  # [P, K] into [V, K]
+            plan.num_pairs += int(pairs.w.numel())
+            plan.num_contributions += pairs.num_inside
+            if keep:
+                cached.append(pairs)
         ctx.save_for_backward(fpack, weights)
         ctx.plan = plan
+        ctx.cached = cached if keep else None
         return density, scores
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_density: Tensor, grad_scores: Tensor):
         fpack, weights = ctx.saved_tensors
-        plan = ctx.plan
+        plan, cached = ctx.plan, ctx.cached
+        ctx.cached = None  # differentiable once: free the pairs
         grad_fpack = torch.zeros_like(fpack) if ctx.needs_input_grad[0] else None
         grad_weights = torch.zeros_like(weights) if ctx.needs_input_grad[1] else None
-        for start, stop in plan.bounds:
-            pairs = _chunk_pairs(plan, start, stop, fpack)
-            pair_gid = pairs.gid.index_select(0, pairs.pcol)  # [P]
-            g_s = grad_scores.index_select(0, pairs.flat)  # [P, K]
-            with torch.enable_grad():
-                fp_c = fpack[start:stop].detach().requires_grad_(grad_fpack is not None)
-                w, _ = _pair_weights(fp_c, pairs, plan.grid.cutoff2)  # [P]
+        grad_scores_t = grad_scores.t()  # [K, V]
+        for i, (start, stop) in enumerate(plan.bounds):
+            pairs = cached[i] if cached else _chunk_pairs(plan, start, stop, fpack)
+            if cached:
+                cached[i] = None
+            A = _pair_matrix(pairs, plan.num_out)  # [g, V]
+            if grad_weights is not None:
+                grad_weights[start:stop] = A @ grad_scores  # [g, K]
             if grad_fpack is not None:
                 # dL/dw = dL/d density + <dL/d scores, weights> at the pair's voxel
-                g_w = grad_density.index_select(0, pairs.flat) + (
-                    g_s * weights[start:stop].index_select(0, pair_gid)).sum(-1)  # [P]
-                grad_fpack[start:stop] = torch.autograd.grad(w, fp_c, g_w)[0]
-            if grad_weights is not None:
-                grad_weights[start:stop].index_add_(0, pair_gid, g_s.mul_(w.detach()[:, None]))
+                dots = torch.sparse.sampled_addmm(A, weights[start:stop], grad_scores_t,
+                                                  beta=0.0).values()  # [P]
+                g_w = grad_density.index_select(0, pairs.flat) + dots  # [P]
+                grad_fpack[start:stop] = _pair_grads(fpack[start:stop], pairs, g_w, plan.grid.vs[2])
         return grad_fpack, grad_weights, None
 
 
