@@ -28,9 +28,13 @@ the grid, in chunks of Gaussians whose bounding boxes hold at most ``max_pairs_p
 (a single Gaussian whose box is larger forms a chunk of its own). Time and memory scale with the
 number of pairs, not with voxels x Gaussians. There is no Python loop over Gaussians or voxels; it
 runs on any device and is differentiable w.r.t. means, quats, scales, opacities and features (the
-selection of pairs is piecewise constant and carries no gradient). The backward pass recomputes the
-pairs chunk by chunk, so training memory is O(Gaussians + one chunk + the grid), not O(pairs);
-it is differentiable once (no double backward).
+selection of pairs is piecewise constant and carries no gradient). The backward pass is in closed
+form (no autograd graph per pair): with the pairs as a sparse [Gaussians, voxels] matrix A of their
+weights, dL/d g = A dL/d scores, and each pair's dL/dw = dL/d density + <dL/d scores, g> at its
+voxel feeds per-column sums that give dL/d (mean, precision, opacity). By default the forward
+keeps the pairs for it (``cache_pairs``, about 28 bytes a pair); with ``cache_pairs=False`` it
+recomputes them chunk by chunk, so training memory is O(Gaussians + one chunk + the grid), not
+O(pairs). It is differentiable once (no double backward).
 
 Semantics (``scores_to_semantics``): a voxel with ``density < density_threshold`` is free
 (``free_label``). Otherwise:
@@ -625,13 +629,16 @@ class GaussianVoxelizer(nn.Module):
         cutoff: Gaussians contribute within this many standard deviations (Mahalanobis).
         score_mode: 'softmax' (features are logits; vote with probabilities) or 'raw'.
         max_pairs_per_chunk: memory bound, see ``voxelize_gaussians``.
+        cache_pairs: keep the pairs from the forward for the backward (faster; about 28 bytes a
+            pair); False recomputes them (memory-bounded), see ``voxelize_gaussians``.
         label_dtype: 'int64' or 'uint8' (Occ3D ground truth is uint8).
     """
 
     def __init__(self, pc_range: Sequence[float], occ_size: Sequence[int], num_classes: int,
                  free_label: int, voxel_size: Optional[Sequence[float]] = None,
                  density_threshold: float = 0.5, cutoff: float = 3.0, score_mode: str = 'softmax',
-                 max_pairs_per_chunk: Optional[int] = None, label_dtype: str = 'int64'):
+                 max_pairs_per_chunk: Optional[int] = None, label_dtype: str = 'int64',
+                 cache_pairs: bool = True):
         super().__init__()
         grid_spec(pc_range, occ_size, voxel_size)  # fail early on a bad config
         if score_mode not in SCORE_MODES:
@@ -655,6 +662,7 @@ class GaussianVoxelizer(nn.Module):
         self.cutoff = float(cutoff)
         self.score_mode = score_mode
         self.max_pairs_per_chunk = max_pairs_per_chunk
+        self.cache_pairs = bool(cache_pairs)
         self.label_dtype = torch.uint8 if label_dtype == 'uint8' else torch.int64
 
     def forward(self, gaussians: Gaussians,
@@ -669,7 +677,8 @@ class GaussianVoxelizer(nn.Module):
         out = voxelize_gaussians(
             gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
             gaussians.features, self.pc_range, self.occ_size, self.voxel_size, cutoff=self.cutoff,
-            score_mode=self.score_mode, max_pairs_per_chunk=self.max_pairs_per_chunk)
+            score_mode=self.score_mode, max_pairs_per_chunk=self.max_pairs_per_chunk,
+            cache_pairs=self.cache_pairs)
         out.semantics = scores_to_semantics(out.density, out.scores, self.density_threshold,
                                             self.free_label, self.num_classes, self.label_dtype)
         return out if return_fields else out.semantics
