@@ -219,7 +219,9 @@ def voxelize_gaussians(
             stop = max(stop, start + 1)  # an oversized Gaussian is a chunk of its own
             bounds.append((start, stop))
             start = stop
-    plan = _Plan(grid, ipack, n_cols, bounds, B * num_vox, cache_pairs=cache_pairs)
+    # keep the pairs only where a backward can follow (needs_input_grad ignores no_grad mode)
+    plan = _Plan(grid, ipack, n_cols, bounds, B * num_vox,
+                 cache_pairs=cache_pairs and torch.is_grad_enabled())
     density, scores = _SplatToVoxels.apply(fpack, weights[live], plan)  # [B*V], [B*V, K]
     return VoxelizerOutput(
         density=density.reshape(B, X, Y, Z),  # [B, X, Y, Z]
