@@ -8,13 +8,13 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from .errors import UserError
 from .paths import realdata_root
 
 __all__ = ['OCC3D_FRAME', 'KEYFRAME_INFO', 'cpu_description', 'load_average', 'rss_bytes',
-           'Stopwatch', 'realdata_file', 'memory_growth']
+           'Stopwatch', 'realdata_file', 'memory_growth', 'time_interleaved', 'timing_summary']
 
 #: a real Occ3D-nuScenes frame (200 x 200 x 16) in the real-data fixtures
 OCC3D_FRAME = 'occ3d/29796060110c4163b07f06eff4af0753.labels.npz'
@@ -64,6 +64,52 @@ class Stopwatch:
         self.wall_s = time.perf_counter() - self._wall
         self.cpu_s = time.process_time() - self._cpu
         return False
+
+
+def time_interleaved(calls: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                     on_call: Optional[Callable[[str, int, 'Stopwatch'], None]] = None
+                     ) -> Dict[str, dict]:
+    """Times several calls fairly against each other on a shared machine.
+
+    First ``warmup`` untimed rounds of every call (the first call of a code path pays for lazy
+    initialisation: thread pools, allocator growth, page faults of fresh buffers, caches), then
+    ``repeats`` rounds in which the calls take turns (a, b, c, a, b, c, ...), so that a change of
+    the machine's load during the run slows all of them alike instead of the one that happened to
+    run in a block of its own.
+
+    Args:
+        calls: name -> function of no arguments (its result is kept for the last round only).
+        repeats: timed rounds.
+        warmup: untimed rounds before them.
+        on_call: optional ``f(name, round, stopwatch)`` after each timed call (progress lines).
+    Returns:
+        name -> dict(wall_s=[repeats], cpu_s=[repeats], load=[repeats] (1-minute load average
+        after each call), result=the last call's return value).
+    """
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    out = {name: dict(wall_s=[], cpu_s=[], load=[], result=None) for name in calls}
+    for r in range(repeats):
+        for name, fn in calls.items():
+            with Stopwatch() as sw:
+                result = fn()
+            rec = out[name]
+            rec['wall_s'].append(sw.wall_s)
+            rec['cpu_s'].append(sw.cpu_s)
+            rec['load'].append(load_average())
+            rec['result'] = result
+            if on_call is not None:
+                on_call(name, r, sw)
+    return out
+
+
+def timing_summary(rec: dict) -> dict:
+    """median_s, min_s, median_cpu_s and median_load of one ``time_interleaved`` entry."""
+    import statistics
+    return dict(median_s=statistics.median(rec['wall_s']), min_s=min(rec['wall_s']),
+                median_cpu_s=statistics.median(rec['cpu_s']),
+                median_load=statistics.median(rec['load']))
 
 
 def realdata_file(relative: str, tool: str) -> Path:

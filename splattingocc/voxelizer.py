@@ -28,9 +28,13 @@ the grid, in chunks of Gaussians whose bounding boxes hold at most ``max_pairs_p
 (a single Gaussian whose box is larger forms a chunk of its own). Time and memory scale with the
 number of pairs, not with voxels x Gaussians. There is no Python loop over Gaussians or voxels; it
 runs on any device and is differentiable w.r.t. means, quats, scales, opacities and features (the
-selection of pairs is piecewise constant and carries no gradient). The backward pass recomputes the
-pairs chunk by chunk, so training memory is O(Gaussians + one chunk + the grid), not O(pairs);
-it is differentiable once (no double backward).
+selection of pairs is piecewise constant and carries no gradient). The backward pass is in closed
+form (no autograd graph per pair): with the pairs as a sparse [Gaussians, voxels] matrix A of their
+weights, dL/d g = A dL/d scores, and each pair's dL/dw = dL/d density + <dL/d scores, g> at its
+voxel feeds per-column sums that give dL/d (mean, precision, opacity). By default the forward
+keeps the pairs for it (``cache_pairs``, about 28 bytes a pair); with ``cache_pairs=False`` it
+recomputes them chunk by chunk, so training memory is O(Gaussians + one chunk + the grid), not
+O(pairs). It is differentiable once (no double backward).
 
 Semantics (``scores_to_semantics``): a voxel with ``density < density_threshold`` is free
 (``free_label``). Otherwise:
@@ -43,6 +47,7 @@ Semantics (``scores_to_semantics``): a voxel with ``density < density_threshold`
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
@@ -56,8 +61,8 @@ from .registry import MODELS
 from .structures import Gaussians
 
 SCORE_MODES = ('softmax', 'raw')
-# default pairs per chunk: cache-sized on the CPU (measured fastest there), large on CUDA
-_CHUNK_CPU = 1 << 16
+# default pairs per chunk (see log.txt entry for the CPU's measurements), large on CUDA
+_CHUNK_CPU = 1 << 18
 _CHUNK_CUDA = 1 << 22
 
 
@@ -94,9 +99,9 @@ def grid_spec(pc_range: Sequence[float], occ_size: Sequence[int],
     lo = tuple(float(v) for v in pc_range[:3])
     hi = tuple(float(v) for v in pc_range[3:])
     size = tuple(int(n) for n in occ_size)
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(h <= a for a, h in zip(lo, hi)):
         raise ValueError(f'voxelizer: pc_range {pc_range!r} has max <= min on some axis')
-    vs = tuple((h - l) / n for l, h, n in zip(lo, hi, size))
+    vs = tuple((h - a) / n for a, h, n in zip(lo, hi, size))
     if voxel_size is not None:
         if len(voxel_size) != 3 or any(
                 not math.isclose(float(a), b, rel_tol=1e-6) for a, b in zip(voxel_size, vs)):
@@ -119,6 +124,7 @@ def voxelize_gaussians(
     cutoff: float = 3.0,
     score_mode: str = 'softmax',
     max_pairs_per_chunk: Optional[int] = None,
+    cache_pairs: bool = True,
 ) -> VoxelizerOutput:
     """Density and class scores of Gaussians at the voxel centres of a grid.
 
@@ -135,7 +141,10 @@ def voxelize_gaussians(
         cutoff:    a Gaussian contributes where its Mahalanobis distance is <= cutoff.
         score_mode: 'softmax' (weight softmax(features)) or 'raw' (weight the features as given).
         max_pairs_per_chunk: bound on the (Gaussian, voxel) pairs evaluated at once (memory);
-                   None: 2**16 on the CPU (cache-sized chunks are fastest there), 2**22 on CUDA.
+                   None: 2**18 on the CPU, 2**22 on CUDA.
+        cache_pairs: when a backward may follow, keep every chunk's pairs from the forward for
+                   it (about 28 bytes a pair: a frame's 8 M pairs take about 220 MB); False: the
+                   backward recomputes them chunk by chunk (memory O(Gaussians + one chunk)).
 
     Returns:
         VoxelizerOutput with density [B, X, Y, Z], scores [B, X, Y, Z, K] (dtype of ``means``;
@@ -210,7 +219,9 @@ def voxelize_gaussians(
             stop = max(stop, start + 1)  # an oversized Gaussian is a chunk of its own
             bounds.append((start, stop))
             start = stop
-    plan = _Plan(grid, ipack, n_cols, bounds, B * num_vox)
+    # keep the pairs only where a backward can follow (needs_input_grad ignores no_grad mode)
+    plan = _Plan(grid, ipack, n_cols, bounds, B * num_vox,
+                 cache_pairs=cache_pairs and torch.is_grad_enabled())
     density, scores = _SplatToVoxels.apply(fpack, weights[live], plan)  # [B*V], [B*V, K]
     return VoxelizerOutput(
         density=density.reshape(B, X, Y, Z),  # [B, X, Y, Z]
@@ -337,93 +348,180 @@ class _Plan:
     n_cols: Tensor  # [G'] (x, y) columns of each Gaussian's box
     bounds: list  # [(start, stop)] chunks of live Gaussians
     num_out: int  # B * X * Y * Z
+    cache_pairs: bool = True  # keep the forward's pairs for the backward (else recompute them)
     num_pairs: int = 0
     num_contributions: int = 0
 
 
 @dataclass
 class _ChunkPairs:
+    """The pairs of one chunk of live Gaussians (no gradient): columns, then pairs in column order
+    (so also in Gaussian order). A pair is the voxel ``u`` steps above its column's first one."""
     gid: Tensor  # [C] Gaussian of each column (index within the chunk)
-    cxy: Tensor  # [C, 2] column centre (x, y)
+    dx: Tensor  # [C] column centre x minus the Gaussian's mean x
+    dy: Tensor  # [C] column centre y minus the Gaussian's mean y
+    ez0: Tensor  # [C] centre z of the column's first pair minus the Gaussian's mean z
     pcol: Tensor  # [P] column of each pair
     flat: Tensor  # [P] flat voxel index (batch included)
-    zp: Tensor  # [P] voxel centre z
+    u: Tensor  # [P] steps above the column's first pair (float): ez = ez0 + voxel_z * u
+    e: Tensor  # [P] exp(-m^2 / 2) inside the cutoff ellipsoid, 0 outside (rounding at the surface)
+    w: Tensor  # [P] o * e, the pair's weight
+    crow: Tensor  # [g + 1] the pairs of the chunk's Gaussian i are crow[i]:crow[i + 1]
+    num_inside: int  # pairs with m^2 <= cutoff^2
 
 
-def _column_quadratic(fp: Tensor, cxy: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _column_quadratic(fp: Sequence[Tensor], ex: Tensor, ey: Tensor) -> Tuple[Tensor, Tensor]:
     """In a column, m^2(z) = Pzz ez^2 + 2 b ez + r with ez = z - mu_z.
 
     Args:
-        fp:  [C, 10] packed Gaussian of each column (mu, Pxx Pyy Pzz Pxy Pxz Pyz, opacity).
-        cxy: [C, 2] column centres.
+        fp: the 10 packed fields (mu x y z, Pxx Pyy Pzz Pxy Pxz Pyz, opacity) of each column's
+            Gaussian, [C] each.
+        ex, ey: [C] column centre minus the mean, x and y.
     Returns:
-        Pzz, b, r: each [C].
+        b, r: each [C].
     """
-    ex = cxy[:, 0] - fp[:, 0]  # [C]
-    ey = cxy[:, 1] - fp[:, 1]  # [C]
-    b = fp[:, 7] * ex + fp[:, 8] * ey  # [C] Pxz ex + Pyz ey
-    r = fp[:, 3] * ex * ex + fp[:, 4] * ey * ey + 2 * fp[:, 6] * ex * ey  # [C]
-    return fp[:, 5], b, r
+    b = fp[7] * ex + fp[8] * ey  # [C] Pxz ex + Pyz ey
+    r = fp[3] * ex * ex + fp[4] * ey * ey + 2 * fp[6] * ex * ey  # [C]
+    return b, r
+
+
+def _gather(fields: Sequence[Tensor], index: Tensor) -> list:
+    """``[f.index_select(0, index) for f in fields]``: fields [N] each (or the rows of a [F, N]
+    tensor) -> [M] each for an index [M]."""
+    return [f.index_select(0, index) for f in fields]
 
 
 @torch.no_grad()
 def _chunk_pairs(plan: _Plan, start: int, stop: int, fpack: Tensor) -> _ChunkPairs:
-    """The (Gaussian, voxel) pairs of live Gaussians ``start:stop``, in two levels: the (x, y)
-    columns of each bounding box, then in each column exactly the voxels whose centres lie inside
-    the cutoff ellipsoid (the solution of a quadratic in z)."""
+    """The (Gaussian, voxel) pairs of live Gaussians ``start:stop`` and their weights, in two
+    levels: the (x, y) columns of each bounding box, then in each column exactly the voxels whose
+    centres lie inside the cutoff ellipsoid (the solution of a quadratic in z).
+
+    Per column, -m^2 / 2 is a quadratic in the step u above the column's first voxel (u < Z, so
+    no cancellation), so a pair costs a gather of its column's coefficients and a few products.
+    """
     grid, device = plan.grid, fpack.device
     ncol = plan.n_cols[start:stop]  # [g]
     n_c = int(ncol.sum())
     gid = torch.repeat_interleave(torch.arange(stop - start, device=device), ncol,
                                   output_size=n_c)  # [C]
-    ip = plan.ipack[start:stop].index_select(0, gid)  # [C, 5]
+    # gathers field by field (1-D index_select is much faster than gathering rows of 5 or 10)
+    boff, col0, bx, by, ny = _gather(plan.ipack[start:stop].t(), gid)  # [C] each
     first_col = int(plan.ipack[start, 1])
-    local = torch.arange(first_col, first_col + n_c, device=device) - ip[:, 1]  # [C]
-    cx = torch.div(local, ip[:, 4], rounding_mode='floor')  # [C]
-    ix = ip[:, 2] + cx  # [C]
-    iy = ip[:, 3] + local - cx * ip[:, 4]  # [C]
-    cxy = grid.lo[:2] + grid.vs[:2] * (torch.stack([ix, iy], -1).to(grid.lo.dtype) + 0.5)  # [C, 2]
-
-    fp = fpack[start:stop].index_select(0, gid)  # [C, 10]
-    pzz, b, r = _column_quadratic(fp, cxy)  # [C] each
+    local = torch.arange(first_col, first_col + n_c, device=device) - col0  # [C]
+    cx = torch.div(local, ny, rounding_mode='floor')  # [C]
+    ix = bx + cx  # [C]
+    iy = by + local - cx * ny  # [C]
+    fp = _gather(fpack[start:stop].t(), gid)  # 10 fields, [C] each
+    lo, vs = grid.lo.tolist(), grid.vs.tolist()
+    ex = (ix.to(fpack.dtype) + 0.5).mul_(vs[0]).add_(lo[0]) - fp[0]  # [C] column centre - mean
+    ey = (iy.to(fpack.dtype) + 0.5).mul_(vs[1]).add_(lo[1]) - fp[1]  # [C]
+    pzz = fp[5]  # [C]
+    b, r = _column_quadratic(fp, ex, ey)  # [C] each
     disc = b * b - pzz * (r - grid.cutoff2)  # [C] < 0: the column misses the ellipsoid
     half = disc.clamp_min(0).sqrt() / pzz  # [C]
-    zc = fp[:, 2] - b / pzz  # [C] centre of the z interval
+    zc = fp[2] - b / pzz  # [C] centre of the z interval
     kz_min, kz_max = grid.index_range((zc - half)[:, None], (zc + half)[:, None])  # [C, 1] each
-    nz = (kz_max - kz_min + 1).clamp_min(0).squeeze(1).masked_fill(disc < 0, 0)  # [C]
+    kz_min = kz_min.squeeze(1)  # [C]
+    nz = (kz_max.squeeze(1) - kz_min + 1).clamp_min(0).masked_fill(disc < 0, 0)  # [C]
     n_p = int(nz.sum())
     pcol = torch.repeat_interleave(torch.arange(n_c, device=device), nz, output_size=n_p)  # [P]
-    iz = kz_min.squeeze(1).index_select(0, pcol) + torch.arange(n_p, device=device) \
-        - (nz.cumsum(0) - nz).index_select(0, pcol)  # [P]
-    col_flat = ip[:, 0] + (ix * grid.Y + iy) * grid.Z  # [C] flat index of the column's z = 0
-    flat = col_flat.index_select(0, pcol) + iz  # [P]
-    zp = grid.lo[2] + grid.vs[2] * (iz.to(grid.lo.dtype) + 0.5)  # [P]
-    return _ChunkPairs(gid, cxy, pcol, flat, zp)
+    # -m^2/2 = h2 u^2 + h1 u + h0 with ez = ez0 + vz u
+    vz = vs[2]
+    ez0 = (kz_min.to(fpack.dtype) + 0.5).mul_(vz).add_(lo[2]) - fp[2]  # [C]
+    h2 = -0.5 * vz * vz * pzz  # [C]
+    h1 = -vz * (pzz * ez0 + b)  # [C]
+    h0 = -0.5 * ((pzz * ez0 + 2 * b) * ez0 + r)  # [C]
+    # per pair p (position p in the chunk) of column c: u = p - first[c], flat = p + offset[c]
+    first = nz.cumsum(0) - nz  # [C]
+    col_flat = boff + (ix * grid.Y + iy) * grid.Z + kz_min  # [C] flat index of u = 0
+    pos = torch.arange(n_p, device=device)  # [P]
+    first_p, off_p, c2, c1, c0, o = _gather([first, col_flat - first, h2, h1, h0, fp[9]],
+                                            pcol)  # [P] each
+    flat = pos + off_p  # [P]
+    u = (pos - first_p).to(fpack.dtype)  # [P]
+    h = torch.addcmul(c0, torch.addcmul(c1, c2, u), u)  # [P] -m^2 / 2
+    inside = h >= -0.5 * grid.cutoff2  # [P] (only rounding at the surface can leave it)
+    e = torch.exp(h).masked_fill_(~inside, 0)  # [P]
+    w = o * e  # [P]
+    # pairs per Gaussian of the chunk: its columns' counts summed
+    crow = torch.zeros(stop - start + 1, dtype=torch.int64, device=device)
+    crow[1:] = torch.zeros(stop - start, dtype=nz.dtype, device=device).index_add_(
+        0, gid, nz).cumsum(0)
+    return _ChunkPairs(gid, ex, ey, ez0, pcol, flat, u, e, w, crow, int(inside.sum()))
 
 
-def _pair_weights(fp_chunk: Tensor, pairs: _ChunkPairs, cutoff2: float) -> Tuple[Tensor, Tensor]:
-    """w = o exp(-m^2 / 2) of each pair (0 outside the ellipsoid), differentiable w.r.t. fp_chunk.
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: Tuple[int, int]) -> Tensor:
+    """A sparse CSR matrix (entries of row i: crow[i]:crow[i + 1], in ``col`` / ``values``)."""
+    with warnings.catch_warnings():  # torch warns once that sparse CSR is a beta feature
+        warnings.simplefilter('ignore', UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+def _pair_matrix(pairs: _ChunkPairs, num_out: int) -> Tensor:
+    """[g, num_out] sparse CSR matrix of the pair weights (row: Gaussian of the chunk, column:
+    flat voxel); the pairs are already in row order."""
+    return _csr(pairs.crow, pairs.flat, pairs.w, (pairs.crow.numel() - 1, num_out))
+
+
+def _pair_grads(fp: Tensor, pairs: _ChunkPairs, g_w: Tensor, vz: float) -> Tensor:
+    """dL/d fpack of the chunk's Gaussians from dL/dw of each pair, in closed form.
+
+    With d = p - mu, m^2 = d^T P d and w = o e, e = exp(-m^2 / 2) (inside the ellipsoid)::
+
+        dL/do   = sum_p g_p e_p
+        dL/dmu  = o P sum_p q_p d_p                              (q_p = g_p e_p)
+        dL/dP_aa = -o/2 sum_p q_p d_a^2,   dL/dP_ab = -o sum_p q_p d_a d_b   (a != b)
+
+    In a column d_x, d_y are constant, so the sums over pairs reduce to the per-column sums of q,
+    q ez and q ez^2 first.
 
     Args:
-        fp_chunk: [g, 10] packed Gaussians of the chunk.
+        fp:   [g, 10] packed Gaussians of the chunk (mu, Pxx Pyy Pzz Pxy Pxz Pyz, o).
+        pairs: the chunk's pairs.
+        g_w:  [P] dL/dw of each pair.
+        vz:   voxel size along z.
     Returns:
-        w [P] and the inside mask [P].
+        [g, 10] dL/d fp.
     """
-    fp = fp_chunk.index_select(0, pairs.gid)  # [C, 10]
-    pzz, b, r = _column_quadratic(fp, pairs.cxy)  # [C] each
-    colf = torch.stack([fp[:, 2], pzz, b, r, fp[:, 9]], -1)  # [C, 5] mu_z, Pzz, b, r, opacity
-    pf = colf.index_select(0, pairs.pcol)  # [P, 5]
-    ez = pairs.zp - pf[:, 0]  # [P]
-    m2 = pf[:, 1] * ez * ez + 2 * pf[:, 2] * ez + pf[:, 3]  # [P] squared Mahalanobis distance
-    inside = m2 <= cutoff2  # [P] (only rounding at the surface can leave it)
-    return (pf[:, 4] * torch.exp(-0.5 * m2)).masked_fill(~inside, 0), inside
+    q = g_w * pairs.e  # [P]
+    qu = q * pairs.u  # [P]
+    C = pairs.gid.numel()
+    q0 = q.new_zeros(C).index_add_(0, pairs.pcol, q)  # [C] sum q
+    s1 = q.new_zeros(C).index_add_(0, pairs.pcol, qu)  # [C] sum q u
+    s2 = q.new_zeros(C).index_add_(0, pairs.pcol, qu.mul_(pairs.u))  # [C] sum q u^2
+    # ez = ez0 + vz u
+    ez0 = pairs.ez0  # [C]
+    q1 = ez0 * q0 + vz * s1  # [C] sum q ez
+    q2 = ez0 * ez0 * q0 + (2 * vz) * ez0 * s1 + (vz * vz) * s2  # [C] sum q ez^2
+    dx, dy = pairs.dx, pairs.dy  # [C] each
+    mom = torch.stack([dx * q0, dy * q0, q1, dx * dx * q0, dy * dy * q0, q2, dx * dy * q0,
+                       dx * q1, dy * q1, q0], -1)  # [C, 10] sum over the column's pairs
+    # per Gaussian (its columns are consecutive): S = sum q d (3), sum q d_a d_b (xx yy zz xy xz
+    # yz), sum q; as a [g, C] sparse matrix of ones times the columns' moments
+    g = fp.shape[0]
+    ccrow = torch.zeros(g + 1, dtype=torch.int64, device=fp.device)
+    ccrow[1:] = torch.bincount(pairs.gid, minlength=g).cumsum(0)
+    mom = _csr(ccrow, torch.arange(C, device=fp.device), q.new_ones(C), (g, C)) @ mom  # [g, 10]
+    o = fp[:, 9:]  # [g, 1]
+    pxx, pyy, pzz, pxy, pxz, pyz = fp[:, 3:9].unbind(-1)  # [g] each
+    prec = torch.stack([torch.stack([pxx, pxy, pxz], -1), torch.stack([pxy, pyy, pyz], -1),
+                        torch.stack([pxz, pyz, pzz], -1)], -2)  # [g, 3, 3]
+    g_mu = o * (prec @ mom[:, :3, None]).squeeze(-1)  # [g, 3]
+    g_pd = -0.5 * o * mom[:, 3:6]  # [g, 3] Pxx Pyy Pzz
+    g_po = -o * mom[:, 6:9]  # [g, 3] Pxy Pxz Pyz
+    return torch.cat([g_mu, g_pd, g_po, mom[:, 9:]], -1)  # [g, 10]
 
 
 class _SplatToVoxels(torch.autograd.Function):
     """(fpack [G', 10], weights [G', K]) -> (density [V], scores [V, K]).
 
-    Backward recomputes the pairs chunk by chunk, so that memory stays O(Gaussians + one chunk)
-    instead of keeping every pair's intermediate values for autograd.
+    Forward scatters each chunk's pair weights; the backward is in closed form (``_pair_grads``)
+    with the chunk's pairs as a sparse [g, V] matrix A of weights: dL/d weights = A dL/d scores,
+    and dL/dw of a pair is dL/d density + <dL/d scores, weights> at its voxel (a sampled product).
+    With ``plan.cache_pairs`` the forward keeps the pairs for the backward (about 28 bytes a
+    pair); otherwise the backward recomputes them chunk by chunk, so that memory stays
+    O(Gaussians + one chunk + the grid).
     """
 
     @staticmethod
@@ -432,39 +530,54 @@ class _SplatToVoxels(torch.autograd.Function):
         density = fpack.new_zeros(plan.num_out)  # [V]
         scores = fpack.new_zeros(plan.num_out, K)  # [V, K]
         plan.num_pairs = plan.num_contributions = 0
+        keep = plan.cache_pairs and any(ctx.needs_input_grad[:2])  # a backward may follow
+        cached = []
+        buf = fpack.new_empty(0)  # one [P, K] block reused by every chunk (no page faults)
         for start, stop in plan.bounds:
             pairs = _chunk_pairs(plan, start, stop, fpack)
-            w, inside = _pair_weights(fpack[start:stop], pairs, plan.grid.cutoff2)  # [P] each
-            density.index_add_(0, pairs.flat, w)
-            contrib = weights[start:stop].index_select(0, pairs.gid.index_select(0, pairs.pcol))
-            scores.index_add_(0, pairs.flat, contrib.mul_(w[:, None]))  # [P, K]
-            plan.num_pairs += int(w.numel())
-            plan.num_contributions += int(inside.sum())
+            density.index_add_(0, pairs.flat, pairs.w)
+            # row p: the weights of the pair's Gaussian (pairs are in Gaussian order) times w_p
+            n_p = pairs.w.numel()
+            if buf.numel() < n_p * K:
+                buf = fpack.new_empty(n_p * K)
+            pair_gid = torch.repeat_interleave(
+                torch.arange(stop - start, device=fpack.device), pairs.crow.diff(),
+                output_size=n_p)  # [P]
+            contrib = torch.index_select(weights[start:stop], 0, pair_gid,
+                                         out=buf[:n_p * K].view(n_p, K)).mul_(pairs.w[:, None])
+            scores.index_put_((pairs.flat,), contrib, accumulate=True)  # [P, K] into [V, K]
+            plan.num_pairs += int(pairs.w.numel())
+            plan.num_contributions += pairs.num_inside
+            if keep:
+                cached.append(pairs)
         ctx.save_for_backward(fpack, weights)
         ctx.plan = plan
+        ctx.cached = cached if keep else None
         return density, scores
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_density: Tensor, grad_scores: Tensor):
         fpack, weights = ctx.saved_tensors
-        plan = ctx.plan
+        plan, cached = ctx.plan, ctx.cached
+        ctx.cached = None  # differentiable once: free the pairs
         grad_fpack = torch.zeros_like(fpack) if ctx.needs_input_grad[0] else None
         grad_weights = torch.zeros_like(weights) if ctx.needs_input_grad[1] else None
-        for start, stop in plan.bounds:
-            pairs = _chunk_pairs(plan, start, stop, fpack)
-            pair_gid = pairs.gid.index_select(0, pairs.pcol)  # [P]
-            g_s = grad_scores.index_select(0, pairs.flat)  # [P, K]
-            with torch.enable_grad():
-                fp_c = fpack[start:stop].detach().requires_grad_(grad_fpack is not None)
-                w, _ = _pair_weights(fp_c, pairs, plan.grid.cutoff2)  # [P]
+        grad_scores_t = grad_scores.t()  # [K, V]
+        for i, (start, stop) in enumerate(plan.bounds):
+            pairs = cached[i] if cached else _chunk_pairs(plan, start, stop, fpack)
+            if cached:
+                cached[i] = None
+            A = _pair_matrix(pairs, plan.num_out)  # [g, V]
+            if grad_weights is not None:
+                grad_weights[start:stop] = A @ grad_scores  # [g, K]
             if grad_fpack is not None:
                 # dL/dw = dL/d density + <dL/d scores, weights> at the pair's voxel
-                g_w = grad_density.index_select(0, pairs.flat) + (
-                    g_s * weights[start:stop].index_select(0, pair_gid)).sum(-1)  # [P]
-                grad_fpack[start:stop] = torch.autograd.grad(w, fp_c, g_w)[0]
-            if grad_weights is not None:
-                grad_weights[start:stop].index_add_(0, pair_gid, g_s.mul_(w.detach()[:, None]))
+                dots = torch.sparse.sampled_addmm(A, weights[start:stop], grad_scores_t,
+                                                  beta=0.0).values()  # [P]
+                g_w = grad_density.index_select(0, pairs.flat) + dots  # [P]
+                grad_fpack[start:stop] = _pair_grads(fpack[start:stop], pairs, g_w,
+                                                     float(plan.grid.vs[2]))
         return grad_fpack, grad_weights, None
 
 
@@ -495,19 +608,20 @@ def scores_to_semantics(
     if not 0 <= free_label < num_classes:
         raise ValueError(f'voxelizer: free_label {free_label} is not in '
                          f'[0, num_classes={num_classes})')
+    if K not in (num_classes, num_classes - 1):
+        raise ValueError(
+            f'voxelizer: the Gaussians have K={K} features but num_classes={num_classes}; '
+            'K must be num_classes (free included) or num_classes - 1 (free left out): fix '
+            'num_classes in the voxelizer config or the head\'s number of outputs')
     with torch.no_grad():
-        arg = scores.argmax(-1)  # [B, X, Y, Z]
-        if K == num_classes:
-            labels = arg
-        elif K == num_classes - 1:
-            labels = arg + (arg >= free_label).long()  # skip over the free label
-        else:
-            raise ValueError(
-                f'voxelizer: the Gaussians have K={K} features but num_classes={num_classes}; '
-                'K must be num_classes (free included) or num_classes - 1 (free left out): fix '
-                'num_classes in the voxelizer config or the head\'s number of outputs')
-        labels = labels.masked_fill(density < density_threshold, free_label)  # [B, X, Y, Z]
-    return labels.to(dtype)
+        # the argmax only where the density does not make the voxel free (often few voxels)
+        keep = (~(density < density_threshold)).reshape(-1).nonzero().squeeze(1)  # [M]
+        arg = scores.reshape(-1, K).index_select(0, keep).argmax(-1)  # [M]
+        if K == num_classes - 1:
+            arg = arg + (arg >= free_label).long()  # skip over the free label
+        labels = torch.full(density.shape, free_label, dtype=dtype, device=density.device)
+        labels.view(-1)[keep] = arg.to(dtype)  # [B, X, Y, Z]
+    return labels
 
 
 @MODELS.register_module()
@@ -525,13 +639,16 @@ class GaussianVoxelizer(nn.Module):
         cutoff: Gaussians contribute within this many standard deviations (Mahalanobis).
         score_mode: 'softmax' (features are logits; vote with probabilities) or 'raw'.
         max_pairs_per_chunk: memory bound, see ``voxelize_gaussians``.
+        cache_pairs: keep the pairs from the forward for the backward (faster; about 28 bytes a
+            pair); False recomputes them (memory-bounded), see ``voxelize_gaussians``.
         label_dtype: 'int64' or 'uint8' (Occ3D ground truth is uint8).
     """
 
     def __init__(self, pc_range: Sequence[float], occ_size: Sequence[int], num_classes: int,
                  free_label: int, voxel_size: Optional[Sequence[float]] = None,
                  density_threshold: float = 0.5, cutoff: float = 3.0, score_mode: str = 'softmax',
-                 max_pairs_per_chunk: Optional[int] = None, label_dtype: str = 'int64'):
+                 max_pairs_per_chunk: Optional[int] = None, label_dtype: str = 'int64',
+                 cache_pairs: bool = True):
         super().__init__()
         grid_spec(pc_range, occ_size, voxel_size)  # fail early on a bad config
         if score_mode not in SCORE_MODES:
@@ -555,6 +672,7 @@ class GaussianVoxelizer(nn.Module):
         self.cutoff = float(cutoff)
         self.score_mode = score_mode
         self.max_pairs_per_chunk = max_pairs_per_chunk
+        self.cache_pairs = bool(cache_pairs)
         self.label_dtype = torch.uint8 if label_dtype == 'uint8' else torch.int64
 
     def forward(self, gaussians: Gaussians,
@@ -569,7 +687,8 @@ class GaussianVoxelizer(nn.Module):
         out = voxelize_gaussians(
             gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
             gaussians.features, self.pc_range, self.occ_size, self.voxel_size, cutoff=self.cutoff,
-            score_mode=self.score_mode, max_pairs_per_chunk=self.max_pairs_per_chunk)
+            score_mode=self.score_mode, max_pairs_per_chunk=self.max_pairs_per_chunk,
+            cache_pairs=self.cache_pairs)
         out.semantics = scores_to_semantics(out.density, out.scores, self.density_threshold,
                                             self.free_label, self.num_classes, self.label_dtype)
         return out if return_fields else out.semantics

@@ -61,3 +61,15 @@ def test_memory_growth_is_robust_where_two_readings_are_not():
     assert memory_growth(iters, noisy)['verdict'] == 'INCONCLUSIVE'
     with pytest.raises(ValueError, match='>= 3 readings'):
         memory_growth([1, 2], [1.0, 1.0])
+
+
+def test_time_interleaved_warms_up_then_alternates():
+    from splattingocc.benchmarking import time_interleaved, timing_summary
+    order = []
+    calls = {'a': lambda: order.append('a') or 1, 'b': lambda: order.append('b') or 2}
+    rec = time_interleaved(calls, repeats=3, warmup=2)
+    assert order == ['a', 'b'] * 5  # 2 warm-up rounds, then 3 timed rounds taking turns
+    assert [len(rec[k]['wall_s']) for k in 'ab'] == [3, 3]
+    assert rec['a']['result'] == 1 and rec['b']['result'] == 2
+    s = timing_summary(rec['a'])
+    assert s['min_s'] <= s['median_s'] and s['median_cpu_s'] >= 0

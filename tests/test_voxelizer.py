@@ -448,3 +448,24 @@ def test_grid_gaussian_fields_scores_match_brute_force(score_mode):
     with pytest.raises(ValueError, match='score_mode'):
         grid_gaussian_fields(pts, means, quats, scales, opac, pc, grid, features=feats,
                              score_mode='logits')
+
+
+@pytest.mark.parametrize('max_pairs_per_chunk', [None, 7])
+def test_cached_and_recomputed_pairs_give_the_same_gradients(max_pairs_per_chunk):
+    # the backward either reuses the forward's pairs (default) or recomputes them per chunk
+    gs = _random_gaussians(B=2, N=9, K=4, seed=11)
+    g = torch.Generator().manual_seed(12)
+    wd = torch.randn((2,) + OCC_SIZE, generator=g, dtype=torch.float64)
+    ws = torch.randn((2,) + OCC_SIZE + (4,), generator=g, dtype=torch.float64)
+    names = ('means', 'quats', 'scales', 'opacities', 'features')
+
+    def grads(cache_pairs):
+        leaves = [getattr(gs, n).clone().requires_grad_(True) for n in names]
+        out = voxelize_gaussians(*leaves, PC_RANGE, OCC_SIZE, cache_pairs=cache_pairs,
+                                 max_pairs_per_chunk=max_pairs_per_chunk)
+        ((out.density * wd).sum() + (out.scores * ws).sum()).backward()
+        return [t.grad for t in leaves]
+
+    for name, a, b in zip(names, grads(True), grads(False)):
+        assert b.abs().max() > 1e-6, name
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10, msg=name)

@@ -352,11 +352,18 @@ def voxel_semantic_ce(scores: Tensor,  # [B, X, Y, Z, K]
         use = use & mask.bool()
     if not bool(use.any()):
         return zero_loss(scores)
-    lab = semantics.long()[use]
+    lab = semantics.long()[use]  # [M]
     check_labels(lab, K, IGNORE, 'voxel_semantic_ce')
-    s = scores[use]  # [V, K]
-    p = s / s.sum(-1, keepdim=True).clamp_min(eps)
-    return rendered_semantic_ce(p, lab, class_weight=class_weight, eps=eps)
+    # rendered_semantic_ce of the normalised scores, with only the label's probability formed:
+    # no [M, K] copies of the grid's scores (forward or backward), the same numbers
+    flat = scores.reshape(-1, K)  # [V, K]
+    idx = use.reshape(-1).nonzero().squeeze(1)  # [M]
+    p = flat[idx, lab] / flat.sum(-1).index_select(0, idx).clamp_min(eps)  # [M]
+    w = torch.ones_like(p) if class_weight is None else class_weight.to(p)[lab]  # [M]
+    denom = w.sum()
+    if float(denom) <= 0:
+        return zero_loss(scores)
+    return (w * -torch.log(p.clamp_min(0.0) + eps)).sum() / denom
 
 
 def free_space_loss(density: Tensor,  # [M, S]

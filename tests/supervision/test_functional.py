@@ -346,6 +346,34 @@ def test_image_semantic_ce_no_labels_and_bad_labels():
         image_semantic_ce(logits, torch.full((1, 2, 4, 4), 3))
 
 
+@pytest.mark.parametrize('weighted', [False, True])
+def test_voxel_semantic_ce_matches_the_normalise_then_rendered_ce_form(weighted):
+    """voxel_semantic_ce forms only the label's probability; the former form normalised every
+    scored voxel's scores and called rendered_semantic_ce: same loss and gradient."""
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(2, 5, 4, 3, 6, generator=g, dtype=torch.float64)
+    scores[0, 1, 2, 0] = 0  # a voxel with no score at all (the eps clamp)
+    sem = torch.randint(0, 6, (2, 5, 4, 3), generator=g)
+    sem[1, 0, 0] = 255  # ignored
+    mask = torch.rand(2, 5, 4, 3, generator=g) < 0.7
+    cw = torch.rand(6, generator=g, dtype=torch.float64) + 0.1 if weighted else None
+
+    def former(sc):
+        use = (sem != 255) & mask
+        s = sc[use]
+        p = s / s.sum(-1, keepdim=True).clamp_min(1e-6)
+        return rendered_semantic_ce(p, sem[use], class_weight=cw)
+
+    a = scores.clone().requires_grad_(True)
+    b = scores.clone().requires_grad_(True)
+    got, ref = voxel_semantic_ce(a, sem, mask, cw), former(b)
+    got.backward()
+    ref.backward()
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
+    assert b.grad.abs().max() > 0
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-14)
+
+
 def test_voxel_semantic_ce_hand_case():
     """Two scored voxels (a third outside the mask, a fourth ignored): CE of the normalised
     scores, class-weighted as torch's weighted CE."""

@@ -21,6 +21,11 @@ and ``gsplat-pad32`` (GsplatRenderer with gsplat's default chunk of 32: the 19 c
 Per row: the median wall time of ``--repeats`` calls after one warm-up, forward alone (inputs do not
 require grad) and forward + backward (loss = depth.sum() + features.sum(), gradients w.r.t. all
 Gaussian parameters / density and features); the scene tensors are built before the clock starts.
+The two modes run in two blocks, one after the other: on a CPU that other jobs share, run with
+--threads 1 (with torch's default of one thread per core every parallel operation waits for its
+threads to get a core, which can cost several times the work and changes with the other jobs'
+load from second to second, so one block can come out many times slower than the other; see
+benchmark_voxelizer.py's docstring, whose timings interleave the modes).
 Peak memory: one forward + backward call measured on its own, above the memory before it. CPU: in
 a fresh process (``--memory-probe``) whose glibc serves every allocation above 64 KiB with mmap,
 so that the resident set size, sampled every 0.5 ms from /proc/self/statm in a thread, follows the
