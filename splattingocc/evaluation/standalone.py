@@ -207,16 +207,15 @@ def score_frame(item: Item) -> dict:
 def score_frames(items: Sequence[Item], state: dict, workers: int = 1,
                  desc: str = 'eval') -> List[dict]:
     """:func:`score_frame` of every item (in order), with a progress bar; ``workers`` > 1:
-    that many processes (fork where available: they only run numpy)."""
+    that many processes (``splattingocc.parallel``: never a fork of this process)."""
     from tqdm import tqdm
     out = []
     # the bar is closed (its line ended) also when a frame raises, so an error message that
     # follows starts on a line of its own
     with tqdm(total=len(items), desc=desc, unit='frame') as bar:
         if workers > 1:
-            import multiprocessing as mp
-            method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
-            with mp.get_context(method).Pool(workers, init_worker, (state, )) as pool:
+            from ..parallel import process_pool
+            with process_pool(workers, init_worker, (state, )) as pool:
                 for result in pool.imap(score_frame, items, chunksize=4):
                     out.append(result)
                     bar.update()

@@ -431,10 +431,8 @@ def _frames(jobs, workers, progress):
     bar = tqdm(total=len(jobs), desc='synthetic frames', unit='frame', disable=not progress)
     try:
         if workers > 1 and len(jobs) > 1:
-            import multiprocessing as mp
-            methods = mp.get_all_start_methods()
-            ctx = mp.get_context('fork') if 'fork' in methods else mp.get_context()
-            with ctx.Pool(workers) as pool:
+            from ...parallel import process_pool
+            with process_pool(workers) as pool:
                 for fr in pool.imap(render_frame, jobs, chunksize=1):
                     bar.update(1)
                     yield fr
