@@ -23,8 +23,9 @@ Scaling: Gaussian ``i`` is paired only with the voxels whose centres lie inside 
 (x, y) columns of the ellipsoid's bounding box (tight per axis, half-extent ``cutoff *
 sqrt(Sigma_aa)``) are enumerated first; in each column the z range inside the ellipsoid is the
 solution of a quadratic, so only those voxels are paired. Both levels are enumerated vectorised
-(sizes -> flat offsets with ``repeat_interleave``), the pairs evaluated and ``index_add``-ed into
-the grid, in chunks of Gaussians whose bounding boxes hold at most ``max_pairs_per_chunk`` voxels
+(sizes -> flat offsets with ``repeat_interleave``), the pairs evaluated and added into the grid
+(on the CPU the class scores as a sparse [voxels, Gaussians] product, see ``_add_scores``), in
+chunks of Gaussians whose bounding boxes hold at most ``max_pairs_per_chunk`` voxels
 (a single Gaussian whose box is larger forms a chunk of its own). Time and memory scale with the
 number of pairs, not with voxels x Gaussians. There is no Python loop over Gaussians or voxels; it
 runs on any device and is differentiable w.r.t. means, quats, scales, opacities and features (the
@@ -32,9 +33,9 @@ selection of pairs is piecewise constant and carries no gradient). The backward 
 form (no autograd graph per pair): with the pairs as a sparse [Gaussians, voxels] matrix A of their
 weights, dL/d g = A dL/d scores, and each pair's dL/dw = dL/d density + <dL/d scores, g> at its
 voxel feeds per-column sums that give dL/d (mean, precision, opacity). By default the forward
-keeps the pairs for it (``cache_pairs``, about 28 bytes a pair); with ``cache_pairs=False`` it
-recomputes them chunk by chunk, so training memory is O(Gaussians + one chunk + the grid), not
-O(pairs). It is differentiable once (no double backward).
+keeps the pairs for it (``cache_pairs``, 20 bytes a pair and 20 a column in float32); with
+``cache_pairs=False`` it recomputes them chunk by chunk, so training memory is O(Gaussians + one
+chunk + the grid), not O(pairs). It is differentiable once (no double backward).
 
 Semantics (``scores_to_semantics``): a voxel with ``density < density_threshold`` is free
 (``free_label``). Otherwise:
@@ -61,8 +62,9 @@ from .registry import MODELS
 from .structures import Gaussians
 
 SCORE_MODES = ('softmax', 'raw')
-# default pairs per chunk (see log.txt entry for the CPU's measurements), large on CUDA
-_CHUNK_CPU = 1 << 18
+# default pairs per chunk: on the CPU from interleaved one-thread timings of 2**18 .. 2**22 with
+# the sorted sparse score product (fewer chunks: fewer passes over the grid's rows), large on CUDA
+_CHUNK_CPU = 1 << 21
 _CHUNK_CUDA = 1 << 22
 
 
@@ -141,9 +143,9 @@ def voxelize_gaussians(
         cutoff:    a Gaussian contributes where its Mahalanobis distance is <= cutoff.
         score_mode: 'softmax' (weight softmax(features)) or 'raw' (weight the features as given).
         max_pairs_per_chunk: bound on the (Gaussian, voxel) pairs evaluated at once (memory);
-                   None: 2**18 on the CPU, 2**22 on CUDA.
+                   None: 2**21 on the CPU, 2**22 on CUDA.
         cache_pairs: when a backward may follow, keep every chunk's pairs from the forward for
-                   it (about 28 bytes a pair: a frame's 8 M pairs take about 220 MB); False: the
+                   it (20 bytes a pair with int32 indices, plus 20 a column); False: the
                    backward recomputes them chunk by chunk (memory O(Gaussians + one chunk)).
 
     Returns:
@@ -361,12 +363,12 @@ class _ChunkPairs:
     dx: Tensor  # [C] column centre x minus the Gaussian's mean x
     dy: Tensor  # [C] column centre y minus the Gaussian's mean y
     ez0: Tensor  # [C] centre z of the column's first pair minus the Gaussian's mean z
-    pcol: Tensor  # [P] column of each pair
-    flat: Tensor  # [P] flat voxel index (batch included)
+    pcol: Tensor  # [P] column of each pair (int32 where the indices fit, else int64)
+    flat: Tensor  # [P] flat voxel index (batch included; pcol's dtype)
     u: Tensor  # [P] steps above the column's first pair (float): ez = ez0 + voxel_z * u
     e: Tensor  # [P] exp(-m^2 / 2) inside the cutoff ellipsoid, 0 outside (rounding at the surface)
     w: Tensor  # [P] o * e, the pair's weight
-    crow: Tensor  # [g + 1] the pairs of the chunk's Gaussian i are crow[i]:crow[i + 1]
+    crow: Tensor  # [g + 1] Gaussian i's pairs are crow[i]:crow[i + 1] (pcol's dtype)
     num_inside: int  # pairs with m^2 <= cutoff^2
 
 
@@ -403,8 +405,7 @@ def _chunk_pairs(plan: _Plan, start: int, stop: int, fpack: Tensor) -> _ChunkPai
     grid, device = plan.grid, fpack.device
     ncol = plan.n_cols[start:stop]  # [g]
     n_c = int(ncol.sum())
-    gid = torch.repeat_interleave(torch.arange(stop - start, device=device), ncol,
-                                  output_size=n_c)  # [C]
+    gid = torch.repeat_interleave(ncol, output_size=n_c)  # [C]
     # gathers field by field (1-D index_select is much faster than gathering rows of 5 or 10)
     boff, col0, bx, by, ny = _gather(plan.ipack[start:stop].t(), gid)  # [C] each
     first_col = int(plan.ipack[start, 1])
@@ -425,7 +426,9 @@ def _chunk_pairs(plan: _Plan, start: int, stop: int, fpack: Tensor) -> _ChunkPai
     kz_min = kz_min.squeeze(1)  # [C]
     nz = (kz_max.squeeze(1) - kz_min + 1).clamp_min(0).masked_fill(disc < 0, 0)  # [C]
     n_p = int(nz.sum())
-    pcol = torch.repeat_interleave(torch.arange(n_c, device=device), nz, output_size=n_p)  # [P]
+    # pair-level indices in int32 where they fit (half the memory traffic of int64)
+    idt = torch.int32 if max(plan.num_out, n_p) < 2 ** 31 else torch.int64
+    pcol = torch.repeat_interleave(nz.to(idt), output_size=n_p)  # [P] column of each pair
     # -m^2/2 = h2 u^2 + h1 u + h0 with ez = ez0 + vz u
     vz = vs[2]
     ez0 = (kz_min.to(fpack.dtype) + 0.5).mul_(vz).add_(lo[2]) - fp[2]  # [C]
@@ -435,20 +438,21 @@ def _chunk_pairs(plan: _Plan, start: int, stop: int, fpack: Tensor) -> _ChunkPai
     # per pair p (position p in the chunk) of column c: u = p - first[c], flat = p + offset[c]
     first = nz.cumsum(0) - nz  # [C]
     col_flat = boff + (ix * grid.Y + iy) * grid.Z + kz_min  # [C] flat index of u = 0
-    pos = torch.arange(n_p, device=device)  # [P]
-    first_p, off_p, c2, c1, c0, o = _gather([first, col_flat - first, h2, h1, h0, fp[9]],
-                                            pcol)  # [P] each
-    flat = pos + off_p  # [P]
-    u = (pos - first_p).to(fpack.dtype)  # [P]
+    first_p, off_p = _gather([first.to(idt), (col_flat - first).to(idt)], pcol)  # [P] each
+    c2, c1, c0, o = _gather([h2, h1, h0, fp[9]], pcol)  # [P] each
+    pos = torch.arange(n_p, device=device, dtype=idt)  # [P]
+    flat = off_p.add_(pos)  # [P]
+    u = pos.sub_(first_p).to(fpack.dtype)  # [P]
     h = torch.addcmul(c0, torch.addcmul(c1, c2, u), u)  # [P] -m^2 / 2
-    inside = h >= -0.5 * grid.cutoff2  # [P] (only rounding at the surface can leave it)
-    e = torch.exp(h).masked_fill_(~inside, 0)  # [P]
-    w = o * e  # [P]
-    # pairs per Gaussian of the chunk: its columns' counts summed
-    crow = torch.zeros(stop - start + 1, dtype=torch.int64, device=device)
+    outside = h < -0.5 * grid.cutoff2  # [P] (only rounding at the surface can make it true)
+    e = torch.exp(h).masked_fill_(outside, 0)  # [P]
+    w = o.mul_(e)  # [P]
+    # pairs per Gaussian of the chunk: its columns' counts summed (the CSR rows of its pairs)
+    crow = torch.zeros(stop - start + 1, dtype=idt, device=device)
     crow[1:] = torch.zeros(stop - start, dtype=nz.dtype, device=device).index_add_(
         0, gid, nz).cumsum(0)
-    return _ChunkPairs(gid, ex, ey, ez0, pcol, flat, u, e, w, crow, int(inside.sum()))
+    return _ChunkPairs(gid, ex, ey, ez0, pcol, flat, u, e, w, crow,
+                       n_p - int(outside.sum()))
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -513,14 +517,55 @@ def _pair_grads(fp: Tensor, pairs: _ChunkPairs, g_w: Tensor, vz: float) -> Tenso
     return torch.cat([g_mu, g_pd, g_po, mom[:, 9:]], -1)  # [g, 10]
 
 
+def _add_scores(scores: Tensor, pairs: _ChunkPairs, weights: Tensor, buf: Tensor) -> Tensor:
+    """``scores[flat_p] += w_p * weights[gaussian of p]`` for every pair p of a chunk, in place.
+
+    On the CPU the pairs are sorted by voxel (a stable sort of their int keys) into a sparse CSR
+    [R, g] matrix of weights (rows: the R voxels from the chunk's first to its last, columns: the
+    chunk's Gaussians), and the rows of ``scores`` get its product with the dense [g, K] weights
+    added in place: each voxel's row is summed from its pairs without forming their [P, K]
+    rows. Elsewhere the [P, K] rows are formed in ``buf``
+    (reused across chunks; a larger one is returned) and scattered with ``index_put_``.
+
+    Args:
+        scores:  [V, K] accumulated in place.
+        pairs:   the chunk's pairs (in Gaussian order, ``crow`` delimiting each Gaussian's).
+        weights: [g, K] the chunk's Gaussians' class weights.
+        buf:     scratch for the [P, K] rows (unused on the CPU).
+    Returns:
+        the scratch buffer to pass to the next chunk.
+    """
+    n_p, K = pairs.w.numel(), weights.shape[1]
+    if n_p == 0:
+        return buf
+    pair_gid = torch.repeat_interleave(pairs.crow.diff(), output_size=n_p)  # [P] its Gaussian
+    if scores.device.type == 'cpu':
+        flat, order = torch.sort(pairs.flat, stable=True)  # [P] each
+        # rows: the voxels first:last that the chunk reaches (a product pass costs O(rows))
+        first, last = int(flat[0]), int(flat[-1])
+        vrow = torch.zeros(last - first + 2, dtype=flat.dtype)  # [R + 1] CSR rows
+        vrow[1:] = torch.bincount(flat, minlength=last + 1)[first:].cumsum(0)
+        A_t = _csr(vrow, pair_gid.index_select(0, order), pairs.w.index_select(0, order),
+                   (last - first + 1, weights.shape[0]))  # [R, g]
+        scores[first:last + 1].addmm_(A_t, weights)  # [R, K]
+        return buf
+    # row p: the weights of the pair's Gaussian (pairs are in Gaussian order) times w_p
+    if buf.numel() < n_p * K:
+        buf = weights.new_empty(n_p * K)
+    contrib = torch.index_select(weights, 0, pair_gid,
+                                 out=buf[:n_p * K].view(n_p, K)).mul_(pairs.w[:, None])
+    scores.index_put_((pairs.flat,), contrib, accumulate=True)  # [P, K] into [V, K]
+    return buf
+
+
 class _SplatToVoxels(torch.autograd.Function):
     """(fpack [G', 10], weights [G', K]) -> (density [V], scores [V, K]).
 
     Forward scatters each chunk's pair weights; the backward is in closed form (``_pair_grads``)
     with the chunk's pairs as a sparse [g, V] matrix A of weights: dL/d weights = A dL/d scores,
     and dL/dw of a pair is dL/d density + <dL/d scores, weights> at its voxel (a sampled product).
-    With ``plan.cache_pairs`` the forward keeps the pairs for the backward (about 28 bytes a
-    pair); otherwise the backward recomputes them chunk by chunk, so that memory stays
+    With ``plan.cache_pairs`` the forward keeps the pairs for the backward (20 bytes a pair,
+    20 a column); otherwise the backward recomputes them chunk by chunk, so that memory stays
     O(Gaussians + one chunk + the grid).
     """
 
@@ -536,16 +581,7 @@ class _SplatToVoxels(torch.autograd.Function):
         for start, stop in plan.bounds:
             pairs = _chunk_pairs(plan, start, stop, fpack)
             density.index_add_(0, pairs.flat, pairs.w)
-            # row p: the weights of the pair's Gaussian (pairs are in Gaussian order) times w_p
-            n_p = pairs.w.numel()
-            if buf.numel() < n_p * K:
-                buf = fpack.new_empty(n_p * K)
-            pair_gid = torch.repeat_interleave(
-                torch.arange(stop - start, device=fpack.device), pairs.crow.diff(),
-                output_size=n_p)  # [P]
-            contrib = torch.index_select(weights[start:stop], 0, pair_gid,
-                                         out=buf[:n_p * K].view(n_p, K)).mul_(pairs.w[:, None])
-            scores.index_put_((pairs.flat,), contrib, accumulate=True)  # [P, K] into [V, K]
+            buf = _add_scores(scores, pairs, weights[start:stop], buf)
             plan.num_pairs += int(pairs.w.numel())
             plan.num_contributions += pairs.num_inside
             if keep:
@@ -569,7 +605,12 @@ class _SplatToVoxels(torch.autograd.Function):
             if cached:
                 cached[i] = None
             A = _pair_matrix(pairs, plan.num_out)  # [g, V]
-            if grad_weights is not None:
+            if grad_weights is not None and grad_scores.device.type == 'cpu':
+                # A @ dL/d scores as bags of rows (Gaussian i's bag: its pairs' voxels)
+                grad_weights[start:stop] = torch.nn.functional.embedding_bag(
+                    pairs.flat, grad_scores, pairs.crow[:-1], mode='sum',
+                    per_sample_weights=pairs.w)  # [g, K]
+            elif grad_weights is not None:
                 grad_weights[start:stop] = A @ grad_scores  # [g, K]
             if grad_fpack is not None:
                 # dL/dw = dL/d density + <dL/d scores, weights> at the pair's voxel
@@ -639,8 +680,8 @@ class GaussianVoxelizer(nn.Module):
         cutoff: Gaussians contribute within this many standard deviations (Mahalanobis).
         score_mode: 'softmax' (features are logits; vote with probabilities) or 'raw'.
         max_pairs_per_chunk: memory bound, see ``voxelize_gaussians``.
-        cache_pairs: keep the pairs from the forward for the backward (faster; about 28 bytes a
-            pair); False recomputes them (memory-bounded), see ``voxelize_gaussians``.
+        cache_pairs: keep the pairs from the forward for the backward (faster; 20 bytes a pair,
+            20 a column); False recomputes them (memory-bounded), see ``voxelize_gaussians``.
         label_dtype: 'int64' or 'uint8' (Occ3D ground truth is uint8).
     """
 
