@@ -24,6 +24,7 @@ def _small_head_and_voxelizer():
 def test_fit_reproduces_a_hand_made_scene():
     # a road layer (class 11) on the floor and a 2 x 2 x 2-voxel "car" (class 4) on it: every
     # voxel right after fitting, and nothing occupied before (initial opacity 0.1)
+    torch.manual_seed(0)  # the head's initial weights, whatever ran before
     head, vox = _small_head_and_voxelizer()
     sem = torch.full((8, 8, 4), 17, dtype=torch.long)
     sem[:, :, 0] = 11
@@ -31,7 +32,9 @@ def test_fit_reproduces_a_hand_made_scene():
     before = tool.fit_frame(head, vox, sem, None, steps=0)
     assert (before == 17).all()
     torch.manual_seed(0)
-    after = tool.fit_frame(head, vox, sem, None, steps=200, lr=0.1).long()
+    # lr 0.05 and 400 steps: at lr 0.1 the 8-voxel car's fit oscillates from step to step by a
+    # voxel or two, so float rounding (e.g. the thread count) decided the assertion
+    after = tool.fit_frame(head, vox, sem, None, steps=400, lr=0.05).long()
     assert after.shape == sem.shape and after.dtype == torch.long
     for c in (4, 11, 17):
         inter = ((after == c) & (sem == c)).sum().item()
