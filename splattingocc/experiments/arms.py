@@ -168,11 +168,8 @@ def _3d_arm(base: Config, model: dict) -> Arm:
 def _3d_render_arm(base: Config, model: dict) -> Arm:
     # the 3d arm plus GaussRender's render-consistency loss, the base's render_consistency
     # (as configs/splattingocc/splattingocc-tiny-synthetic-3d-render.py)
-    rc = base.get('render_consistency')
-    if not isinstance(rc, dict):
-        raise UserError(f'--arms 3d+render: the base config {base.filename} defines no '
-                        "render_consistency (e.g. dict(type='RenderConsistencySupervision', ...), "
-                        'as configs/_base_/models/splattingocc_tiny.py does)')
+    rc = _base_dict(base, '3d+render', 'render_consistency',
+                    "dict(type='RenderConsistencySupervision', ...)")
     overrides = _3d_overrides('3d+render', base, model)
     overrides['model.supervision'] = overrides['model.supervision'] + [
         Config(dict(r=rc)).to_dict()['r']]
@@ -191,30 +188,36 @@ def _2d3d_arm(base: Config, model: dict) -> Arm:
                'read-out')
 
 
-def _seed_arm(base: Config, model: dict) -> Arm:
-    head = base.get('seed_head')
-    if not isinstance(head, dict):
-        raise UserError(f'--arms seed: the base config {base.filename} defines no seed_head '
-                        "(e.g. dict(type='FixedGaussianHead', ...), as "
-                        'configs/_base_/models/splattingocc_tiny.py does)')
+def _base_dict(base: Config, arm: str, var: str, example: str) -> dict:
+    """The base config's variable ``var`` (a dict) that arm ``arm`` is built from; a UserError
+    naming it where the base has none."""
+    value = base.get(var)
+    if not isinstance(value, dict):
+        raise UserError(f'--arms {arm}: the base config {base.filename} defines no {var} (e.g. '
+                        f'{example}, as configs/_base_/models/splattingocc_tiny.py does)')
+    return value
+
+
+def _head_overrides(head: dict) -> dict:
+    """Overrides that replace (not merge into) the model's head with ``head``."""
     overrides = {'model.head._delete_': True}
     overrides.update({f'model.head.{k}': v
                       for k, v in Config(dict(h=head)).to_dict()['h'].items()})
-    return Arm('seed', overrides, "the seed code's variant: fixed isotropic Gaussians at the "
-               'voxel centres, only opacity and classes learned (as *-seed.py)')
+    return overrides
+
+
+def _seed_arm(base: Config, model: dict) -> Arm:
+    head = _base_dict(base, 'seed', 'seed_head', "dict(type='FixedGaussianHead', ...)")
+    return Arm('seed', _head_overrides(head), "the seed code's variant: fixed isotropic "
+               'Gaussians at the voxel centres, only opacity and classes learned (as *-seed.py)')
 
 
 def _sparse_arm(base: Config, model: dict) -> Arm:
-    head = base.get('sparse_head')
-    if not isinstance(head, dict):
-        raise UserError(f'--arms sparse: the base config {base.filename} defines no sparse_head '
-                        "(e.g. dict(type='SparseGaussianHead', num_gaussians=4000, ...), as "
-                        'configs/_base_/models/splattingocc_tiny.py does)')
-    overrides = {'model.head._delete_': True}
-    overrides.update({f'model.head.{k}': v
-                      for k, v in Config(dict(h=head)).to_dict()['h'].items()})
-    return Arm('sparse', overrides, f"sparse Gaussians: a budget of {head.get('num_gaussians')} "
-               'with free means, refined from the volume (as *-sparse.py)')
+    head = _base_dict(base, 'sparse', 'sparse_head',
+                      "dict(type='SparseGaussianHead', num_gaussians=4000, ...)")
+    return Arm('sparse', _head_overrides(head),
+               f"sparse Gaussians: a budget of {head.get('num_gaussians')} with free means, "
+               'refined from the volume (as *-sparse.py)')
 
 
 #: name -> builder of every named arm
