@@ -2,8 +2,10 @@
 build that behaves like gsplat 1.5.3's (``cuda/_backend.py``: when the compiled file is missing it
 deletes the build folder and compiles into it for a while). With ``ensure_gsplat``'s lock one
 builds and the other waits and loads the result; without it (the control) both build, the second
-deleting the first's half-built folder. Plus the clear error of the real build on a machine
-without CUDA, and the command line's ``--if-cuda``."""
+deleting the first's half-built folder (the control makes the two builds overlap, as builds of
+minutes do, so its outcome does not depend on how the machine schedules two short processes).
+Plus the clear error of the real build on a machine without CUDA, and the command line's
+``--if-cuda``."""
 import json
 import os
 import subprocess
@@ -26,6 +28,19 @@ from splattingocc.rendering.gsplat_build import ensure_gsplat
 lock, build_dir, events, ready, me, use_lock = sys.argv[1:7]
 build_dir, events, ready = Path(build_dir), Path(events), Path(ready)
 
+def meet(name):
+    """Wait until both racers have reached the barrier ``name`` (files in a folder)."""
+    here = ready.parent / name
+    here.mkdir(exist_ok=True)
+    (here / me).touch()
+    deadline = time.time() + 120
+    while len(list(here.iterdir())) < 2:
+        if time.time() > deadline:
+            raise SystemExit(f'barrier {name}: the other racer never arrived')
+        time.sleep(0.01)
+
+overlap = use_lock == '0'  # the control: both builds in flight at once, deterministically
+
 def record(what):
     with open(events, 'a') as f:
         f.write(json.dumps(dict(who=me, what=what, t=time.time())) + '\n')
@@ -39,9 +54,13 @@ def fake_build():
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.mkdir(parents=True, exist_ok=True)
     record('build-start')
+    if overlap:
+        meet('started')  # both folders wiped and both builds under way
     for i in range(6):
         (build_dir / f'part{i}.o').write_text(me)
         time.sleep(0.15)
+    if overlap:
+        meet('compiled')  # both wrote every part before either links
     missing = [i for i in range(6) if (build_dir / f'part{i}.o').read_text() != me
                if (build_dir / f'part{i}.o').exists()] + [
                i for i in range(6) if not (build_dir / f'part{i}.o').exists()]
@@ -53,10 +72,7 @@ def fake_build():
     return 'built'
 
 # both racers start together (a barrier on files), as the ranks of a job do
-(ready / me).touch()
-deadline = time.time() + 60
-while len(list(ready.iterdir())) < 2 and time.time() < deadline:
-    time.sleep(0.01)
+meet(ready.name)
 result = ensure_gsplat(lock, build=fake_build, log=lambda m: record('wait')) \
     if use_lock == '1' else fake_build()
 print(result)
@@ -97,7 +113,10 @@ def test_control_without_the_lock_both_build_and_one_breaks_the_other(tmp_path):
     codes, outs, log, _ = _race(tmp_path, use_lock=False)
     starts = [e for e in log if e['what'] == 'build-start']
     assert len(starts) == 2, log  # the race the lock prevents
-    assert 3 in codes or any(e['what'] == 'build-broken' for e in log), (codes, log)
+    # every part was last written by one of the two, so at least one build links the other's
+    # parts: it fails (exit 3) and says so
+    broken = [e['who'] for e in log if e['what'] == 'build-broken']
+    assert broken and all(codes[('a', 'b').index(w)] == 3 for w in broken), (codes, log)
 
 
 def test_the_lock_is_exclusive_and_released(tmp_path):
