@@ -135,6 +135,8 @@ class RenderOutput:
         features: [B, C, H, W, K] or [B, C, P, K] alpha-composited features (not normalised).
         alpha:    [B, C, H, W] or [B, C, P] accumulated opacity in [0, 1].
         intersections: number of Gaussian-pixel (or sample-pixel) pairs composited, if known.
+        primitives: number of Gaussians per sample the render used (after the renderer's opacity
+            pruning, ``BaseSplatRenderer.prepare``); None for renderers without Gaussians.
         extras: further per-ray (or per-ray and per-sample) quantities a renderer provides by
             name, documented by that renderer (e.g. ``RenderOccRenderer``: the transmittance after
             each ray's last sample, the sample weights for a distortion loss); empty by default.
@@ -144,6 +146,7 @@ class RenderOutput:
     features: Tensor
     alpha: Tensor
     intersections: Optional[int] = None
+    primitives: Optional[int] = None
     extras: Dict[str, Tensor] = field(default_factory=dict)
 
 

@@ -12,6 +12,8 @@ the labelled pixels, the share whose rendered class is right, the share with no 
 (alpha < 0.5) and the median |rendered depth - label|; of the labelled feature cells (the LSS depth
 target: the nearest label of each cell, by that label's class), the lift's probability within one
 depth bin and the median error of its expected depth (splattingocc/evaluation/diagnostics.py).
+With a splatting renderer, also the Gaussians per sample the head predicts and the ones that reach
+the render (after the renderer's opacity pruning).
 Needs the 2D label files (tools/create_data.py nuscenes). One process, CPU or the first GPU.
 """
 from __future__ import annotations
@@ -90,6 +92,10 @@ def diagnose(model, dataset, class_names, free_label: int, max_samples=None,
         cams = Cameras(viewmats=data['render_viewmats'].float(), Ks=data['render_Ks'].float(),
                        width=w, height=h)
         out = rays.render(field, cams)
+        if out.primitives is not None:  # a splatting renderer: how many Gaussians it used
+            predicted = field.renderable(False).num_gaussians
+            for _ in range(B):
+                diag.add_gaussians(predicted, out.primitives)
         K = len(class_names) - 1  # rendered classes: the occupied ones
         probs = out.features.reshape(B, C, h, w, -1)[..., :K]
         rendered = probs.argmax(-1)
@@ -136,5 +142,5 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     summary = diag.summary()
     if args.json:
         atomic_write_json(args.json, dict(config=args.config, checkpoint=args.checkpoint,
-                                          classes=summary))
+                                          classes=summary, gaussians=diag.gaussians()))
     return summary

@@ -90,6 +90,26 @@ class ClassDiagnostics:
         self.cells = np.zeros(L, np.int64)
         self.cell_near_mass = np.zeros(L, np.float64)
         self.lift_hist = np.zeros((L, len(DEPTH_BINS) - 1), np.int64)
+        self.gaussians_predicted: List[int] = []  # per sample, splatting renderers only
+        self.gaussians_rendered: List[int] = []
+
+    def add_gaussians(self, predicted: int, rendered: int) -> None:
+        """One sample's Gaussian count: predicted by the head, and what reached the render (after
+        the renderer's opacity pruning)."""
+        if not 0 <= rendered <= predicted:
+            raise ValueError(f'ClassDiagnostics: {rendered} Gaussians rendered of {predicted} '
+                             'predicted')
+        self.gaussians_predicted.append(int(predicted))
+        self.gaussians_rendered.append(int(rendered))
+
+    def gaussians(self) -> Optional[dict]:
+        """Mean Gaussians per sample, predicted and rendered, and the samples counted (None when
+        no sample was counted: a renderer without Gaussians)."""
+        if not self.gaussians_rendered:
+            return None
+        return dict(samples=len(self.gaussians_rendered),
+                    predicted=float(np.mean(self.gaussians_predicted)),
+                    rendered=float(np.mean(self.gaussians_rendered)))
 
     def add_voxels(self, gt: np.ndarray, pred: np.ndarray, density: np.ndarray,
                    mask: Optional[np.ndarray] = None,
@@ -192,6 +212,11 @@ class ClassDiagnostics:
                 f'{f(s["pixels_right"], "10.1")} '
                 f'{f(s["pixels_none"], "6.1")} {f(s["median_depth_error"], "10.2")} | '
                 f'{s["cells"]:6d} {f(s["lift_near"], "10.1")} {f(s["lift_depth_error"], "11.2")}')
+        g = self.gaussians()
+        if g is not None:
+            lines.append(f'Gaussians per sample (mean of {g["samples"]}): {g["predicted"]:.0f} '
+                         f'predicted, {g["rendered"]:.0f} rendered (after the renderer\'s opacity '
+                         'pruning)')
         return lines
 
 

@@ -221,7 +221,8 @@ class GsplatRenderer(BaseSplatRenderer):
         if pixels is not None:
             image = _gather_pixels(image, pixels)  # [B, C, P, K + 2]
         return RenderOutput(depth=image[..., K], features=image[..., :K],
-                            alpha=image[..., K + 1], intersections=None)
+                            alpha=image[..., K + 1], intersections=None,
+                            primitives=gaussians.num_gaussians)
 
 
 @MODELS.register_module()

@@ -576,13 +576,15 @@ class TorchSplatRenderer(BaseSplatRenderer):
         means = gaussians.means
         # the cameras in the precision of the render (float32 for half-precision Gaussians)
         dtype = torch.float32 if means.dtype in HALF_DTYPES else means.dtype
-        return rasterize_torch(
+        out = rasterize_torch(
             means, gaussians.quats, gaussians.scales, gaussians.opacities,
             gaussians.features, cameras.viewmats.to(device=means.device, dtype=dtype),
             cameras.Ks.to(device=means.device, dtype=dtype), int(cameras.width),
             int(cameras.height), pixels,
             eps2d=self.eps2d, near_plane=self.near_plane, far_plane=self.far_plane,
             tile_size=self.tile_size, chunk=self.chunk)
+        out.primitives = gaussians.num_gaussians
+        return out
 
 
 __all__ = ['TorchSplatRenderer', 'rasterize_torch', 'auto_tile_size']

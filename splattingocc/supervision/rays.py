@@ -20,7 +20,9 @@ One training step of :class:`RaySupervision`:
    ``time_render`` (``rendering/render_clock.py``) on CPUs, and on CUDA only with
    ``time_render=True`` (timing there synchronises the device).
 5. **Loss terms.** Every module of ``losses`` (``ray_losses.py``) gets the :class:`RayBatch` and
-   returns its named terms; ``render_alpha`` (mean rendered alpha of the labelled rays) is logged.
+   returns its named terms; ``render_alpha`` (mean rendered alpha of the labelled rays) and, for
+   splatting renderers, ``render_gaussians`` (Gaussians per sample that reached the render, after
+   the renderer's opacity pruning) are logged.
 """
 from __future__ import annotations
 
@@ -254,6 +256,8 @@ class RaySupervision(Supervision):
             labelled = (depth_lab.reshape(-1) > 0) & (weight > 0)
             losses['render_alpha'] = out.alpha.reshape(-1)[labelled].mean() if labelled.any() \
                 else out.alpha.new_zeros(())
+            if out.primitives is not None:  # Gaussians per sample that reached the render
+                losses['render_gaussians'] = out.alpha.new_tensor(float(out.primitives))
             # seconds: this step's render forward + the previous step's render backward
             seconds = self.clock.seconds()
             if seconds is not None:

@@ -1,5 +1,6 @@
 """tools/analysis/diagnose.py end to end on a tiny synthetic dataset against counts read from its
 files."""
+import json
 import pickle
 
 import numpy as np
@@ -53,8 +54,27 @@ def test_diagnose_tool_end_to_end(tmp_path, tiny_dataset):
         if s['gt_voxels']:
             assert s['right'] <= s['occupied'] + 1e-9 or n == 'free'
     assert out_json.is_file()
+    # the Gaussians: the tiny head predicts one per cell of its 50 x 50 x 8 grid; the render uses
+    # those at or above the renderer's opacity threshold
+    with open(out_json) as f:
+        gaussians = json.load(f)['gaussians']
+    assert gaussians['samples'] == 2 and gaussians['predicted'] == 50 * 50 * 8
+    assert 0 < gaussians['rendered'] <= gaussians['predicted']
     # a checkpoint of another network is an error naming it, not a partial load
     from splattingocc.errors import UserError
     with pytest.raises(UserError, match='does not fit the network'):
         tool.main([config, str(ckpt), '--max-samples', '1', '--cfg-options', *options,
                       'model.volume_encoder.num_blocks=1'])
+
+
+def test_gaussian_counts_are_averaged_and_checked():
+    from splattingocc.evaluation.diagnostics import ClassDiagnostics
+    diag = ClassDiagnostics(['car', 'free'], free_label=1)
+    assert diag.gaussians() is None  # no splatting render: nothing to report
+    diag.add_gaussians(100, 40)
+    diag.add_gaussians(100, 70)
+    assert diag.gaussians() == dict(samples=2, predicted=100.0, rendered=55.0)
+    assert diag.table()[-1].startswith('Gaussians per sample (mean of 2): 100 predicted, 55 '
+                                       'rendered')
+    with pytest.raises(ValueError, match='120 Gaussians rendered of 100'):
+        diag.add_gaussians(100, 120)

@@ -1,5 +1,7 @@
 """The SplattingOcc network on small random inputs (CPU): supervision lists, gradients, predict
 format, the lift's label options, the repository's configs."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -30,9 +32,12 @@ def test_forward_backward_every_parameter_gets_a_finite_gradient(density):
     losses = model(mode='loss', **random_batch(B=2))
     expected = {'loss_depth', 'loss_sem', 'loss_lss_depth', 'loss_occ3d', 'loss_sem3d',
                 'loss_distortion', 'render_alpha', 'time_render'}
-    if not density:
-        expected.add('loss_opacity')
+    if not density:  # a splatting render also logs the Gaussians it used
+        expected |= {'loss_opacity', 'render_gaussians'}
     assert set(losses) == expected
+    if not density:  # at most one per cell of the head's grid; counted, so a whole number
+        n = float(losses['render_gaussians'])
+        assert 0 < n <= math.prod(model.head.grid_size) and n == int(n)
     for k, v in losses.items():
         assert v.dim() == 0 and torch.isfinite(v), (k, v)
     loss_sum(losses).backward()

@@ -26,6 +26,10 @@ def test_render_pruning_is_exact():
         if renderer.min_opacity > 0:
             assert renderer.prepare(scene).num_gaussians < N
         out = renderer(scene, cams)
+        # the Gaussians per sample the render used: the largest count at or above the threshold
+        expected = N if renderer.min_opacity == 0 else \
+            int((opac >= renderer.min_opacity).sum(1).max())
+        assert out.primitives == expected and (renderer.min_opacity == 0 or expected < N)
         (out.depth.square().sum() + (out.features * torch.arange(17.0)).sum()).backward()
         outs.append(out)
         grads.append([p.grad for p in ps])
