@@ -203,3 +203,34 @@ def test_many_rays_of_varied_length_match_slab_reference_with_max_dist():
         hits.append((idx[:, :, 0] >= 0).sum(axis=1))  # [2] per bit
     # both bits hit often, most rays miss, and max_dist cuts hits off
     assert np.all(hits[0] > hits[1]) and np.all(hits[1] > 300) and np.all(hits[0] < n / 2)
+
+
+
+def test_confusion_counts_on_one_torch_thread_and_restores_the_setting(monkeypatch):
+    """The histogram runs torch.bincount on one thread (E62) and puts the thread count back, also
+    when the count fails."""
+    import torch
+    real, seen = occ_miou._torch_bincount(), []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('count failed')
+
+    pred, gt, mask = _random_frame(np.random.default_rng(3), (40, 40, 16), 18)
+    gt %= 18
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(occ_miou, '_torch_bincount', lambda: spy)
+        got = confusion_matrix(pred, gt, mask, 18)
+        np.testing.assert_array_equal(got, _reference_confusion(pred, gt, mask, 18))
+        assert seen == [1] and torch.get_num_threads() == 2
+        monkeypatch.setattr(occ_miou, '_torch_bincount', lambda: broken)
+        with pytest.raises(RuntimeError, match='count failed'):
+            confusion_matrix(pred, gt, mask, 18)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -12,6 +12,8 @@ the labelled pixels, the share whose rendered class is right, the share with no 
 (alpha < 0.5) and the median |rendered depth - label|; of the labelled feature cells (the LSS depth
 target: the nearest label of each cell, by that label's class), the lift's probability within one
 depth bin and the median error of its expected depth (splattingocc/evaluation/diagnostics.py).
+With a splatting renderer, also the Gaussians per sample the head predicts and the ones that reach
+the render (after the renderer's opacity pruning).
 Needs the 2D label files (tools/create_data.py nuscenes). One process, CPU or the first GPU.
 """
 import sys

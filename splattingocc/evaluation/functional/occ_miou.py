@@ -72,7 +72,17 @@ def _histogram_u16(idx: np.ndarray, nbins: int) -> np.ndarray:
     bincount = _torch_bincount()
     if bincount is not None:
         import torch
-        counts = bincount(torch.from_numpy(idx.view(np.int16)), minlength=lanes * nbins).numpy()
+        # one thread: torch's min / max passes over a frame are too short to gain from a second
+        # thread, whose start and spin-wait cost more CPU time than they save (E62)
+        threads = torch.get_num_threads()
+        if threads > 1:
+            torch.set_num_threads(1)
+        try:
+            counts = bincount(torch.from_numpy(idx.view(np.int16)),
+                              minlength=lanes * nbins).numpy()
+        finally:
+            if threads > 1:
+                torch.set_num_threads(threads)
     else:
         counts = np.bincount(idx, minlength=lanes * nbins)
     return counts.reshape(lanes, nbins).sum(axis=0, dtype=np.int64)  # [nbins]
